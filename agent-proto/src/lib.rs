@@ -1,0 +1,1 @@
+//! gRPC protocol between the host and kennel-agent

@@ -1,0 +1,1 @@
+//! kennel control plane: API server, store, controllers

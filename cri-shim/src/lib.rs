@@ -1,0 +1,1 @@
+//! kennel-cri: CRI runtime, one microVM per pod sandbox

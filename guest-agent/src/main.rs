@@ -1,0 +1,6 @@
+//! kennel-agent: PID 1 of a pod VM.
+
+fn main() {
+    eprintln!("kennel-agent: not built yet");
+    std::process::exit(1);
+}

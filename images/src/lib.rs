@@ -1,0 +1,1 @@
+//! OCI images, guest kernel and initramfs for kennel

@@ -1,0 +1,1 @@
+//! Pod networking: bridge, taps, IPAM, NAT

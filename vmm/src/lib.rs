@@ -1,0 +1,1 @@
+//! kennel-vmm: a KVM microVM monitor for one pod.
