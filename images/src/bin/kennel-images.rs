@@ -1,0 +1,2 @@
+//! kennel-images CLI
+fn main() {}
