@@ -1,6 +1,219 @@
-//! kennel-agent: PID 1 of a pod VM.
+//! kennel-agent: PID 1 of a pod VM. Serves the agent gRPC protocol (agent-proto) over vsock
+//! in the guest or over a Unix socket on a host, and runs the pod's containers with
+//! namespaces, cgroups and an overlay rootfs.
+#![deny(unsafe_code)]
+
+mod cgroup;
+mod container;
+mod pid1;
+mod reaper;
+mod sandbox;
+mod server;
+mod storage;
+mod sys;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio::sync::mpsc;
+
+/// Where the gRPC server listens.
+#[derive(Debug, Clone, PartialEq)]
+enum Listen {
+    Vsock(u32),
+    Unix(PathBuf),
+}
+
+fn parse_listen(s: &str) -> Result<Listen, String> {
+    if let Some(p) = s.strip_prefix("vsock:") {
+        return p
+            .parse()
+            .map(Listen::Vsock)
+            .map_err(|_| format!("bad vsock port {p:?}"));
+    }
+    if let Some(p) = s.strip_prefix("unix:") {
+        if p.is_empty() {
+            return Err("empty unix socket path".into());
+        }
+        return Ok(Listen::Unix(p.into()));
+    }
+    Err(format!("{s:?}: expected vsock:<port> or unix:<path>"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
+enum Mode {
+    /// Guest duties when running as PID 1, host behaviour otherwise.
+    Auto,
+    /// PID 1 of a VM: early mounts, console logging, reboot on exit.
+    Guest,
+    /// A process on a host (tests): no early mounts, exit instead of reboot.
+    Host,
+}
+
+/// kennel-agent: runs a pod's containers inside its VM, driven by the host over gRPC.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// Listen address: vsock:<port> or unix:<path> [default: vsock:1024 as PID 1].
+    #[arg(long, value_parser = parse_listen)]
+    listen: Option<Listen>,
+    /// Guest (PID 1) or host behaviour.
+    #[arg(long, value_enum, default_value_t = Mode::Auto)]
+    mode: Mode,
+    /// Parent cgroup of the containers (a cgroup2 directory, or a name next to cgroup v1
+    /// controller mounts such as /sys/fs/cgroup/kennel-test).
+    #[arg(long, default_value = "/sys/fs/cgroup/kennel")]
+    cgroup_root: PathBuf,
+    /// Private state: container plans and overlay writable layers.
+    #[arg(long, default_value = "/run/kennel")]
+    state_dir: PathBuf,
+    /// Directory receiving hostname, hosts and resolv.conf.
+    #[arg(long, default_value = "/etc")]
+    etc_dir: PathBuf,
+    /// Where block devices are listed (with their serial files).
+    #[arg(long, default_value = "/sys/block", hide = true)]
+    sys_block_dir: PathBuf,
+    /// Where block device nodes live.
+    #[arg(long, default_value = "/dev", hide = true)]
+    dev_dir: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// (internal) Set up a container and exec its process.
+    #[command(hide = true)]
+    InitContainer { plan: PathBuf },
+    /// (internal) Join a container and exec a process.
+    #[command(hide = true)]
+    ExecContainer { plan: PathBuf },
+}
 
 fn main() {
-    eprintln!("kennel-agent: not built yet");
-    std::process::exit(1);
+    let cli = Cli::parse();
+    // The helpers must stay single-threaded: dispatch before any runtime exists.
+    match &cli.command {
+        Some(Command::InitContainer { plan }) => container::helper::run_init(plan),
+        Some(Command::ExecContainer { plan }) => container::helper::run_exec(plan),
+        None => {}
+    }
+    let guest = match cli.mode {
+        Mode::Auto => std::process::id() == 1,
+        Mode::Guest => true,
+        Mode::Host => false,
+    };
+    if guest {
+        if let Err(e) = pid1::mount_basics() {
+            eprintln!("kennel-agent: {e}");
+        }
+        pid1::console_logging();
+        std::panic::set_hook(Box::new(|info| {
+            eprintln!("kennel-agent: fatal: {info}");
+            pid1::power_off();
+        }));
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KENNEL_AGENT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build();
+    let result = rt
+        .context("starting the runtime")
+        .and_then(|rt| rt.block_on(run(cli, guest)));
+    if let Err(e) = result {
+        tracing::error!("{e:#}");
+        if guest {
+            pid1::power_off();
+        }
+        std::process::exit(1);
+    }
+    if guest {
+        pid1::power_off();
+    }
+}
+
+async fn run(cli: Cli, guest: bool) -> Result<()> {
+    let reaper = reaper::Reaper::start()?;
+    let cgroup_root = cgroup::CgroupRoot::open(&cli.cgroup_root)
+        .with_context(|| format!("opening cgroup root {}", cli.cgroup_root.display()))?;
+    std::fs::create_dir_all(&cli.state_dir)
+        .with_context(|| format!("creating {}", cli.state_dir.display()))?;
+    let containers = container::Containers::new(
+        container::Config {
+            cgroup_root: cgroup_root.clone(),
+            state_dir: cli.state_dir.clone(),
+        },
+        reaper,
+    );
+    let (shutdown_tx, mut shutdown_rx) = mpsc::channel(1);
+    let service = server::AgentService {
+        containers: containers.clone(),
+        sandbox_paths: sandbox::Paths {
+            etc: cli.etc_dir.clone(),
+            sys_class_net: "/sys/class/net".into(),
+            random: "/dev/random".into(),
+        },
+        block_paths: storage::BlockPaths {
+            sys_block: cli.sys_block_dir.clone(),
+            dev: cli.dev_dir.clone(),
+        },
+        shutdown: shutdown_tx,
+    };
+    let svc = agent_proto::pb::agent_server::AgentServer::new(service);
+    let listen = match (cli.listen, guest) {
+        (Some(l), _) => l,
+        (None, true) => Listen::Vsock(agent_proto::DEFAULT_VSOCK_PORT),
+        (None, false) => bail!("--listen is required when not running as PID 1"),
+    };
+    // Serve until DestroySandbox, then give the reply a moment to leave.
+    let stop = async move {
+        let _ = shutdown_rx.recv().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let router = tonic::transport::Server::builder().add_service(svc);
+    match listen {
+        Listen::Unix(path) => {
+            let _ = std::fs::remove_file(&path);
+            let listener = tokio::net::UnixListener::bind(&path)
+                .with_context(|| format!("binding {}", path.display()))?;
+            tracing::info!("listening on unix:{}", path.display());
+            if guest {
+                pid1::signal_ready();
+            }
+            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+            router
+                .serve_with_incoming_shutdown(incoming, stop)
+                .await
+                .context("serving")?;
+        }
+        Listen::Vsock(port) => {
+            let addr = tokio_vsock::VsockAddr::new(tokio_vsock::VMADDR_CID_ANY, port);
+            let listener = tokio_vsock::VsockListener::bind(addr)
+                .with_context(|| format!("binding vsock port {port}"))?;
+            tracing::info!("listening on vsock:{port}");
+            if guest {
+                pid1::signal_ready();
+            }
+            router
+                .serve_with_incoming_shutdown(listener.incoming(), stop)
+                .await
+                .context("serving")?;
+        }
+    }
+    tracing::info!("sandbox destroyed");
+    containers.remove_all().await;
+    if !guest {
+        cgroup_root.remove();
+    }
+    Ok(())
 }

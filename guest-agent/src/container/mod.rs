@@ -1,0 +1,571 @@
+//! Containers: create (namespaces + cgroup + rootfs, init waiting), start, exec, wait,
+//! signal, stdio, stats, OOM events, remove.
+
+pub mod helper;
+pub mod plan;
+pub mod stdio;
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::sync::{broadcast, watch};
+
+use crate::cgroup::{Cgroup, CgroupError, CgroupRoot};
+use crate::reaper::{self, Exit, Reaper};
+use crate::sys::spawn::{spawn, SpawnSpec};
+use plan::{PlanError, RootfsInput};
+use stdio::Stdio;
+
+/// Errors of container operations; each maps to one gRPC status.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    /// No such container or process.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The id is taken.
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    /// Bad request field.
+    #[error(transparent)]
+    InvalidArgument(#[from] PlanError),
+    /// The container is not in a state that allows the operation.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// Setting up or executing the process failed inside the helper.
+    #[error("{0}")]
+    Setup(String),
+    /// A cgroup operation failed.
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    /// An OS operation of the agent failed.
+    #[error("{op}")]
+    Io {
+        /// What was attempted.
+        op: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(op: impl Into<String>) -> impl FnOnce(std::io::Error) -> ContainerError {
+    let op = op.into();
+    move |source| ContainerError::Io { op, source }
+}
+
+/// A process the agent started (a container's init or an exec).
+pub struct Proc {
+    /// PID in the agent's namespace.
+    pub pid: i32,
+    exit: watch::Receiver<Option<Exit>>,
+    oom_before: u64,
+    /// Stdio of the process.
+    pub stdio: Stdio,
+}
+
+impl Proc {
+    /// The exit status, if the process has ended.
+    pub fn exited(&self) -> Option<Exit> {
+        *self.exit.borrow()
+    }
+}
+
+/// Result of waiting for a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitResult {
+    /// How it ended.
+    pub exit: Exit,
+    /// The container's cgroup saw an OOM kill during its life.
+    pub oom_killed: bool,
+}
+
+/// Resource usage of a container.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stats {
+    /// CPU nanoseconds.
+    pub cpu_nanos: u64,
+    /// Memory bytes.
+    pub memory_bytes: u64,
+    /// Memory limit (0 = none).
+    pub memory_limit: u64,
+    /// Processes.
+    pub pids: u64,
+    /// OOM kills so far.
+    pub oom_kills: u64,
+}
+
+struct Container {
+    cgroup: Cgroup,
+    state_dir: PathBuf,
+    init: Arc<Proc>,
+    /// Start pipe (init waits for one byte) and the status reader; None once started.
+    pending: Mutex<Option<(OwnedFd, BufReader<File>)>>,
+    execs: Mutex<HashMap<String, Arc<Proc>>>,
+    oom_seen: Mutex<u64>,
+}
+
+enum Slot {
+    Creating,
+    Ready(Arc<Container>),
+}
+
+/// Settings of the container manager.
+pub struct Config {
+    /// Where container cgroups go.
+    pub cgroup_root: CgroupRoot,
+    /// Private state (plans, overlay upper/work dirs).
+    pub state_dir: PathBuf,
+}
+
+/// All containers of the sandbox.
+pub struct Containers {
+    cfg: Config,
+    reaper: Reaper,
+    exe: CString,
+    slots: Mutex<HashMap<String, Slot>>,
+    oom_tx: broadcast::Sender<String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Reads status lines until `want` (returns its payload), EOF (returns None) or an error line.
+fn read_status(r: &mut BufReader<File>, want: &str) -> Result<Option<String>, ContainerError> {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = r.read_line(&mut line).map_err(io("reading helper status"))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let l = line.trim_end();
+        if let Some(msg) = l.strip_prefix("error ") {
+            return Err(ContainerError::Setup(msg.to_string()));
+        }
+        if let Some(rest) = l.strip_prefix(want) {
+            return Ok(Some(rest.trim().to_string()));
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ContainerError> + Send + 'static,
+) -> Result<T, ContainerError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ContainerError::Setup(format!("helper task failed: {e}")))?
+}
+
+impl Containers {
+    /// Creates the manager and starts the OOM watcher.
+    pub fn new(cfg: Config, reaper: Reaper) -> Arc<Self> {
+        let (oom_tx, _) = broadcast::channel(256);
+        let c = Arc::new(Containers {
+            cfg,
+            reaper,
+            exe: CString::new("/proc/self/exe").unwrap_or_default(),
+            slots: Mutex::new(HashMap::new()),
+            oom_tx,
+        });
+        let weak = Arc::downgrade(&c);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                match weak.upgrade() {
+                    Some(c) => c.poll_oom(),
+                    None => break,
+                }
+            }
+        });
+        c
+    }
+
+    /// Subscribes to OOM events (container ids).
+    pub fn oom_events(&self) -> broadcast::Receiver<String> {
+        self.oom_tx.subscribe()
+    }
+
+    fn poll_oom(&self) {
+        for (id, c) in self.ready() {
+            let n = c.cgroup.oom_kills();
+            let mut seen = lock(&c.oom_seen);
+            while *seen < n {
+                *seen += 1;
+                let _ = self.oom_tx.send(id.clone());
+            }
+        }
+    }
+
+    fn ready(&self) -> Vec<(String, Arc<Container>)> {
+        lock(&self.slots)
+            .iter()
+            .filter_map(|(id, s)| match s {
+                Slot::Ready(c) => Some((id.clone(), c.clone())),
+                Slot::Creating => None,
+            })
+            .collect()
+    }
+
+    fn get(&self, id: &str) -> Result<Arc<Container>, ContainerError> {
+        match lock(&self.slots).get(id) {
+            Some(Slot::Ready(c)) => Ok(c.clone()),
+            _ => Err(ContainerError::NotFound(format!("container {id:?}"))),
+        }
+    }
+
+    fn proc(&self, id: &str, exec_id: &str) -> Result<(Arc<Container>, Arc<Proc>), ContainerError> {
+        let c = self.get(id)?;
+        if exec_id.is_empty() {
+            let p = c.init.clone();
+            return Ok((c, p));
+        }
+        let p = lock(&c.execs).get(exec_id).cloned().ok_or_else(|| {
+            ContainerError::NotFound(format!("exec {exec_id:?} in container {id:?}"))
+        })?;
+        Ok((c, p))
+    }
+
+    /// Looks up a process (empty `exec_id` = init).
+    pub fn process(&self, id: &str, exec_id: &str) -> Result<Arc<Proc>, ContainerError> {
+        self.proc(id, exec_id).map(|(_, p)| p)
+    }
+
+    /// Creates container `id` from an OCI spec; its init waits for [`Containers::start`].
+    pub async fn create(
+        self: &Arc<Self>,
+        id: &str,
+        spec_json: &[u8],
+        rootfs: RootfsInput,
+        tty: bool,
+    ) -> Result<i32, ContainerError> {
+        plan::check_id("container_id", id)?;
+        let spec: oci_spec::runtime::Spec = serde_json::from_slice(spec_json).map_err(|e| {
+            PlanError {
+                field: "oci_spec_json".into(),
+                reason: format!("not an OCI runtime spec: {e}"),
+            }
+        })?;
+        {
+            let mut slots = lock(&self.slots);
+            if slots.contains_key(id) {
+                return Err(ContainerError::AlreadyExists(format!("container {id:?}")));
+            }
+            slots.insert(id.to_string(), Slot::Creating);
+        }
+        let this = self.clone();
+        let id_owned = id.to_string();
+        let res = this.create_inner(&id_owned, &spec, rootfs, tty).await;
+        let mut slots = lock(&self.slots);
+        match res {
+            Ok(c) => {
+                let pid = c.init.pid;
+                slots.insert(id.to_string(), Slot::Ready(c));
+                Ok(pid)
+            }
+            Err(e) => {
+                slots.remove(id);
+                Err(e)
+            }
+        }
+    }
+
+    async fn create_inner(
+        self: &Arc<Self>,
+        id: &str,
+        spec: &oci_spec::runtime::Spec,
+        rootfs: RootfsInput,
+        tty: bool,
+    ) -> Result<Arc<Container>, ContainerError> {
+        let state_dir = self.cfg.state_dir.join("containers").join(id);
+        let probe = self.cfg.cgroup_root.cgroup(id);
+        let (init_plan, limits) =
+            plan::init_plan(spec, &rootfs, &state_dir, probe.procs_files(), tty)?;
+        std::fs::create_dir_all(&state_dir).map_err(io(format!("creating {}", state_dir.display())))?;
+        let cleanup = |cg: Option<&Cgroup>| {
+            if let Some(cg) = cg {
+                let _ = cg.remove();
+            }
+            let _ = std::fs::remove_dir_all(&state_dir);
+        };
+        let cgroup = match self.cfg.cgroup_root.create(id, &limits) {
+            Ok(cg) => cg,
+            Err(e) => {
+                cleanup(None);
+                return Err(e.into());
+            }
+        };
+        let plan_path = state_dir.join("init.json");
+        let res = async {
+            write_json(&plan_path, &init_plan)?;
+            let oom_before = cgroup.oom_kills();
+            let (stdio, child) = stdio::create(init_plan.process.tty).map_err(io("creating stdio"))?;
+            let (status_r, status_w) = stdio::pipe().map_err(io("creating a pipe"))?;
+            let (start_r, start_w) = stdio::pipe().map_err(io("creating a pipe"))?;
+            let flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+            let pid = self.spawn_helper(
+                flags,
+                "init-container",
+                &plan_path,
+                &child,
+                &[(status_w.as_raw_fd(), 3), (start_r.as_raw_fd(), 4)],
+            )?;
+            drop((child, status_w, start_r));
+            let exit = self.reaper.watch(pid);
+            let mut reader = BufReader::new(File::from(status_r));
+            let (ready, reader) = blocking(move || {
+                let r = read_status(&mut reader, "ready");
+                r.map(|x| (x, reader))
+            })
+            .await
+            .inspect_err(|_| {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            })?;
+            if ready.is_none() {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                return Err(ContainerError::Setup("container init exited during setup".into()));
+            }
+            Ok(Arc::new(Container {
+                cgroup: cgroup.clone(),
+                state_dir: state_dir.clone(),
+                init: Arc::new(Proc {
+                    pid,
+                    exit,
+                    oom_before,
+                    stdio,
+                }),
+                pending: Mutex::new(Some((start_w, reader))),
+                execs: Mutex::new(HashMap::new()),
+                oom_seen: Mutex::new(oom_before),
+            }))
+        }
+        .await;
+        if res.is_err() {
+            // Give a killed helper a moment to leave the cgroup before removing it.
+            for _ in 0..50 {
+                if cgroup.pids().is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            cleanup(Some(&cgroup));
+        }
+        res
+    }
+
+    fn spawn_helper(
+        &self,
+        flags: libc::c_int,
+        mode: &str,
+        plan: &Path,
+        child: &stdio::ChildStdio,
+        extra: &[(i32, i32)],
+    ) -> Result<i32, ContainerError> {
+        let argv = [
+            CString::new("kennel-agent").unwrap_or_default(),
+            CString::new(mode).unwrap_or_default(),
+            CString::new(plan.as_os_str().as_encoded_bytes())
+                .map_err(|_| ContainerError::Setup("NUL in state path".into()))?,
+        ];
+        let env = [CString::new("RUST_BACKTRACE=0").unwrap_or_default()];
+        let mut fds: Vec<(i32, i32)> = child.mapping().to_vec();
+        fds.extend_from_slice(extra);
+        spawn(&SpawnSpec {
+            clone_flags: flags,
+            program: &self.exe,
+            argv: &argv,
+            env: &env,
+            fds: &fds,
+        })
+        .map_err(io(format!("cloning the {mode} helper")))
+    }
+
+    /// Lets the container's init execute its program.
+    pub async fn start(&self, id: &str) -> Result<(), ContainerError> {
+        let c = self.get(id)?;
+        let (start_w, mut reader) = lock(&c.pending)
+            .take()
+            .ok_or_else(|| ContainerError::FailedPrecondition(format!("container {id:?} was already started")))?;
+        let mut f = File::from(start_w);
+        f.write_all(b"G").map_err(io("signalling the container init"))?;
+        drop(f);
+        blocking(move || read_status(&mut reader, "\u{0}").map(|_| ())).await
+    }
+
+    /// Runs an extra process in a started, running container.
+    pub async fn exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+        process_json: &[u8],
+    ) -> Result<i32, ContainerError> {
+        plan::check_id("exec_id", exec_id)?;
+        let process = plan::process_from_json(process_json)?;
+        let c = self.get(id)?;
+        if lock(&c.pending).is_some() {
+            return Err(ContainerError::FailedPrecondition(format!("container {id:?} is not started")));
+        }
+        if c.init.exited().is_some() {
+            return Err(ContainerError::FailedPrecondition(format!("container {id:?} has exited")));
+        }
+        {
+            let execs = lock(&c.execs);
+            if execs.contains_key(exec_id) {
+                return Err(ContainerError::AlreadyExists(format!("exec {exec_id:?} in container {id:?}")));
+            }
+        }
+        let plan_path = c.state_dir.join(format!("exec-{exec_id}.json"));
+        write_json(
+            &plan_path,
+            &plan::ExecPlan {
+                target_pid: c.init.pid,
+                cgroup_procs: c.cgroup.procs_files(),
+                process: process.clone(),
+            },
+        )?;
+        let oom_before = c.cgroup.oom_kills();
+        let (stdio, child) = stdio::create(process.tty).map_err(io("creating stdio"))?;
+        let (status_r, status_w) = stdio::pipe().map_err(io("creating a pipe"))?;
+        let helper = self.spawn_helper(0, "exec-container", &plan_path, &child, &[(status_w.as_raw_fd(), 3)])?;
+        drop((child, status_w));
+        let helper_exit = self.reaper.watch(helper);
+        let mut reader = BufReader::new(File::from(status_r));
+        let res = blocking(move || {
+            let pid = read_status(&mut reader, "pid ")?;
+            let pid: i32 = pid
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(|| ContainerError::Setup("exec helper exited before starting the process".into()))?;
+            // EOF once the process executed its program; an error line otherwise.
+            match read_status(&mut reader, "\u{0}") {
+                Ok(_) => Ok((pid, None)),
+                Err(e) => Ok((pid, Some(e))),
+            }
+        })
+        .await;
+        let _ = reaper::wait(helper_exit).await;
+        let _ = std::fs::remove_file(&plan_path);
+        let (pid, failed) = res?;
+        let exit = self.reaper.watch(pid);
+        if let Some(e) = failed {
+            let _ = reaper::wait(exit).await;
+            return Err(e);
+        }
+        let mut execs = lock(&c.execs);
+        if execs.contains_key(exec_id) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            return Err(ContainerError::AlreadyExists(format!("exec {exec_id:?} in container {id:?}")));
+        }
+        execs.insert(
+            exec_id.to_string(),
+            Arc::new(Proc {
+                pid,
+                exit,
+                oom_before,
+                stdio,
+            }),
+        );
+        Ok(pid)
+    }
+
+    /// Waits until a process ends.
+    pub async fn wait(&self, id: &str, exec_id: &str) -> Result<WaitResult, ContainerError> {
+        let (c, p) = self.proc(id, exec_id)?;
+        let exit = reaper::wait(p.exit.clone()).await;
+        Ok(WaitResult {
+            exit,
+            oom_killed: c.cgroup.oom_kills() > p.oom_before,
+        })
+    }
+
+    /// Sends `signal` to a process, or to every process of the container when `all`.
+    pub fn signal(&self, id: &str, exec_id: &str, signal: i32, all: bool) -> Result<(), ContainerError> {
+        let sig = Signal::try_from(signal).map_err(|_| PlanError {
+            field: "signal".into(),
+            reason: format!("{signal} is not a signal number"),
+        })?;
+        let (c, p) = self.proc(id, exec_id)?;
+        if all {
+            if sig == Signal::SIGKILL && p.exited().is_none() {
+                // Killing the PID namespace's init kills everything in it.
+                let _ = kill(Pid::from_raw(c.init.pid), sig);
+            }
+            for pid in c.cgroup.pids() {
+                let _ = kill(Pid::from_raw(pid), sig);
+            }
+            return Ok(());
+        }
+        if p.exited().is_some() {
+            return Err(ContainerError::FailedPrecondition(format!("process {} has exited", p.pid)));
+        }
+        kill(Pid::from_raw(p.pid), sig).map_err(|e| io("kill")(e.into()))
+    }
+
+    /// Resource usage of a container.
+    pub fn stats(&self, id: &str) -> Result<Stats, ContainerError> {
+        let c = self.get(id)?;
+        let (cpu_nanos, memory_bytes, memory_limit, pids) = c.cgroup.stats();
+        Ok(Stats {
+            cpu_nanos,
+            memory_bytes,
+            memory_limit,
+            pids,
+            oom_kills: c.cgroup.oom_kills(),
+        })
+    }
+
+    /// Kills whatever is left of a container and removes its cgroup and state.
+    pub async fn remove(&self, id: &str) -> Result<(), ContainerError> {
+        let c = self.get(id)?;
+        drop(lock(&c.pending).take());
+        if c.init.exited().is_none() {
+            let _ = kill(Pid::from_raw(c.init.pid), Signal::SIGKILL);
+        }
+        let waited = tokio::time::timeout(Duration::from_secs(30), reaper::wait(c.init.exit.clone())).await;
+        if waited.is_err() {
+            return Err(ContainerError::FailedPrecondition(format!(
+                "container {id:?} init {} did not exit after SIGKILL",
+                c.init.pid
+            )));
+        }
+        for _ in 0..500 {
+            let pids = c.cgroup.pids();
+            if pids.is_empty() {
+                break;
+            }
+            for pid in pids {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.poll_oom();
+        c.cgroup.remove()?;
+        if let Err(e) = std::fs::remove_dir_all(&c.state_dir) {
+            tracing::warn!("removing {}: {e}", c.state_dir.display());
+        }
+        lock(&self.slots).remove(id);
+        Ok(())
+    }
+
+    /// Removes every container (sandbox teardown).
+    pub async fn remove_all(&self) {
+        for (id, _) in self.ready() {
+            if let Err(e) = self.remove(&id).await {
+                tracing::warn!("removing container {id}: {e}");
+            }
+        }
+    }
+}
+
+fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), ContainerError> {
+    let bytes = serde_json::to_vec(value)
+        .map_err(|e| ContainerError::Setup(format!("encoding {}: {e}", path.display())))?;
+    std::fs::write(path, bytes).map_err(io(format!("writing {}", path.display())))
+}

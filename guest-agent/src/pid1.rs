@@ -1,0 +1,86 @@
+//! Duties of PID 1 in the guest: early mounts, console, power-off, the boot marker.
+
+use std::fs;
+use std::os::unix::fs::FileExt;
+
+use nix::errno::Errno;
+use nix::mount::{mount, MsFlags};
+
+/// The VMM's "agent ready" debug port (a write of 0x01 there marks boot end).
+const READY_PORT: u64 = 0x440;
+
+/// Errors of the early mounts.
+#[derive(Debug, thiserror::Error)]
+pub enum Pid1Error {
+    /// A mount failed.
+    #[error("mounting {fstype} on {target}")]
+    Mount {
+        /// Filesystem type.
+        fstype: &'static str,
+        /// Mount point.
+        target: &'static str,
+        /// Cause.
+        #[source]
+        source: Errno,
+    },
+}
+
+/// Mounts /proc, /sys, /dev, /dev/pts, /dev/shm, /run and cgroup2 (already mounted = fine).
+pub fn mount_basics() -> Result<(), Pid1Error> {
+    let nosuid_noexec_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
+    let table: [(&'static str, &'static str, MsFlags, Option<&str>); 7] = [
+        ("proc", "/proc", nosuid_noexec_nodev, None),
+        ("sysfs", "/sys", nosuid_noexec_nodev, None),
+        ("devtmpfs", "/dev", MsFlags::MS_NOSUID, Some("mode=0755")),
+        (
+            "devpts",
+            "/dev/pts",
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("newinstance,ptmxmode=0666,mode=0620"),
+        ),
+        ("tmpfs", "/dev/shm", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777")),
+        ("tmpfs", "/run", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755")),
+        ("cgroup2", "/sys/fs/cgroup", nosuid_noexec_nodev, None),
+    ];
+    for (fstype, target, flags, data) in table {
+        let _ = fs::create_dir_all(target);
+        match mount(Some(fstype), target, Some(fstype), flags, data) {
+            Ok(()) | Err(Errno::EBUSY) => {}
+            Err(source) => {
+                return Err(Pid1Error::Mount {
+                    fstype,
+                    target,
+                    source,
+                })
+            }
+        }
+    }
+    if fs::symlink_metadata("/dev/ptmx").is_err() {
+        let _ = std::os::unix::fs::symlink("pts/ptmx", "/dev/ptmx");
+    }
+    Ok(())
+}
+
+/// Sends stdout/stderr to /dev/console (the kernel may have started us without one).
+pub fn console_logging() {
+    if let Ok(f) = fs::OpenOptions::new().write(true).open("/dev/console") {
+        crate::sys::spawn::redirect_stdio(&f);
+    }
+}
+
+/// Writes the "agent ready" marker to the VMM's debug I/O port; missing /dev/port is fine.
+pub fn signal_ready() {
+    let f = fs::OpenOptions::new().write(true).open("/dev/port");
+    match f.and_then(|f| f.write_at(&[1], READY_PORT)) {
+        Ok(_) => tracing::info!("ready marker written to port {READY_PORT:#x}"),
+        Err(e) => tracing::debug!("no ready marker: {e}"),
+    }
+}
+
+/// Syncs and resets the VM (the VMM ends the VM on a guest reset). Never returns.
+pub fn power_off() -> ! {
+    nix::unistd::sync();
+    let e = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
+    eprintln!("kennel-agent: reboot failed: {e:?}");
+    std::process::exit(1)
+}

@@ -1,0 +1,5 @@
+//! Leaf syscall wrappers: the only place in the agent with `unsafe` code.
+#![allow(unsafe_code)]
+
+pub mod ioctl;
+pub mod spawn;
