@@ -1,1 +1,6 @@
-//! kennel control plane: API server, store, controllers
+//! kennel control plane: the MVCC store (SQLite or etcd) and the Kubernetes-compatible API server.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod apiserver;
+pub mod store;

@@ -1,0 +1,210 @@
+//! DELETE of one object (preconditions, finalizers, graceful pod deletion, namespaces) and
+//! deletecollection.
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde_json::{json, Value};
+
+use super::read::{collect, Filter};
+use super::{encode, json_response, ns_of, read_current, with_rv, ApiState};
+use crate::api::defaults::now_rfc3339;
+use crate::api::registry::{ResourceDef, RESOURCES};
+use crate::api::request::{self, Query, Target};
+use crate::api::status::{success, ApiError};
+
+/// Options from the DeleteOptions body and query.
+struct DeleteOpts {
+    dry_run: bool,
+    grace: Option<i64>,
+    rv: Option<String>,
+    uid: Option<String>,
+}
+
+fn delete_opts(query: &Query, headers: &HeaderMap, body: &[u8]) -> Result<DeleteOpts, ApiError> {
+    let b: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        request::parse_body(headers, body)?
+    };
+    let dry_run = request::dry_run(query)?
+        || b["dryRun"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|v| v == "All"));
+    let grace = query
+        .get("gracePeriodSeconds")
+        .and_then(|g| g.parse().ok())
+        .or_else(|| b["gracePeriodSeconds"].as_i64());
+    Ok(DeleteOpts {
+        dry_run,
+        grace,
+        rv: b["preconditions"]["resourceVersion"]
+            .as_str()
+            .map(String::from),
+        uid: b["preconditions"]["uid"].as_str().map(String::from),
+    })
+}
+
+/// Deletes one object; returns the deleted (or now terminating) object.
+async fn delete_one(
+    state: &ApiState,
+    def: &ResourceDef,
+    ns: Option<&str>,
+    name: &str,
+    opts: &DeleteOpts,
+) -> Result<Value, ApiError> {
+    let (cur, mut obj) = read_current(state, def, ns, name).await?;
+    let precondition_failed = opts
+        .rv
+        .as_ref()
+        .is_some_and(|rv| *rv != cur.mod_revision.to_string())
+        || opts
+            .uid
+            .as_ref()
+            .is_some_and(|u| obj["metadata"]["uid"].as_str() != Some(u));
+    if precondition_failed {
+        return Err(ApiError::Conflict {
+            resource: def.qualified(),
+            name: name.to_string(),
+            message: "Precondition failed".into(),
+        });
+    }
+    let has_finalizers = obj["metadata"]["finalizers"]
+        .as_array()
+        .is_some_and(|f| !f.is_empty());
+    let graceful_pod = def.kind == "Pod"
+        && !obj["spec"]["nodeName"].as_str().unwrap_or("").is_empty()
+        && opts.grace.unwrap_or_else(|| {
+            obj["spec"]["terminationGracePeriodSeconds"]
+                .as_i64()
+                .unwrap_or(30)
+        }) > 0
+        && obj["status"]["phase"] != "Succeeded"
+        && obj["status"]["phase"] != "Failed";
+    if def.kind == "Namespace" {
+        return delete_namespace(state, def, cur, obj, opts).await;
+    }
+    if has_finalizers || graceful_pod {
+        if obj["metadata"]["deletionTimestamp"].is_null() {
+            obj["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+            let grace = if graceful_pod {
+                opts.grace
+                    .or(obj["spec"]["terminationGracePeriodSeconds"].as_i64())
+                    .unwrap_or(30)
+            } else {
+                0
+            };
+            obj["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+            if opts.dry_run {
+                return Ok(obj);
+            }
+            let rev = state
+                .store
+                .update(&cur.key, encode(&obj), Some(cur.mod_revision))
+                .await
+                .map_err(|e| ApiError::from_store(e, &def.qualified(), name))?;
+            return Ok(with_rv(obj, rev));
+        }
+        return Ok(obj);
+    }
+    if opts.dry_run {
+        return Ok(obj);
+    }
+    state
+        .store
+        .delete(&cur.key, Some(cur.mod_revision))
+        .await
+        .map_err(|e| ApiError::from_store(e, &def.qualified(), name))?;
+    Ok(obj)
+}
+
+/// Deletes every object in namespace `ns` (all namespaced resources).
+pub async fn delete_namespace_contents(state: &ApiState, ns: &str) -> Result<(), ApiError> {
+    for def in RESOURCES.iter().filter(|d| d.namespaced) {
+        let page = state
+            .store
+            .list(&def.list_prefix(Some(ns)), 0, None)
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        for kv in page.items {
+            match state.store.delete(&kv.key, None).await {
+                Ok(_) | Err(crate::store::StoreError::NotFound(_)) => {}
+                Err(e) => return Err(ApiError::Internal(e.to_string())),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Namespace deletion: mark Terminating, remove everything inside, then remove the namespace.
+async fn delete_namespace(
+    state: &ApiState,
+    def: &ResourceDef,
+    cur: crate::store::KeyValue,
+    mut obj: Value,
+    opts: &DeleteOpts,
+) -> Result<Value, ApiError> {
+    let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+    if matches!(name.as_str(), "default" | "kube-system" | "kube-public") {
+        return Err(ApiError::Forbidden(format!(
+            "namespace \"{name}\" is forbidden: this namespace may not be deleted"
+        )));
+    }
+    obj["status"]["phase"] = json!("Terminating");
+    if obj["metadata"]["deletionTimestamp"].is_null() {
+        obj["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+    }
+    if opts.dry_run {
+        return Ok(obj);
+    }
+    let rev = state
+        .store
+        .update(&cur.key, encode(&obj), Some(cur.mod_revision))
+        .await
+        .map_err(|e| ApiError::from_store(e, &def.qualified(), &name))?;
+    delete_namespace_contents(state, &name).await?;
+    match state.store.delete(&cur.key, Some(rev)).await {
+        Ok(_) | Err(crate::store::StoreError::NotFound(_)) => {}
+        Err(e) => return Err(ApiError::from_store(e, &def.qualified(), &name)),
+    }
+    Ok(with_rv(obj, rev))
+}
+
+/// DELETE one object.
+pub async fn delete(
+    state: &ApiState,
+    t: &Target,
+    query: &Query,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let opts = delete_opts(query, headers, body)?;
+    let name = t.name.clone().unwrap_or_default();
+    let obj = delete_one(state, t.def, ns_of(t.def, t).as_deref(), &name, &opts).await?;
+    Ok(json_response(StatusCode::OK, &obj, &[]))
+}
+
+/// DELETE a collection (with selectors).
+pub async fn delete_collection(
+    state: &ApiState,
+    t: &Target,
+    query: &Query,
+) -> Result<Response, ApiError> {
+    let def = t.def;
+    let opts = delete_opts(query, &HeaderMap::new(), b"")?;
+    let filter = Filter::from_query(def, query)?;
+    let ns = ns_of(def, t);
+    let (items, _, _) = collect(state, def, ns.as_deref(), &filter, 0, None).await?;
+    for obj in items {
+        let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let ns = obj["metadata"]["namespace"].as_str().map(String::from);
+        match delete_one(state, def, ns.as_deref(), &name, &opts).await {
+            Ok(_) | Err(ApiError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &success(json!({"kind": def.plural, "group": def.group})),
+        &[],
+    ))
+}

@@ -1,0 +1,347 @@
+//! Create, update (PUT) and patch (JSON, merge, strategic), for objects and their status.
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde_json::{json, Value};
+
+use super::{encode, json_response, ns_of, read_current, with_rv, ApiState, WriteOpts};
+use crate::api::defaults::{self, apply_defaults, initial_status, spec_part};
+use crate::api::registry::{self, ResourceDef};
+use crate::api::request::{self, normalize, Query, Target};
+use crate::api::status::ApiError;
+use crate::api::strategic::strategic_merge;
+use crate::api::validate::validate;
+use crate::store::KeyValue;
+
+/// How many times a patch is retried when the object changes underneath it.
+const PATCH_RETRIES: usize = 16;
+
+/// Checks the namespace exists and is not terminating.
+pub async fn check_namespace(state: &ApiState, ns: &str) -> Result<(), ApiError> {
+    let nsdef = registry::find("", "v1", "namespaces").expect("namespaces registered");
+    let kv = state
+        .store
+        .get(&nsdef.key(None, ns))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let Some(kv) = kv else {
+        return Err(ApiError::NotFound {
+            resource: "namespaces".into(),
+            name: ns.to_string(),
+        });
+    };
+    let obj = super::decode(&kv)?;
+    if obj["status"]["phase"] == "Terminating" {
+        return Err(ApiError::Forbidden(format!(
+            "unable to create new content in namespace {ns} because it is being terminated"
+        )));
+    }
+    Ok(())
+}
+
+/// Picks a free ClusterIP in 10.96.0.0/16 for a new Service.
+async fn allocate_cluster_ip(state: &ApiState) -> Result<String, ApiError> {
+    let svc = registry::find("", "v1", "services").expect("services registered");
+    let page = state
+        .store
+        .list(&svc.key_prefix(), 0, None)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let used: std::collections::HashSet<String> = page
+        .items
+        .iter()
+        .filter_map(|kv| super::decode(kv).ok())
+        .filter_map(|o| o["spec"]["clusterIP"].as_str().map(String::from))
+        .collect();
+    for n in 10u32..65534 {
+        let ip = format!("10.96.{}.{}", n / 256, n % 256);
+        if n % 256 != 0 && n % 256 != 255 && !used.contains(&ip) {
+            return Ok(ip);
+        }
+    }
+    Err(ApiError::Internal("service IP range exhausted".into()))
+}
+
+/// POST: create an object.
+pub async fn create(
+    state: &ApiState,
+    t: &Target,
+    query: &Query,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let def = t.def;
+    let opts = WriteOpts::from_query(query)?;
+    let raw = request::parse_body(headers, body)?;
+    let (mut obj, warnings) = normalize(def, def.kind, &def.api_version(), raw, opts.validation)?;
+    let ns = ns_of(def, t);
+    let meta = &mut obj["metadata"];
+    if !meta.is_object() {
+        *meta = json!({});
+    }
+    if def.namespaced {
+        let url_ns = ns.clone().unwrap_or_default();
+        match meta["namespace"].as_str() {
+            Some(n) if !n.is_empty() && n != url_ns => {
+                return Err(ApiError::BadRequest(
+                    "the namespace of the provided object does not match the namespace sent on the request".into(),
+                ))
+            }
+            _ => meta["namespace"] = json!(url_ns),
+        }
+    } else if let Some(m) = meta.as_object_mut() {
+        m.remove("namespace");
+    }
+    if meta["name"].as_str().unwrap_or("").is_empty() {
+        if let Some(g) = meta["generateName"].as_str().filter(|g| !g.is_empty()) {
+            meta["name"] = json!(format!("{g}{}", defaults::random_suffix()));
+        }
+    }
+    let m = meta.as_object_mut().expect("metadata object");
+    for k in [
+        "resourceVersion",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "managedFields",
+    ] {
+        m.remove(k);
+    }
+    m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+    m.insert("creationTimestamp".into(), json!(defaults::now_rfc3339()));
+    if obj.get("spec").is_some() {
+        obj["metadata"]["generation"] = json!(1);
+    }
+    apply_defaults(def.kind, &mut obj);
+    if let Some(s) = initial_status(def.kind, &obj) {
+        obj["status"] = s;
+        apply_defaults(def.kind, &mut obj);
+    }
+    validate(def.kind, &obj)?;
+    let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+    if let Some(ns) = &ns {
+        check_namespace(state, ns).await?;
+    }
+    if def.kind == "Service"
+        && obj["spec"]["clusterIP"].as_str().unwrap_or("").is_empty()
+        && obj["spec"]["type"] != "ExternalName"
+    {
+        let ip = allocate_cluster_ip(state).await?;
+        obj["spec"]["clusterIP"] = json!(ip);
+        obj["spec"]["clusterIPs"] = json!([ip]);
+    }
+    let key = def.key(ns.as_deref(), &name);
+    if opts.dry_run {
+        if state.store.get(&key).await.ok().flatten().is_some() {
+            return Err(ApiError::AlreadyExists {
+                resource: def.qualified(),
+                name,
+            });
+        }
+        return Ok(json_response(StatusCode::CREATED, &obj, &warnings));
+    }
+    let rev = state
+        .store
+        .create(&key, encode(&obj))
+        .await
+        .map_err(|e| ApiError::from_store(e, &def.qualified(), &name))?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &with_rv(obj, rev),
+        &warnings,
+    ))
+}
+
+/// Merges an incoming object with the stored one per the update rules: server-owned metadata is
+/// kept, status only changes through `/status`, generation bumps on spec changes.
+pub fn merge_update(def: &ResourceDef, old: &Value, mut new: Value, status_only: bool) -> Value {
+    if status_only {
+        let mut out = old.clone();
+        out["status"] = new["status"].take();
+        return out;
+    }
+    for k in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+        "name",
+        "namespace",
+    ] {
+        match old["metadata"].get(k) {
+            Some(v) => new["metadata"][k] = v.clone(),
+            None => {
+                if let Some(m) = new["metadata"].as_object_mut() {
+                    m.remove(k);
+                }
+            }
+        }
+    }
+    if def.has("status") {
+        match old.get("status") {
+            Some(s) => new["status"] = s.clone(),
+            None => {
+                if let Some(m) = new.as_object_mut() {
+                    m.remove("status");
+                }
+            }
+        }
+    }
+    apply_defaults(def.kind, &mut new);
+    if spec_part(&new) != spec_part(old) && !old["metadata"]["generation"].is_null() {
+        let g = old["metadata"]["generation"].as_i64().unwrap_or(0);
+        new["metadata"]["generation"] = json!(g + 1);
+    }
+    new
+}
+
+/// Writes `new` over `cur` with compare-and-swap; removes the object instead when its last
+/// finalizer went away during deletion. Returns the stored object.
+pub async fn store_update(
+    state: &ApiState,
+    def: &ResourceDef,
+    cur: &KeyValue,
+    new: Value,
+    dry_run: bool,
+) -> Result<Value, ApiError> {
+    validate(def.kind, &new)?;
+    let name = new["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let finalizing = !new["metadata"]["deletionTimestamp"].is_null()
+        && new["metadata"]["finalizers"]
+            .as_array()
+            .is_none_or(Vec::is_empty);
+    if dry_run {
+        return Ok(new);
+    }
+    if finalizing {
+        let (_, rev) = state
+            .store
+            .delete(&cur.key, Some(cur.mod_revision))
+            .await
+            .map_err(|e| ApiError::from_store(e, &def.qualified(), &name))?;
+        return Ok(with_rv(new, rev));
+    }
+    let rev = state
+        .store
+        .update(&cur.key, encode(&new), Some(cur.mod_revision))
+        .await
+        .map_err(|e| ApiError::from_store(e, &def.qualified(), &name))?;
+    Ok(with_rv(new, rev))
+}
+
+fn conflict(def: &ResourceDef, name: &str) -> ApiError {
+    ApiError::Conflict {
+        resource: def.qualified(),
+        name: name.to_string(),
+        message: "the object has been modified; please apply your changes to the latest version and try again".into(),
+    }
+}
+
+/// PUT: replace an object (or its status).
+pub async fn update(
+    state: &ApiState,
+    t: &Target,
+    query: &Query,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let def = t.def;
+    let opts = WriteOpts::from_query(query)?;
+    let name = t.name.clone().unwrap_or_default();
+    let raw = request::parse_body(headers, body)?;
+    let (new, warnings) = normalize(def, def.kind, &def.api_version(), raw, opts.validation)?;
+    if new["metadata"]["name"].as_str().unwrap_or("") != name {
+        return Err(ApiError::BadRequest(
+            "the name of the object does not match the name on the URL".into(),
+        ));
+    }
+    let ns = ns_of(def, t);
+    let (cur, old) = read_current(state, def, ns.as_deref(), &name).await?;
+    if let Some(rv) = new["metadata"]["resourceVersion"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+    {
+        if rv != cur.mod_revision.to_string() {
+            return Err(conflict(def, &name));
+        }
+    }
+    let merged = merge_update(def, &old, new, t.sub.as_deref() == Some("status"));
+    let out = store_update(state, def, &cur, merged, opts.dry_run).await?;
+    Ok(json_response(StatusCode::OK, &out, &warnings))
+}
+
+/// Applies a patch document of `patch_type` to `obj`.
+pub fn apply_patch(obj: &Value, patch: &Value, patch_type: &str) -> Result<Value, ApiError> {
+    match patch_type {
+        "application/json-patch+json" => {
+            let p: json_patch::Patch = serde_json::from_value(patch.clone())
+                .map_err(|e| ApiError::BadRequest(format!("invalid JSON patch: {e}")))?;
+            let mut out = obj.clone();
+            json_patch::patch(&mut out, &p)
+                .map_err(|e| ApiError::Invalid {
+                    kind: "JSONPatch".into(),
+                    name: String::new(),
+                    causes: vec![crate::api::status::Cause {
+                        reason: "FieldValueInvalid",
+                        message: e.to_string(),
+                        field: "patch".into(),
+                    }],
+                })?;
+            Ok(out)
+        }
+        "application/merge-patch+json" => {
+            let mut out = obj.clone();
+            json_patch::merge(&mut out, patch);
+            Ok(out)
+        }
+        "application/strategic-merge-patch+json" => strategic_merge(obj, patch)
+            .map_err(|e| ApiError::BadRequest(format!("invalid strategic merge patch: {e}"))),
+        "application/apply-patch+yaml" => Err(ApiError::UnsupportedMediaType(
+            "server-side apply is not supported; use client-side kubectl apply".into(),
+        )),
+        other => Err(ApiError::UnsupportedMediaType(format!(
+            "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other})"
+        ))),
+    }
+}
+
+/// PATCH an object (or its status), retrying on concurrent changes.
+pub async fn patch(
+    state: &ApiState,
+    t: &Target,
+    query: &Query,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let def = t.def;
+    let opts = WriteOpts::from_query(query)?;
+    let name = t.name.clone().unwrap_or_default();
+    let ptype = request::patch_type(headers);
+    let patch_doc = request::parse_body(headers, body)?;
+    let ns = ns_of(def, t);
+    for _ in 0..PATCH_RETRIES {
+        let (cur, old) = read_current(state, def, ns.as_deref(), &name).await?;
+        let patched = apply_patch(&old, &patch_doc, &ptype)?;
+        let (new, warnings) =
+            normalize(def, def.kind, &def.api_version(), patched, opts.validation)?;
+        let rv = new["metadata"]["resourceVersion"].as_str().unwrap_or("");
+        if !rv.is_empty() && rv != cur.mod_revision.to_string() {
+            return Err(conflict(def, &name));
+        }
+        if new["metadata"]["name"].as_str() != Some(name.as_str()) {
+            return Err(ApiError::BadRequest(
+                "the patch may not change the object's name".into(),
+            ));
+        }
+        let merged = merge_update(def, &old, new, t.sub.as_deref() == Some("status"));
+        match store_update(state, def, &cur, merged, opts.dry_run).await {
+            Err(ApiError::Conflict { .. }) => continue,
+            Err(e) => return Err(e),
+            Ok(out) => return Ok(json_response(StatusCode::OK, &out, &warnings)),
+        }
+    }
+    Err(ApiError::Timeout(format!(
+        "too many concurrent changes to {} {name}",
+        def.qualified()
+    )))
+}

@@ -1,0 +1,18 @@
+//! The Kubernetes-compatible API server: discovery, OpenAPI, generic CRUD/watch handlers over the
+//! resource registry, Table output, patches, TLS and bearer-token authentication.
+
+pub mod defaults;
+pub mod discovery;
+pub mod handlers;
+pub mod pki;
+pub mod registry;
+pub mod request;
+pub mod selectors;
+pub mod server;
+pub mod status;
+pub mod strategic;
+pub mod table;
+pub mod validate;
+
+pub use handlers::ApiState;
+pub use server::{bootstrap, router, serve, Tokens};

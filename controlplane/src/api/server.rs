@@ -1,0 +1,185 @@
+//! The HTTP(S) server: routes, bearer-token authentication, TLS accept loop, bootstrap objects.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path as AxPath, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use super::discovery;
+use super::handlers::{dispatch, encode, json_response, ApiState};
+use super::registry;
+use super::status::ApiError;
+use crate::store::StoreError;
+
+/// Accepted bearer tokens; `None` disables authentication (plain local testing only).
+pub type Tokens = Option<Arc<HashSet<String>>>;
+
+async fn auth(State(tokens): State<Tokens>, req: Request, next: Next) -> Response {
+    let Some(tokens) = tokens else {
+        return next.run(req).await;
+    };
+    let path = req.uri().path();
+    if matches!(path, "/healthz" | "/livez" | "/readyz") {
+        return next.run(req).await;
+    }
+    let ok = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| tokens.contains(t.trim()));
+    if ok {
+        next.run(req).await
+    } else {
+        ApiError::Unauthorized.into_response()
+    }
+}
+
+async fn resources(
+    State(state): State<ApiState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    dispatch(state, method, uri, headers, body).await
+}
+
+fn ok_text() -> Response {
+    (StatusCode::OK, "ok").into_response()
+}
+
+/// Builds the router for `state`, requiring one of `tokens` when set.
+pub fn router(state: ApiState, tokens: Tokens) -> Router {
+    Router::new()
+        .route(
+            "/version",
+            get(|| async { json_response(StatusCode::OK, &discovery::version(), &[]) }),
+        )
+        .route("/healthz", get(|| async { ok_text() }))
+        .route("/livez", get(|| async { ok_text() }))
+        .route("/readyz", get(|| async { ok_text() }))
+        .route(
+            "/api",
+            get(|headers: HeaderMap| async move { discovery::core_versions(&headers) }),
+        )
+        .route(
+            "/apis",
+            get(|headers: HeaderMap| async move { discovery::groups(&headers) }),
+        )
+        .route(
+            "/openapi/v2",
+            get(|headers: HeaderMap| async move {
+                discovery::openapi_v2(&headers).unwrap_or_else(IntoResponse::into_response)
+            }),
+        )
+        .route(
+            "/openapi/v3",
+            get(|| async { discovery::openapi_v3_index() }),
+        )
+        .route(
+            "/openapi/v3/{*rest}",
+            get(|AxPath(rest): AxPath<String>| async move {
+                discovery::openapi_v3_doc(&rest).unwrap_or_else(IntoResponse::into_response)
+            }),
+        )
+        .fallback(resources)
+        .with_state(state)
+        .layer(middleware::from_fn_with_state(tokens, auth))
+}
+
+/// Creates the objects every cluster starts with (namespaces, the `kubernetes` service).
+pub async fn bootstrap(state: &ApiState) -> Result<(), StoreError> {
+    let ns = registry::find("", "v1", "namespaces").expect("namespaces registered");
+    let now = super::defaults::now_rfc3339();
+    for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let obj = json!({
+            "kind": "Namespace", "apiVersion": "v1",
+            "metadata": {"name": name, "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": now,
+                "labels": {"kubernetes.io/metadata.name": name}},
+            "spec": {"finalizers": ["kubernetes"]},
+            "status": {"phase": "Active"},
+        });
+        match state.store.create(&ns.key(None, name), encode(&obj)).await {
+            Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let svc = registry::find("", "v1", "services").expect("services registered");
+    let obj = json!({
+        "kind": "Service", "apiVersion": "v1",
+        "metadata": {"name": "kubernetes", "namespace": "default", "uid": uuid::Uuid::new_v4().to_string(),
+            "creationTimestamp": now, "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.1", "clusterIPs": ["10.96.0.1"],
+            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}],
+            "sessionAffinity": "None", "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack",
+            "internalTrafficPolicy": "Cluster"},
+        "status": {"loadBalancer": {}},
+    });
+    match state
+        .store
+        .create(&svc.key(Some("default"), "kubernetes"), encode(&obj))
+        .await
+    {
+        Ok(_) | Err(StoreError::AlreadyExists(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Serves `router` on `listener` until the task is aborted; TLS when `tls` is set.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> std::io::Result<()> {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    loop {
+        let (sock, peer): (_, SocketAddr) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = sock.set_nodelay(true);
+        let svc = TowerToHyperService::new(router.clone());
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let res = match acceptor {
+                Some(acc) => match acc.accept(sock).await {
+                    Ok(tls) => {
+                        builder
+                            .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                            .await
+                    }
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                },
+                None => {
+                    builder
+                        .serve_connection_with_upgrades(TokioIo::new(sock), svc)
+                        .await
+                }
+            };
+            if let Err(e) = res {
+                tracing::debug!(%peer, error = %e, "connection ended");
+            }
+        });
+    }
+}

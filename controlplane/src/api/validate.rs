@@ -1,0 +1,323 @@
+//! Schema checks through the `k8s-openapi` types (type errors, unknown fields) and the semantic
+//! validation Kubernetes answers with 422 Invalid.
+
+use k8s_openapi::api::{apps, autoscaling, batch, coordination, core, networking, policy};
+use serde_json::Value;
+
+use super::status::{ApiError, Cause};
+
+/// Decodes `v` as the typed object of `kind` and encodes it again: the result keeps only known
+/// fields in canonical form. Type errors name the failing path.
+pub fn roundtrip(kind: &str, v: &Value) -> Result<Value, ApiError> {
+    macro_rules! rt {
+        ($t:ty) => {{
+            let typed: $t = serde_path_to_error::deserialize(v).map_err(|e| {
+                ApiError::BadRequest(format!(
+                    "error decoding {kind}: {}: {}",
+                    e.path(),
+                    e.inner()
+                ))
+            })?;
+            serde_json::to_value(typed).map_err(|e| ApiError::Internal(e.to_string()))
+        }};
+    }
+    match kind {
+        "Namespace" => rt!(core::v1::Namespace),
+        "Pod" => rt!(core::v1::Pod),
+        "Service" => rt!(core::v1::Service),
+        "Endpoints" => rt!(core::v1::Endpoints),
+        "ConfigMap" => rt!(core::v1::ConfigMap),
+        "Secret" => rt!(core::v1::Secret),
+        "Node" => rt!(core::v1::Node),
+        "Event" => rt!(core::v1::Event),
+        "ServiceAccount" => rt!(core::v1::ServiceAccount),
+        "PersistentVolume" => rt!(core::v1::PersistentVolume),
+        "PersistentVolumeClaim" => rt!(core::v1::PersistentVolumeClaim),
+        "LimitRange" => rt!(core::v1::LimitRange),
+        "ResourceQuota" => rt!(core::v1::ResourceQuota),
+        "Deployment" => rt!(apps::v1::Deployment),
+        "ReplicaSet" => rt!(apps::v1::ReplicaSet),
+        "StatefulSet" => rt!(apps::v1::StatefulSet),
+        "DaemonSet" => rt!(apps::v1::DaemonSet),
+        "HorizontalPodAutoscaler" => rt!(autoscaling::v2::HorizontalPodAutoscaler),
+        "PodDisruptionBudget" => rt!(policy::v1::PodDisruptionBudget),
+        "Job" => rt!(batch::v1::Job),
+        "Lease" => rt!(coordination::v1::Lease),
+        "Ingress" => rt!(networking::v1::Ingress),
+        "Binding" => rt!(core::v1::Binding),
+        "Scale" => rt!(autoscaling::v1::Scale),
+        other => Err(ApiError::BadRequest(format!("unsupported kind {other}"))),
+    }
+}
+
+/// Paths of fields present (non-null) in `input` but dropped by [`roundtrip`].
+pub fn unknown_fields(input: &Value, known: &Value) -> Vec<String> {
+    fn walk(path: &str, input: &Value, known: &Value, out: &mut Vec<String>) {
+        match (input, known) {
+            (Value::Object(i), Value::Object(k)) => {
+                for (key, v) in i {
+                    if v.is_null() {
+                        continue;
+                    }
+                    let p = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    match k.get(key) {
+                        Some(kv) => walk(&p, v, kv, out),
+                        None => out.push(p),
+                    }
+                }
+            }
+            (Value::Array(i), Value::Array(k)) => {
+                for (n, (iv, kv)) in i.iter().zip(k.iter()).enumerate() {
+                    walk(&format!("{path}[{n}]"), iv, kv, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk("", input, known, &mut out);
+    out
+}
+
+/// Whether `s` is a DNS-1123 label (`[a-z0-9]([-a-z0-9]*[a-z0-9])?`, ≤ 63).
+pub fn is_dns1123_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+/// Whether `s` is a DNS-1123 subdomain (dot-separated labels, ≤ 253).
+pub fn is_dns1123_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
+}
+
+const LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+
+fn check_name(kind: &str, name: &str, field: &str, causes: &mut Vec<Cause>) {
+    let label_kinds = ["Namespace", "Service"];
+    if label_kinds.contains(&kind) {
+        if !is_dns1123_label(name) {
+            causes.push(Cause::invalid(field, name, LABEL_MSG));
+        }
+    } else if !is_dns1123_subdomain(name) {
+        causes.push(Cause::invalid(field, name, SUBDOMAIN_MSG));
+    }
+}
+
+fn check_containers(path: &str, spec: &Value, causes: &mut Vec<Cause>) {
+    match spec["containers"].as_array() {
+        None => causes.push(Cause::required(format!("{path}.containers"))),
+        Some(cs) if cs.is_empty() => causes.push(Cause::required(format!("{path}.containers"))),
+        Some(cs) => {
+            let mut seen = Vec::new();
+            for (i, c) in cs.iter().enumerate() {
+                let p = format!("{path}.containers[{i}]");
+                match c["name"].as_str() {
+                    None | Some("") => causes.push(Cause::required(format!("{p}.name"))),
+                    Some(n) if !is_dns1123_label(n) => {
+                        causes.push(Cause::invalid(format!("{p}.name"), n, LABEL_MSG))
+                    }
+                    Some(n) if seen.contains(&n) => causes.push(Cause {
+                        reason: "FieldValueDuplicate",
+                        message: format!("Duplicate value: \"{n}\""),
+                        field: format!("{p}.name"),
+                    }),
+                    Some(n) => seen.push(n),
+                }
+                if c["image"].as_str().unwrap_or("").is_empty() {
+                    causes.push(Cause::required(format!("{p}.image")));
+                }
+            }
+        }
+    }
+}
+
+fn check_template(kind: &str, obj: &Value, causes: &mut Vec<Cause>) {
+    let spec = &obj["spec"];
+    if spec["selector"].is_null() && kind != "Job" {
+        causes.push(Cause::required("spec.selector"));
+    }
+    let tpl = &spec["template"];
+    check_containers("spec.template.spec", &tpl["spec"], causes);
+    if !spec["selector"].is_null() {
+        let sel = super::selectors::LabelSelector::from_api(&spec["selector"]);
+        if sel.0.is_empty() && kind != "Job" {
+            causes.push(Cause::invalid(
+                "spec.selector",
+                "",
+                "empty selector is invalid for deployment",
+            ));
+        } else if !sel.matches(&super::selectors::labels_of(tpl)) {
+            causes.push(Cause::invalid(
+                "spec.template.metadata.labels",
+                &serde_json::to_string(&tpl["metadata"]["labels"]).unwrap_or_default(),
+                "`selector` does not match template `labels`",
+            ));
+        }
+    }
+    if let Some(r) = spec["replicas"].as_i64() {
+        if r < 0 {
+            causes.push(Cause::invalid(
+                "spec.replicas",
+                &r.to_string(),
+                "must be greater than or equal to 0",
+            ));
+        }
+    }
+}
+
+/// Semantic validation of a (normalized) object; `Err(Invalid)` lists every failing field.
+pub fn validate(kind: &str, obj: &Value) -> Result<(), ApiError> {
+    let mut causes = Vec::new();
+    let name = obj["metadata"]["name"].as_str().unwrap_or("");
+    if name.is_empty() {
+        causes.push(Cause::required("metadata.name"));
+    } else {
+        check_name(kind, name, "metadata.name", &mut causes);
+    }
+    for (k, v) in obj["metadata"]["labels"].as_object().into_iter().flatten() {
+        let val = v.as_str().unwrap_or("");
+        let ok = val.len() <= 63
+            && val
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && val.chars().next().is_none_or(|c| c.is_ascii_alphanumeric())
+            && val.chars().last().is_none_or(|c| c.is_ascii_alphanumeric());
+        if !ok {
+            causes.push(Cause::invalid(
+                format!("metadata.labels"),
+                val,
+                format!("a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (label {k})"),
+            ));
+        }
+    }
+    match kind {
+        "Pod" => check_containers("spec", &obj["spec"], &mut causes),
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" => {
+            check_template(kind, obj, &mut causes)
+        }
+        "Service" => {
+            let spec = &obj["spec"];
+            let t = spec["type"].as_str().unwrap_or("ClusterIP");
+            let headless = spec["clusterIP"].as_str() == Some("None");
+            let ports = spec["ports"].as_array().map_or(0, Vec::len);
+            if ports == 0 && t != "ExternalName" && !headless {
+                causes.push(Cause::required("spec.ports"));
+            }
+            for (i, p) in spec["ports"].as_array().into_iter().flatten().enumerate() {
+                let port = p["port"].as_i64().unwrap_or(0);
+                if !(1..=65535).contains(&port) {
+                    causes.push(Cause::invalid(
+                        format!("spec.ports[{i}].port"),
+                        &port.to_string(),
+                        "must be between 1 and 65535, inclusive",
+                    ));
+                }
+                if ports > 1 && p["name"].as_str().unwrap_or("").is_empty() {
+                    causes.push(Cause::required(format!("spec.ports[{i}].name")));
+                }
+            }
+        }
+        "ConfigMap" | "Secret" => {
+            for field in ["data", "binaryData", "stringData"] {
+                for k in obj[field].as_object().into_iter().flatten().map(|(k, _)| k) {
+                    let ok = !k.is_empty()
+                        && k.len() <= 253
+                        && k.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+                    if !ok {
+                        causes.push(Cause::invalid(
+                            format!("{field}[{k}]"),
+                            k,
+                            "a valid config key must consist of alphanumeric characters, '-', '_' or '.'",
+                        ));
+                    }
+                }
+            }
+        }
+        "PersistentVolumeClaim" => {
+            if obj["spec"]["accessModes"]
+                .as_array()
+                .is_none_or(Vec::is_empty)
+            {
+                causes.push(Cause::required("spec.accessModes"));
+            }
+            if obj["spec"]["resources"]["requests"]["storage"].is_null() {
+                causes.push(Cause::required("spec.resources[storage]"));
+            }
+        }
+        "HorizontalPodAutoscaler" => {
+            if obj["spec"]["maxReplicas"].as_i64().unwrap_or(0) < 1 {
+                causes.push(Cause::invalid(
+                    "spec.maxReplicas",
+                    "0",
+                    "must be greater than or equal to 1",
+                ));
+            }
+        }
+        _ => {}
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid {
+            kind: kind.to_string(),
+            name: name.to_string(),
+            causes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn dns_names() {
+        assert!(is_dns1123_label("web-1"));
+        assert!(!is_dns1123_label("Web"));
+        assert!(!is_dns1123_label("-a"));
+        assert!(is_dns1123_subdomain("a.b-c"));
+        assert!(!is_dns1123_subdomain("a..b"));
+    }
+
+    #[test]
+    fn unknown_fields_found() {
+        let input = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "bogus": 1}, "data": {"k": "v"}, "extra": true});
+        let known = roundtrip("ConfigMap", &input).unwrap();
+        assert_eq!(
+            unknown_fields(&input, &known),
+            vec!["extra", "metadata.bogus"]
+        );
+    }
+
+    #[test]
+    fn type_errors_name_the_path() {
+        let input = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "a"}, "spec": {"replicas": "three"}});
+        let err = roundtrip("Deployment", &input).unwrap_err().to_string();
+        assert!(err.contains("spec.replicas"), "{err}");
+    }
+
+    #[test]
+    fn invalid_pod_lists_causes() {
+        let pod =
+            json!({"metadata": {"name": "Bad_Name"}, "spec": {"containers": [{"name": "c"}]}});
+        match validate("Pod", &pod) {
+            Err(ApiError::Invalid { causes, .. }) => {
+                let fields: Vec<_> = causes.iter().map(|c| c.field.as_str()).collect();
+                assert_eq!(fields, vec!["metadata.name", "spec.containers[0].image"]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Builds a running API server from plain config, in a documented order: open the store, start
+//! compaction, create bootstrap objects, load or generate credentials, bind, write the admin
+//! kubeconfig, serve.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::api::{self, pki, ApiState};
+use crate::store::{spawn_compactor, CompactionPolicy, EtcdStore, SqliteStore, Store, StoreError};
+
+/// Errors while starting the API server.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiServerError {
+    /// The store could not be opened.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// Credentials could not be created.
+    #[error("pki: {0}")]
+    Pki(#[from] pki::PkiError),
+    /// Binding the listen address failed.
+    #[error("listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// Which store backs the server.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+pub enum StoreConfig {
+    /// SQLite file in the data directory (the default).
+    Sqlite,
+    /// etcd at these endpoints, keys under `/kennel`.
+    Etcd {
+        /// Client URLs.
+        endpoints: Vec<String>,
+    },
+}
+
+/// API server configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiServerConfig {
+    /// State directory (database, pki, kubeconfig).
+    pub data_dir: PathBuf,
+    /// Listen address (`127.0.0.1:0` picks a free port).
+    pub listen: SocketAddr,
+    /// Backend.
+    pub store: StoreConfig,
+    /// Serve HTTPS with the generated certificate (default true).
+    #[serde(default = "yes")]
+    pub tls: bool,
+    /// Require a bearer token (default true).
+    #[serde(default = "yes")]
+    pub auth: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A running API server; stops when dropped.
+pub struct RunningApiServer {
+    /// Bound address.
+    pub addr: SocketAddr,
+    /// Base URL (`https://127.0.0.1:PORT`).
+    pub url: String,
+    /// Path of the admin kubeconfig.
+    pub kubeconfig: PathBuf,
+    /// The admin bearer token.
+    pub token: String,
+    /// CA certificate PEM (empty without TLS).
+    pub ca_pem: String,
+    /// The store in use.
+    pub store: Arc<dyn Store>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for RunningApiServer {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Opens the configured store.
+pub async fn open_store(cfg: &ApiServerConfig) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match &cfg.store {
+        StoreConfig::Sqlite => Arc::new(SqliteStore::open(&cfg.data_dir)?),
+        StoreConfig::Etcd { endpoints } => {
+            Arc::new(EtcdStore::connect(endpoints, "/kennel").await?)
+        }
+    })
+}
+
+/// Starts the API server on the current tokio runtime.
+pub async fn start(cfg: ApiServerConfig) -> Result<RunningApiServer, ApiServerError> {
+    let store = open_store(&cfg).await?;
+    let compactor = spawn_compactor(store.clone(), CompactionPolicy::default());
+    let state = ApiState {
+        store: store.clone(),
+    };
+    api::bootstrap(&state).await?;
+    let pki = pki::ensure_pki(&cfg.data_dir, &[])?;
+    let tokens = cfg
+        .auth
+        .then(|| Arc::new(HashSet::from([pki.admin_token.clone()])));
+    let tls = if cfg.tls {
+        Some(pki.server_config()?)
+    } else {
+        None
+    };
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| ApiServerError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ApiServerError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        addr.ip().to_string()
+    };
+    let url = format!(
+        "{}://{host}:{}",
+        if cfg.tls { "https" } else { "http" },
+        addr.port()
+    );
+    let kubeconfig = cfg.data_dir.join("admin.kubeconfig");
+    let mut kc = pki.kubeconfig(&url);
+    if !cfg.tls {
+        kc = kc
+            .lines()
+            .filter(|l| !l.contains("certificate-authority-data"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        kc.push('\n');
+    }
+    pki::write_atomic(&kubeconfig, kc.as_bytes())?;
+    let router = api::router(state, tokens);
+    let server = tokio::spawn(async move {
+        if let Err(e) = api::serve(listener, router, tls).await {
+            tracing::error!(error = %e, "API server stopped");
+        }
+    });
+    tracing::info!(%url, backend = store.backend(), kubeconfig = %kubeconfig.display(), "API server listening");
+    Ok(RunningApiServer {
+        addr,
+        url,
+        kubeconfig,
+        token: pki.admin_token,
+        ca_pem: if cfg.tls { pki.ca_pem } else { String::new() },
+        store,
+        tasks: vec![server, compactor],
+    })
+}

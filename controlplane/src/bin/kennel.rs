@@ -1,0 +1,82 @@
+//! `kennel`: the control plane binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use controlplane::apiserver::{self, ApiServerConfig, StoreConfig};
+
+#[derive(Parser)]
+#[command(name = "kennel", about = "kennel control plane", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the Kubernetes-compatible API server.
+    Apiserver {
+        /// State directory (SQLite database, pki, admin.kubeconfig).
+        #[arg(long, default_value = "/var/lib/kennel")]
+        data_dir: PathBuf,
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:6443")]
+        listen: SocketAddr,
+        /// Use etcd at these comma-separated client URLs instead of SQLite.
+        #[arg(long, value_delimiter = ',')]
+        etcd_endpoints: Vec<String>,
+        /// Serve plain HTTP instead of HTTPS (local testing only).
+        #[arg(long)]
+        insecure_http: bool,
+        /// Accept requests without a bearer token (local testing only).
+        #[arg(long)]
+        no_auth: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Apiserver {
+            data_dir,
+            listen,
+            etcd_endpoints,
+            insecure_http,
+            no_auth,
+        } => {
+            let store = if etcd_endpoints.is_empty() {
+                StoreConfig::Sqlite
+            } else {
+                StoreConfig::Etcd {
+                    endpoints: etcd_endpoints,
+                }
+            };
+            let server = apiserver::start(ApiServerConfig {
+                data_dir,
+                listen,
+                store,
+                tls: !insecure_http,
+                auth: !no_auth,
+            })
+            .await
+            .context("starting the API server")?;
+            println!("listening on {}", server.url);
+            println!("kubeconfig: {}", server.kubeconfig.display());
+            tokio::signal::ctrl_c()
+                .await
+                .context("waiting for Ctrl-C")?;
+            drop(server);
+        }
+    }
+    Ok(())
+}
