@@ -223,7 +223,10 @@ mod tests {
             assert_eq!(m.0[0] & 0x02, 0x02, "locally administered");
         }
         assert_ne!(MacAddr::for_sandbox("a"), MacAddr::for_sandbox("b"));
-        assert_eq!(MacAddr([2, 0xab, 0, 1, 2, 3]).to_string(), "02:ab:00:01:02:03");
+        assert_eq!(
+            MacAddr([2, 0xab, 0, 1, 2, 3]).to_string(),
+            "02:ab:00:01:02:03"
+        );
     }
 
     #[test]
@@ -244,7 +247,10 @@ mod tests {
         assert_eq!(cfg.validate().unwrap(), Ipv4Addr::new(10, 88, 0, 1));
         let mut c = cfg.clone();
         c.pod_cidr = "10.88.0.5/24".parse().unwrap();
-        assert!(matches!(c.validate(), Err(ConfigError::CidrHostBits { .. })));
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::CidrHostBits { .. })
+        ));
         let mut c = cfg.clone();
         c.pod_cidr = "10.88.0.0/31".parse().unwrap();
         assert!(matches!(c.validate(), Err(ConfigError::CidrTooSmall(_))));
@@ -253,7 +259,10 @@ mod tests {
         assert!(matches!(c.validate(), Err(ConfigError::BadGateway { .. })));
         let mut c = cfg.clone();
         c.bridge = "sixteen-bytes-br".into();
-        assert!(matches!(c.validate(), Err(ConfigError::NameTooLong { len: 16, .. })));
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::NameTooLong { len: 16, .. })
+        ));
     }
 
     #[test]
@@ -262,8 +271,9 @@ mod tests {
             serde_json::from_str(r#"{"pod_cidr":"10.1.0.0/16","state_dir":"/tmp/s"}"#).unwrap();
         assert_eq!(ok.bridge, "kennel0");
         assert!(ok.masquerade);
-        let err = serde_json::from_str::<NodeNetConfig>(r#"{"pod_cidr":"10.1.0.0/16","bridg":"x"}"#)
-            .unwrap_err();
+        let err =
+            serde_json::from_str::<NodeNetConfig>(r#"{"pod_cidr":"10.1.0.0/16","bridg":"x"}"#)
+                .unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
     }
 }

@@ -122,7 +122,11 @@ impl IpamState {
 
     /// Allocates an address for `sandbox_id`, or returns the one it already
     /// has. The flag is true when the address is new.
-    pub fn allocate(&mut self, sandbox_id: &str, link: LinkKind) -> Result<(Ipv4Addr, bool), IpamError> {
+    pub fn allocate(
+        &mut self,
+        sandbox_id: &str,
+        link: LinkKind,
+    ) -> Result<(Ipv4Addr, bool), IpamError> {
         if let Some(rec) = self.sandboxes.get(sandbox_id) {
             return Ok((rec.ip, false));
         }
@@ -131,7 +135,9 @@ impl IpamState {
         let last = u32::from(self.cidr.broadcast()) - 1;
         let span = last - first + 1;
         let start = match self.last {
-            Some(ip) if self.cidr.contains(&ip) && u32::from(ip) >= first && u32::from(ip) <= last => {
+            Some(ip)
+                if self.cidr.contains(&ip) && u32::from(ip) >= first && u32::from(ip) <= last =>
+            {
                 u32::from(ip) - first + 1
             }
             _ => 0,
@@ -164,7 +170,7 @@ impl IpamState {
     }
 
     /// Ids that hold an address but are not in `live`.
-    pub fn stale<'a>(&'a self, live: &HashSet<&str>) -> Vec<String> {
+    pub fn stale(&self, live: &HashSet<&str>) -> Vec<String> {
         self.sandboxes
             .keys()
             .filter(|id| !live.contains(id.as_str()))
@@ -233,7 +239,10 @@ impl IpamStore {
             Err(source) => return Err(IpamError::Io { path, source }),
         };
         let state: IpamState =
-            serde_json::from_slice(&bytes).map_err(|source| IpamError::Corrupt { path: path.clone(), source })?;
+            serde_json::from_slice(&bytes).map_err(|source| IpamError::Corrupt {
+                path: path.clone(),
+                source,
+            })?;
         if state.cidr != self.cidr || state.gateway != self.gateway {
             return Err(IpamError::ConfigMismatch {
                 path,
@@ -339,8 +348,14 @@ mod tests {
     fn gateway_is_skipped_wherever_it_is() {
         let cidr: Ipv4Net = "10.0.0.0/30".parse().unwrap();
         let mut s = IpamState::new(cidr, Ipv4Addr::new(10, 0, 0, 2));
-        assert_eq!(s.allocate("a", LinkKind::Tap).unwrap().0, Ipv4Addr::new(10, 0, 0, 1));
-        assert!(matches!(s.allocate("b", LinkKind::Tap), Err(IpamError::Exhausted { capacity: 1, .. })));
+        assert_eq!(
+            s.allocate("a", LinkKind::Tap).unwrap().0,
+            Ipv4Addr::new(10, 0, 0, 1)
+        );
+        assert!(matches!(
+            s.allocate("b", LinkKind::Tap),
+            Err(IpamError::Exhausted { capacity: 1, .. })
+        ));
     }
 
     #[test]
@@ -364,8 +379,12 @@ mod tests {
             .unwrap();
         let again = IpamStore::open(dir.path(), cidr, gw).unwrap();
         assert_eq!(again.read().unwrap().sandboxes["x"].ip, ip);
-        let err = IpamStore::open(dir.path(), "10.10.0.0/24".parse().unwrap(), Ipv4Addr::new(10, 10, 0, 1))
-            .unwrap_err();
+        let err = IpamStore::open(
+            dir.path(),
+            "10.10.0.0/24".parse().unwrap(),
+            Ipv4Addr::new(10, 10, 0, 1),
+        )
+        .unwrap_err();
         assert!(matches!(err, IpamError::ConfigMismatch { .. }), "{err}");
         std::fs::write(store.state_path(), b"{not json").unwrap();
         assert!(matches!(store.read(), Err(IpamError::Corrupt { .. })));
@@ -386,14 +405,19 @@ mod tests {
                     (0..10)
                         .map(|i| {
                             store
-                                .update(|s| s.allocate(&format!("t{t}-{i}"), LinkKind::Tap).map(|r| r.0))
+                                .update(|s| {
+                                    s.allocate(&format!("t{t}-{i}"), LinkKind::Tap).map(|r| r.0)
+                                })
                                 .unwrap()
                         })
                         .collect::<Vec<_>>()
                 })
             })
             .collect();
-        let mut all: Vec<Ipv4Addr> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+        let mut all: Vec<Ipv4Addr> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
         let n = all.len();
         all.sort();
         all.dedup();

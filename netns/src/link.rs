@@ -128,7 +128,12 @@ impl Netlink {
 
     /// The link named `name`, if any.
     pub async fn link(&self, name: &str) -> Result<Option<Link>, LinkError> {
-        let mut stream = self.handle.link().get().match_name(name.to_string()).execute();
+        let mut stream = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
         match stream.try_next().await {
             Ok(Some(msg)) => Ok(Some(Link::from_msg(&msg))),
             Ok(None) => Ok(None),
@@ -230,7 +235,11 @@ impl Netlink {
     pub async fn set_mac(&self, index: u32, mac: [u8; 6]) -> Result<(), LinkError> {
         self.handle
             .link()
-            .set(LinkUnspec::new_with_index(index).address(mac.to_vec()).build())
+            .set(
+                LinkUnspec::new_with_index(index)
+                    .address(mac.to_vec())
+                    .build(),
+            )
             .execute()
             .await
             .map_err(nl(format!("set MAC of link {index}")))
@@ -240,7 +249,11 @@ impl Netlink {
     pub async fn rename(&self, index: u32, name: &str) -> Result<(), LinkError> {
         self.handle
             .link()
-            .set(LinkUnspec::new_with_index(index).name(name.to_string()).build())
+            .set(
+                LinkUnspec::new_with_index(index)
+                    .name(name.to_string())
+                    .build(),
+            )
             .execute()
             .await
             .map_err(nl(format!("rename link {index} to {name}")))
@@ -260,7 +273,11 @@ impl Netlink {
     pub async fn move_to_ns(&self, index: u32, ns: &std::fs::File) -> Result<(), LinkError> {
         self.handle
             .link()
-            .set(LinkUnspec::new_with_index(index).setns_by_fd(ns.as_raw_fd()).build())
+            .set(
+                LinkUnspec::new_with_index(index)
+                    .setns_by_fd(ns.as_raw_fd())
+                    .build(),
+            )
             .execute()
             .await
             .map_err(nl(format!("move link {index} to pod namespace")))
@@ -280,7 +297,9 @@ impl Netlink {
 
     /// Adds a default route via `gateway` unless one exists.
     pub async fn ensure_default_route(&self, gateway: Ipv4Addr) -> Result<(), LinkError> {
-        let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway).build();
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(gateway)
+            .build();
         match self.handle.route().add(route).execute().await {
             Ok(()) => Ok(()),
             Err(e) if errno_of(&e) == libc::EEXIST => Ok(()),

@@ -90,7 +90,11 @@ impl HostPortMapping {
 
 impl fmt::Display for HostPortMapping {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}->{}", self.protocol, self.host_port, self.container_port)
+        write!(
+            f,
+            "{}/{}->{}",
+            self.protocol, self.host_port, self.container_port
+        )
     }
 }
 
@@ -99,7 +103,13 @@ impl fmt::Display for HostPortMapping {
 pub fn table_name(bridge: &str) -> String {
     let clean: String = bridge
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("kennel_{clean}")
 }
@@ -108,7 +118,10 @@ pub fn table_name(bridge: &str) -> String {
 pub const HOSTPORT_MAP: &str = "hostports";
 
 fn element(m: &HostPortMapping, ip: Ipv4Addr) -> String {
-    format!("{} . {} : {} . {}", m.protocol, m.host_port, ip, m.container_port)
+    format!(
+        "{} . {} : {} . {}",
+        m.protocol, m.host_port, ip, m.container_port
+    )
 }
 
 /// The whole table, replacing any previous version of it atomically.
@@ -125,7 +138,8 @@ pub fn table_script(
     s.push_str(&format!(
         "  map {HOSTPORT_MAP} {{ type inet_proto . inet_service : ipv4_addr . inet_service; }}\n"
     ));
-    let dnat = format!("fib daddr type local dnat ip to meta l4proto . th dport map @{HOSTPORT_MAP}");
+    let dnat =
+        format!("fib daddr type local dnat ip to meta l4proto . th dport map @{HOSTPORT_MAP}");
     s.push_str(&format!(
         "  chain prerouting {{ type nat hook prerouting priority dstnat; policy accept;\n    {dnat};\n  }}\n"
     ));
@@ -134,11 +148,17 @@ pub fn table_script(
     ));
     s.push_str("  chain postrouting { type nat hook postrouting priority srcnat; policy accept;\n");
     // hostPort via 127.0.0.1: the source must be rewritten so the pod can answer.
-    s.push_str(&format!("    ip saddr 127.0.0.0/8 ip daddr {cidr} masquerade;\n"));
+    s.push_str(&format!(
+        "    ip saddr 127.0.0.0/8 ip daddr {cidr} masquerade;\n"
+    ));
     // A pod reaching another pod through a hostPort: answer through the node.
-    s.push_str(&format!("    ct status dnat ip saddr {cidr} ip daddr {cidr} masquerade;\n"));
+    s.push_str(&format!(
+        "    ct status dnat ip saddr {cidr} ip daddr {cidr} masquerade;\n"
+    ));
     if masquerade {
-        s.push_str(&format!("    ip saddr {cidr} ip daddr != {cidr} masquerade;\n"));
+        s.push_str(&format!(
+            "    ip saddr {cidr} ip daddr != {cidr} masquerade;\n"
+        ));
     }
     s.push_str("  }\n}\n");
     if !mappings.is_empty() {
@@ -149,7 +169,10 @@ pub fn table_script(
 
 fn elements_script(verb: &str, table: &str, mappings: &[(HostPortMapping, Ipv4Addr)]) -> String {
     let elems: Vec<String> = mappings.iter().map(|(m, ip)| element(m, *ip)).collect();
-    format!("{verb} element ip {table} {HOSTPORT_MAP} {{ {} }}\n", elems.join(", "))
+    format!(
+        "{verb} element ip {table} {HOSTPORT_MAP} {{ {} }}\n",
+        elems.join(", ")
+    )
 }
 
 /// Adds mappings (idempotent: adding an existing element is not an error).
@@ -191,7 +214,9 @@ pub fn apply(script: &str) -> Result<(), NatError> {
         .spawn()
         .map_err(NatError::Spawn)?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(script.as_bytes()).map_err(NatError::Spawn)?;
+        stdin
+            .write_all(script.as_bytes())
+            .map_err(NatError::Spawn)?;
     }
     let out = child.wait_with_output().map_err(NatError::Spawn)?;
     if !out.status.success() {

@@ -268,7 +268,10 @@ impl NodeNetwork {
             nl.ensure_addr(br.index, gw_net).await?;
             nl.set_up(br.index).await?;
             write_sysctl("/proc/sys/net/ipv4/ip_forward".into(), "1")?;
-            write_sysctl(format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet"), "1")?;
+            write_sysctl(
+                format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet"),
+                "1",
+            )?;
             let mappings = all_mappings(&state);
             nat::apply(&nat::table_script(
                 &self.table,
@@ -301,7 +304,12 @@ impl NodeNetwork {
         self.attach_kind(sandbox_id, LinkKind::Veth, Some(pod_ns))
     }
 
-    fn attach_kind(&self, id: &str, kind: LinkKind, pod_ns: Option<&NetNs>) -> Result<PodNetwork, NodeError> {
+    fn attach_kind(
+        &self,
+        id: &str,
+        kind: LinkKind,
+        pod_ns: Option<&NetNs>,
+    ) -> Result<PodNetwork, NodeError> {
         if id.is_empty() {
             return Err(ConfigError::EmptySandboxId.into());
         }
@@ -363,8 +371,14 @@ impl NodeNetwork {
                 sys::create_persistent_tap(&name).map_err(tap_err(&name))?;
             }
             let result = async {
-                let tap = nl.link(&name).await?.ok_or_else(|| LinkError::Missing(name.clone()))?;
-                let br = nl.link(bridge).await?.ok_or_else(|| LinkError::Missing(bridge.clone()))?;
+                let tap = nl
+                    .link(&name)
+                    .await?
+                    .ok_or_else(|| LinkError::Missing(name.clone()))?;
+                let br = nl
+                    .link(bridge)
+                    .await?
+                    .ok_or_else(|| LinkError::Missing(bridge.clone()))?;
                 nl.set_controller(tap.index, br.index).await?;
                 nl.set_up(tap.index).await?;
                 Ok::<(), NodeError>(())
@@ -393,9 +407,18 @@ impl NodeNetwork {
             }
             nl.create_veth(host, peer).await?;
             let result = async {
-                let br = nl.link(bridge).await?.ok_or_else(|| LinkError::Missing(bridge.clone()))?;
-                let h = nl.link(&host).await?.ok_or_else(|| LinkError::Missing(host.clone()))?;
-                let p = nl.link(&peer).await?.ok_or_else(|| LinkError::Missing(peer.clone()))?;
+                let br = nl
+                    .link(bridge)
+                    .await?
+                    .ok_or_else(|| LinkError::Missing(bridge.clone()))?;
+                let h = nl
+                    .link(host)
+                    .await?
+                    .ok_or_else(|| LinkError::Missing(host.clone()))?;
+                let p = nl
+                    .link(peer)
+                    .await?
+                    .ok_or_else(|| LinkError::Missing(peer.clone()))?;
                 nl.move_to_ns(p.index, pod_ns_file).await?;
                 nl.set_controller(h.index, br.index).await?;
                 nl.set_up(h.index).await?;
@@ -403,7 +426,7 @@ impl NodeNetwork {
             }
             .await;
             if result.is_err() {
-                let _ = nl.delete(&host).await;
+                let _ = nl.delete(host).await;
             }
             result.map(|()| true)
         })?;
@@ -417,7 +440,10 @@ impl NodeNetwork {
         let inside = pod_ns
             .run_async(|| async {
                 let nl = Netlink::connect()?;
-                let p = nl.link(&peer).await?.ok_or_else(|| LinkError::Missing(peer.clone()))?;
+                let p = nl
+                    .link(&peer)
+                    .await?
+                    .ok_or_else(|| LinkError::Missing(peer.clone()))?;
                 nl.rename(p.index, POD_IFNAME).await?;
                 nl.set_mac(p.index, mac).await?;
                 nl.ensure_addr(p.index, net).await?;
@@ -463,7 +489,8 @@ impl NodeNetwork {
             nl.delete(&veth).await?;
             Ok(())
         })?;
-        self.store.update(|s| Ok::<_, NodeError>(s.release(sandbox_id)))?;
+        self.store
+            .update(|s| Ok::<_, NodeError>(s.release(sandbox_id)))?;
         tracing::info!(sandbox = sandbox_id, "pod detached");
         Ok(())
     }
@@ -471,7 +498,11 @@ impl NodeNetwork {
     /// Maps host ports to an attached sandbox. Idempotent for mappings it
     /// already has; a port held by another sandbox is an error and nothing
     /// is changed.
-    pub fn add_host_ports(&self, sandbox_id: &str, mappings: &[HostPortMapping]) -> Result<(), NodeError> {
+    pub fn add_host_ports(
+        &self,
+        sandbox_id: &str,
+        mappings: &[HostPortMapping],
+    ) -> Result<(), NodeError> {
         for m in mappings {
             m.validate()?;
         }
@@ -485,7 +516,8 @@ impl NodeNetwork {
             for m in mappings {
                 for (owner, rec) in &s.sandboxes {
                     for held in &rec.host_ports {
-                        let same_port = held.protocol == m.protocol && held.host_port == m.host_port;
+                        let same_port =
+                            held.protocol == m.protocol && held.host_port == m.host_port;
                         if same_port && (owner != sandbox_id || held != m) {
                             return Err(NodeError::HostPortInUse {
                                 protocol: m.protocol,
@@ -510,7 +542,11 @@ impl NodeNetwork {
     }
 
     /// Removes host port mappings of a sandbox. Idempotent.
-    pub fn remove_host_ports(&self, sandbox_id: &str, mappings: &[HostPortMapping]) -> Result<(), NodeError> {
+    pub fn remove_host_ports(
+        &self,
+        sandbox_id: &str,
+        mappings: &[HostPortMapping],
+    ) -> Result<(), NodeError> {
         self.store.update(|s| {
             let Some(rec) = s.sandboxes.get_mut(sandbox_id) else {
                 return Ok(());
@@ -552,14 +588,20 @@ impl NodeNetwork {
             for link in nl.links().await? {
                 let ours = link.name.starts_with(TAP_PREFIX) || link.name.starts_with(VETH_PREFIX);
                 let on_bridge = link.controller.is_none() || link.controller == br;
-                if ours && on_bridge && !known.contains(&link.name) && nl.delete(&link.name).await? {
+                if ours && on_bridge && !known.contains(&link.name) && nl.delete(&link.name).await?
+                {
                     removed.push(link.name);
                 }
             }
             Ok(removed)
         })?;
         self.store.update(|s| {
-            let script = nat::table_script(&self.table, self.cfg.pod_cidr, self.cfg.masquerade, &all_mappings(s));
+            let script = nat::table_script(
+                &self.table,
+                self.cfg.pod_cidr,
+                self.cfg.masquerade,
+                &all_mappings(s),
+            );
             self.ns.run(|| nat::apply(&script))??;
             Ok::<(), NodeError>(())
         })?;
@@ -627,7 +669,11 @@ async fn check_overlap(nl: &Netlink, bridge: &str, cidr: Ipv4Net) -> Result<(), 
         }
         let existing = net.trunc();
         if existing.contains(&cidr.network()) || cidr.contains(&existing.network()) {
-            return Err(NodeError::Overlap { cidr, existing, link });
+            return Err(NodeError::Overlap {
+                cidr,
+                existing,
+                link,
+            });
         }
     }
     Ok(())

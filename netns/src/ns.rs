@@ -130,7 +130,9 @@ mod tests {
 
     #[test]
     fn missing_namespace_is_a_clear_error() {
-        let err = NetNs::named("kennel-no-such-ns-xyz").run(|| ()).unwrap_err();
+        let err = NetNs::named("kennel-no-such-ns-xyz")
+            .run(|| ())
+            .unwrap_err();
         assert!(matches!(err, NsError::Open { .. }), "{err}");
         assert!(err.to_string().contains("kennel-no-such-ns-xyz"));
     }
