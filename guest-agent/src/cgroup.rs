@@ -5,7 +5,6 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-const CGROUP2_MAGIC: i64 = 0x6367_7270;
 const V1_CONTROLLERS: [&str; 4] = ["memory", "cpu", "cpuacct", "pids"];
 
 /// Errors handling cgroups.
@@ -62,7 +61,7 @@ pub struct Limits {
 
 fn is_cgroup2(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
-        .map(|s| s.filesystem_type().0 as i64 == CGROUP2_MAGIC)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
         .unwrap_or(false)
 }
 
@@ -295,11 +294,13 @@ impl Cgroup {
             match fs::remove_dir(&d) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => return Err(CgroupError::Io {
-                    op: "removing",
-                    path: d,
-                    source,
-                }),
+                Err(source) => {
+                    return Err(CgroupError::Io {
+                        op: "removing",
+                        path: d,
+                        source,
+                    })
+                }
             }
         }
         Ok(())

@@ -67,9 +67,16 @@ fn ipv4(field: &str, s: &str) -> Result<Ipv4Addr, SandboxError> {
 
 fn netmask(field: &str, prefix: u32) -> Result<Ipv4Addr, SandboxError> {
     if prefix > 32 {
-        return Err(invalid(field, format!("{prefix} is not a prefix length (0-32)")));
+        return Err(invalid(
+            field,
+            format!("{prefix} is not a prefix length (0-32)"),
+        ));
     }
-    let bits = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+    let bits = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix)
+    };
     Ok(Ipv4Addr::from(bits))
 }
 
@@ -97,13 +104,19 @@ fn check_hostname(h: &str) -> Result<(), SandboxError> {
     if ok {
         Ok(())
     } else {
-        Err(invalid("hostname", format!("{h:?} is not a valid hostname")))
+        Err(invalid(
+            "hostname",
+            format!("{h:?} is not a valid hostname"),
+        ))
     }
 }
 
 fn check_word(field: &str, s: &str) -> Result<(), SandboxError> {
     if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(invalid(field, format!("{s:?} is empty or contains whitespace")));
+        return Err(invalid(
+            field,
+            format!("{s:?} is empty or contains whitespace"),
+        ));
     }
     Ok(())
 }
@@ -112,9 +125,12 @@ fn check_word(field: &str, s: &str) -> Result<(), SandboxError> {
 pub fn resolv_conf(dns: &pb::DnsConfig) -> Result<String, SandboxError> {
     let mut out = String::new();
     for (i, s) in dns.servers.iter().enumerate() {
-        let ip: std::net::IpAddr = s
-            .parse()
-            .map_err(|_| invalid(format!("dns.servers[{i}]"), format!("{s:?} is not an IP address")))?;
+        let ip: std::net::IpAddr = s.parse().map_err(|_| {
+            invalid(
+                format!("dns.servers[{i}]"),
+                format!("{s:?} is not an IP address"),
+            )
+        })?;
         out.push_str(&format!("nameserver {ip}\n"));
     }
     for (i, s) in dns.searches.iter().enumerate() {
@@ -136,10 +152,12 @@ pub fn resolv_conf(dns: &pb::DnsConfig) -> Result<String, SandboxError> {
 pub fn hosts_file(hostname: &str, entries: &[pb::HostEntry]) -> Result<String, SandboxError> {
     let mut out = String::from("127.0.0.1\tlocalhost\n");
     for (i, e) in entries.iter().enumerate() {
-        let ip: std::net::IpAddr = e
-            .ip
-            .parse()
-            .map_err(|_| invalid(format!("hosts[{i}].ip"), format!("{:?} is not an IP address", e.ip)))?;
+        let ip: std::net::IpAddr = e.ip.parse().map_err(|_| {
+            invalid(
+                format!("hosts[{i}].ip"),
+                format!("{:?} is not an IP address", e.ip),
+            )
+        })?;
         if e.names.is_empty() {
             return Err(invalid(format!("hosts[{i}].names"), "empty"));
         }
@@ -148,7 +166,11 @@ pub fn hosts_file(hostname: &str, entries: &[pb::HostEntry]) -> Result<String, S
         }
         out.push_str(&format!("{ip}\t{}\n", e.names.join(" ")));
     }
-    if !hostname.is_empty() && !entries.iter().any(|e| e.names.iter().any(|n| n == hostname)) {
+    if !hostname.is_empty()
+        && !entries
+            .iter()
+            .any(|e| e.names.iter().any(|n| n == hostname))
+    {
         out.push_str(&format!("127.0.1.1\t{hostname}\n"));
     }
     Ok(out)
@@ -167,14 +189,17 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
 
 fn find_by_mac(sys_class_net: &Path, mac: [u8; 6]) -> Result<String, SandboxError> {
     let want = mac.map(|b| format!("{b:02x}")).join(":");
-    let entries = fs::read_dir(sys_class_net).map_err(io(format!("listing {}", sys_class_net.display())))?;
+    let entries =
+        fs::read_dir(sys_class_net).map_err(io(format!("listing {}", sys_class_net.display())))?;
     for e in entries.flatten() {
         let addr = fs::read_to_string(e.path().join("address")).unwrap_or_default();
         if addr.trim().eq_ignore_ascii_case(&want) {
             return Ok(e.file_name().to_string_lossy().into_owned());
         }
     }
-    Err(SandboxError::NotFound(format!("no interface with MAC {want}")))
+    Err(SandboxError::NotFound(format!(
+        "no interface with MAC {want}"
+    )))
 }
 
 fn configure_interface(i: usize, itf: &pb::Interface, paths: &Paths) -> Result<(), SandboxError> {
@@ -187,7 +212,10 @@ fn configure_interface(i: usize, itf: &pb::Interface, paths: &Paths) -> Result<(
     let addr = if itf.address.is_empty() {
         None
     } else {
-        Some((ipv4(&f("address"), &itf.address)?, netmask(&f("prefix_len"), itf.prefix_len)?))
+        Some((
+            ipv4(&f("address"), &itf.address)?,
+            netmask(&f("prefix_len"), itf.prefix_len)?,
+        ))
     };
     let gateway = if itf.gateway.is_empty() {
         None
@@ -226,8 +254,13 @@ fn configure_interface(i: usize, itf: &pb::Interface, paths: &Paths) -> Result<(
         ioctl::add_route(&name, dst, mask, gw).map_err(io(op(&format!("adding route {dst}"))))?;
     }
     if let Some(gw) = gateway {
-        ioctl::add_route(&name, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, Some(gw))
-            .map_err(io(op("adding the default route")))?;
+        ioctl::add_route(
+            &name,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Some(gw),
+        )
+        .map_err(io(op("adding the default route")))?;
     }
     Ok(())
 }
@@ -248,11 +281,10 @@ pub fn create(req: &pb::CreateSandboxRequest, paths: &Paths) -> Result<(), Sandb
     if req.clock_unix_nanos != 0 {
         let ns = req.clock_unix_nanos;
         let ts = TimeSpec::new((ns / 1_000_000_000) as i64, (ns % 1_000_000_000) as i64);
-        clock_settime(ClockId::CLOCK_REALTIME, ts)
-            .map_err(|e| SandboxError::Io {
-                op: "setting the clock".into(),
-                source: e.into(),
-            })?;
+        clock_settime(ClockId::CLOCK_REALTIME, ts).map_err(|e| SandboxError::Io {
+            op: "setting the clock".into(),
+            source: e.into(),
+        })?;
     }
     if !req.random_seed.is_empty() {
         let f = fs::OpenOptions::new()
@@ -267,12 +299,16 @@ pub fn create(req: &pb::CreateSandboxRequest, paths: &Paths) -> Result<(), Sandb
             op: "setting the hostname".into(),
             source: e.into(),
         })?;
-        write_atomic(&paths.etc.join("hostname"), format!("{}\n", req.hostname).as_bytes())
-            .map_err(io("writing hostname"))?;
+        write_atomic(
+            &paths.etc.join("hostname"),
+            format!("{}\n", req.hostname).as_bytes(),
+        )
+        .map_err(io("writing hostname"))?;
     }
     write_atomic(&paths.etc.join("hosts"), hosts.as_bytes()).map_err(io("writing hosts"))?;
     if let Some(r) = resolv {
-        write_atomic(&paths.etc.join("resolv.conf"), r.as_bytes()).map_err(io("writing resolv.conf"))?;
+        write_atomic(&paths.etc.join("resolv.conf"), r.as_bytes())
+            .map_err(io("writing resolv.conf"))?;
     }
     for (i, itf) in req.interfaces.iter().enumerate() {
         configure_interface(i, itf, paths)?;
@@ -288,7 +324,10 @@ mod tests {
     fn resolv_and_hosts_render() {
         let dns = pb::DnsConfig {
             servers: vec!["10.96.0.10".into()],
-            searches: vec!["default.svc.cluster.local".into(), "svc.cluster.local".into()],
+            searches: vec![
+                "default.svc.cluster.local".into(),
+                "svc.cluster.local".into(),
+            ],
             options: vec!["ndots:5".into()],
         };
         assert_eq!(
@@ -315,7 +354,10 @@ mod tests {
         let e = resolv_conf(&dns).unwrap_err();
         assert!(e.to_string().starts_with("dns.servers[0]"), "{e}");
         assert!(parse_mac("mac", "aa:bb").is_err());
-        assert_eq!(parse_mac("mac", "AA:bb:00:01:02:ff").unwrap(), [0xaa, 0xbb, 0, 1, 2, 0xff]);
+        assert_eq!(
+            parse_mac("mac", "AA:bb:00:01:02:ff").unwrap(),
+            [0xaa, 0xbb, 0, 1, 2, 0xff]
+        );
         assert!(netmask("p", 33).is_err());
         assert_eq!(netmask("p", 24).unwrap(), Ipv4Addr::new(255, 255, 255, 0));
         assert_eq!(netmask("p", 0).unwrap(), Ipv4Addr::UNSPECIFIED);

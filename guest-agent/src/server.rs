@@ -85,7 +85,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 fn chunks(rx: Option<mpsc::Receiver<Vec<u8>>>, what: &str) -> Result<Chunks, Status> {
-    let rx = rx.ok_or_else(|| Status::failed_precondition(format!("{what} is already attached")))?;
+    let rx =
+        rx.ok_or_else(|| Status::failed_precondition(format!("{what} is already attached")))?;
     Ok(Box::pin(
         ReceiverStream::new(rx).map(|data| Ok(pb::OutputChunk { data })),
     ))
@@ -139,14 +140,18 @@ impl Agent for AgentService {
             .containers
             .create(&r.container_id, &r.oci_spec_json, input, r.tty)
             .await?;
-        Ok(Response::new(pb::CreateContainerResponse { pid: pid as u32 }))
+        Ok(Response::new(pb::CreateContainerResponse {
+            pid: pid as u32,
+        }))
     }
 
     async fn start_container(
         &self,
         req: Request<pb::ContainerRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
-        self.containers.start(&req.into_inner().container_id).await?;
+        self.containers
+            .start(&req.into_inner().container_id)
+            .await?;
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -247,8 +252,10 @@ impl Agent for AgentService {
         let Some(master) = p.stdio.tty.as_ref() else {
             return Err(Status::failed_precondition("process has no terminal"));
         };
-        let rows = u16::try_from(r.rows).map_err(|_| Status::invalid_argument("rows: too large"))?;
-        let cols = u16::try_from(r.cols).map_err(|_| Status::invalid_argument("cols: too large"))?;
+        let rows =
+            u16::try_from(r.rows).map_err(|_| Status::invalid_argument("rows: too large"))?;
+        let cols =
+            u16::try_from(r.cols).map_err(|_| Status::invalid_argument("cols: too large"))?;
         use std::os::fd::AsRawFd;
         crate::sys::ioctl::set_winsize(master.as_raw_fd(), rows, cols)
             .map_err(|e| Status::internal(format!("resizing the terminal: {e}")))?;
@@ -273,10 +280,8 @@ impl Agent for AgentService {
 
     async fn get_oom_events(&self, _: Request<pb::Empty>) -> Result<Response<Ooms>, Status> {
         let rx = self.containers.oom_events();
-        let stream = BroadcastStream::new(rx).filter_map(|r| {
-            r.ok()
-                .map(|container_id| Ok(pb::OomEvent { container_id }))
-        });
+        let stream = BroadcastStream::new(rx)
+            .filter_map(|r| r.ok().map(|container_id| Ok(pb::OomEvent { container_id })));
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -300,7 +305,10 @@ impl Agent for AgentService {
         Ok(Response::new(pb::HealthResponse { serving: true }))
     }
 
-    async fn version(&self, _: Request<pb::Empty>) -> Result<Response<pb::VersionResponse>, Status> {
+    async fn version(
+        &self,
+        _: Request<pb::Empty>,
+    ) -> Result<Response<pb::VersionResponse>, Status> {
         Ok(Response::new(pb::VersionResponse {
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             protocol_version: agent_proto::PROTOCOL_VERSION,

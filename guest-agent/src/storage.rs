@@ -68,11 +68,21 @@ pub async fn mount_storage(
         return Err(bad("serial", "empty".into()));
     }
     let mp = Path::new(mount_point);
-    if !mp.is_absolute() || mp.components().any(|c| c == std::path::Component::ParentDir) {
-        return Err(bad("mount_point", format!("{mount_point:?} is not a clean absolute path")));
+    if !mp.is_absolute()
+        || mp
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+    {
+        return Err(bad(
+            "mount_point",
+            format!("{mount_point:?} is not a clean absolute path"),
+        ));
     }
     if fstype.is_empty() || fstype.contains(['\0', ',', ' ']) {
-        return Err(bad("fstype", format!("{fstype:?} is not a filesystem type")));
+        return Err(bad(
+            "fstype",
+            format!("{fstype:?} is not a filesystem type"),
+        ));
     }
     if options.contains('\0') {
         return Err(bad("options", "contains a NUL byte".into()));

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, CloneFlags};
-use nix::unistd::{chdir, pivot_root, sethostname, setgid, setgroups, setsid, setuid, Gid, Uid};
+use nix::unistd::{chdir, pivot_root, setgid, setgroups, sethostname, setsid, setuid, Gid, Uid};
 
 use super::plan::{ExecPlan, InitPlan, MountPlan, ProcessPlan};
 use crate::sys::{ioctl, spawn};
@@ -62,11 +62,13 @@ pub fn run_init(plan_path: &Path) -> ! {
         let _ = s.write_all(b"ready\n");
     }
     // Wait for StartContainer (one byte) or removal (EOF).
-    let go = spawn::inherited_fd(START_FD).map(File::from).and_then(|mut f| {
-        let _ = spawn::set_cloexec(START_FD, true);
-        let mut b = [0u8; 1];
-        f.read(&mut b)
-    });
+    let go = spawn::inherited_fd(START_FD)
+        .map(File::from)
+        .and_then(|mut f| {
+            let _ = spawn::set_cloexec(START_FD, true);
+            let mut b = [0u8; 1];
+            f.read(&mut b)
+        });
     if !matches!(go, Ok(1)) {
         std::process::exit(1);
     }
@@ -118,7 +120,11 @@ fn join_container(plan: &ExecPlan) -> Result<()> {
         ("mnt", CloneFlags::CLONE_NEWNS),
     ] {
         let p = format!("/proc/{}/ns/{name}", plan.target_pid);
-        files.push((File::open(&p).with_context(|| format!("opening {p}"))?, flag, name));
+        files.push((
+            File::open(&p).with_context(|| format!("opening {p}"))?,
+            flag,
+            name,
+        ));
     }
     for (f, flag, name) in files {
         setns(&f, flag).with_context(|| format!("joining {name} namespace"))?;
@@ -150,7 +156,13 @@ fn inside(rootfs: &Path, dest: &str) -> PathBuf {
 fn setup_init(plan: &InitPlan) -> Result<()> {
     join_cgroup(&plan.cgroup_procs)?;
     // Nothing mounted here may propagate back to the agent's namespace.
-    mnt(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
+    mnt(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+    )?;
     let root = &plan.rootfs;
     for d in [root, &plan.upper_dir, &plan.work_dir] {
         fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
@@ -179,7 +191,13 @@ fn setup_init(plan: &InitPlan) -> Result<()> {
     for p in &plan.readonly_paths {
         let path = Path::new(p);
         if path.exists() {
-            mnt(Some(p), path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+            mnt(
+                Some(p),
+                path,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )?;
             let f = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
             mnt(None, path, None, f, None)?;
         }
@@ -195,7 +213,13 @@ fn setup_rootfs(plan: &InitPlan) -> Result<()> {
     let root = &plan.rootfs;
     let bind_ro = |src: &Path| -> Result<()> {
         let s = src.to_string_lossy();
-        mnt(Some(&s), root, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+        mnt(
+            Some(&s),
+            root,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
         if plan.readonly_root {
             let f = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
             mnt(None, root, None, f, None)?;
@@ -218,7 +242,13 @@ fn setup_rootfs(plan: &InitPlan) -> Result<()> {
                     plan.work_dir.display()
                 )
             };
-            mnt(Some("overlay"), root, Some("overlay"), MsFlags::empty(), Some(&data))
+            mnt(
+                Some("overlay"),
+                root,
+                Some("overlay"),
+                MsFlags::empty(),
+                Some(&data),
+            )
         }
     }
 }
@@ -302,13 +332,7 @@ fn mask_path(p: &str) -> Result<()> {
     let path = Path::new(p);
     match fs::metadata(path) {
         Err(_) => Ok(()),
-        Ok(md) if md.is_dir() => mnt(
-            Some("tmpfs"),
-            path,
-            Some("tmpfs"),
-            MsFlags::MS_RDONLY,
-            None,
-        ),
+        Ok(md) if md.is_dir() => mnt(Some("tmpfs"), path, Some("tmpfs"), MsFlags::MS_RDONLY, None),
         Ok(_) => mnt(Some("/dev/null"), path, None, MsFlags::MS_BIND, None),
     }
 }
@@ -348,7 +372,11 @@ fn exec_process(p: &ProcessPlan) -> anyhow::Error {
                 .context("setting the controlling terminal")?;
         }
         chdir(Path::new(&p.cwd)).with_context(|| format!("chdir {}", p.cwd))?;
-        let groups: Vec<Gid> = p.additional_gids.iter().map(|g| Gid::from_raw(*g)).collect();
+        let groups: Vec<Gid> = p
+            .additional_gids
+            .iter()
+            .map(|g| Gid::from_raw(*g))
+            .collect();
         setgroups(&groups).context("setgroups")?;
         setgid(Gid::from_raw(p.gid)).context("setgid")?;
         setuid(Uid::from_raw(p.uid)).context("setuid")?;

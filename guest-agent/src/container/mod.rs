@@ -143,7 +143,9 @@ fn read_status(r: &mut BufReader<File>, want: &str) -> Result<Option<String>, Co
     let mut line = String::new();
     loop {
         line.clear();
-        let n = r.read_line(&mut line).map_err(io("reading helper status"))?;
+        let n = r
+            .read_line(&mut line)
+            .map_err(io("reading helper status"))?;
         if n == 0 {
             return Ok(None);
         }
@@ -248,12 +250,11 @@ impl Containers {
         tty: bool,
     ) -> Result<i32, ContainerError> {
         plan::check_id("container_id", id)?;
-        let spec: oci_spec::runtime::Spec = serde_json::from_slice(spec_json).map_err(|e| {
-            PlanError {
+        let spec: oci_spec::runtime::Spec =
+            serde_json::from_slice(spec_json).map_err(|e| PlanError {
                 field: "oci_spec_json".into(),
                 reason: format!("not an OCI runtime spec: {e}"),
-            }
-        })?;
+            })?;
         {
             let mut slots = lock(&self.slots);
             if slots.contains_key(id) {
@@ -289,7 +290,8 @@ impl Containers {
         let probe = self.cfg.cgroup_root.cgroup(id);
         let (init_plan, limits) =
             plan::init_plan(spec, &rootfs, &state_dir, probe.procs_files(), tty)?;
-        std::fs::create_dir_all(&state_dir).map_err(io(format!("creating {}", state_dir.display())))?;
+        std::fs::create_dir_all(&state_dir)
+            .map_err(io(format!("creating {}", state_dir.display())))?;
         let cleanup = |cg: Option<&Cgroup>| {
             if let Some(cg) = cg {
                 let _ = cg.remove();
@@ -307,10 +309,12 @@ impl Containers {
         let res = async {
             write_json(&plan_path, &init_plan)?;
             let oom_before = cgroup.oom_kills();
-            let (stdio, child) = stdio::create(init_plan.process.tty).map_err(io("creating stdio"))?;
+            let (stdio, child) =
+                stdio::create(init_plan.process.tty).map_err(io("creating stdio"))?;
             let (status_r, status_w) = stdio::pipe().map_err(io("creating a pipe"))?;
             let (start_r, start_w) = stdio::pipe().map_err(io("creating a pipe"))?;
-            let flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+            let flags =
+                libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
             let pid = self.spawn_helper(
                 flags,
                 "init-container",
@@ -331,7 +335,9 @@ impl Containers {
             })?;
             if ready.is_none() {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                return Err(ContainerError::Setup("container init exited during setup".into()));
+                return Err(ContainerError::Setup(
+                    "container init exited during setup".into(),
+                ));
             }
             Ok(Arc::new(Container {
                 cgroup: cgroup.clone(),
@@ -391,11 +397,12 @@ impl Containers {
     /// Lets the container's init execute its program.
     pub async fn start(&self, id: &str) -> Result<(), ContainerError> {
         let c = self.get(id)?;
-        let (start_w, mut reader) = lock(&c.pending)
-            .take()
-            .ok_or_else(|| ContainerError::FailedPrecondition(format!("container {id:?} was already started")))?;
+        let (start_w, mut reader) = lock(&c.pending).take().ok_or_else(|| {
+            ContainerError::FailedPrecondition(format!("container {id:?} was already started"))
+        })?;
         let mut f = File::from(start_w);
-        f.write_all(b"G").map_err(io("signalling the container init"))?;
+        f.write_all(b"G")
+            .map_err(io("signalling the container init"))?;
         drop(f);
         blocking(move || read_status(&mut reader, "\u{0}").map(|_| ())).await
     }
@@ -411,15 +418,21 @@ impl Containers {
         let process = plan::process_from_json(process_json)?;
         let c = self.get(id)?;
         if lock(&c.pending).is_some() {
-            return Err(ContainerError::FailedPrecondition(format!("container {id:?} is not started")));
+            return Err(ContainerError::FailedPrecondition(format!(
+                "container {id:?} is not started"
+            )));
         }
         if c.init.exited().is_some() {
-            return Err(ContainerError::FailedPrecondition(format!("container {id:?} has exited")));
+            return Err(ContainerError::FailedPrecondition(format!(
+                "container {id:?} has exited"
+            )));
         }
         {
             let execs = lock(&c.execs);
             if execs.contains_key(exec_id) {
-                return Err(ContainerError::AlreadyExists(format!("exec {exec_id:?} in container {id:?}")));
+                return Err(ContainerError::AlreadyExists(format!(
+                    "exec {exec_id:?} in container {id:?}"
+                )));
             }
         }
         let plan_path = c.state_dir.join(format!("exec-{exec_id}.json"));
@@ -434,15 +447,21 @@ impl Containers {
         let oom_before = c.cgroup.oom_kills();
         let (stdio, child) = stdio::create(process.tty).map_err(io("creating stdio"))?;
         let (status_r, status_w) = stdio::pipe().map_err(io("creating a pipe"))?;
-        let helper = self.spawn_helper(0, "exec-container", &plan_path, &child, &[(status_w.as_raw_fd(), 3)])?;
+        let helper = self.spawn_helper(
+            0,
+            "exec-container",
+            &plan_path,
+            &child,
+            &[(status_w.as_raw_fd(), 3)],
+        )?;
         drop((child, status_w));
         let helper_exit = self.reaper.watch(helper);
         let mut reader = BufReader::new(File::from(status_r));
         let res = blocking(move || {
             let pid = read_status(&mut reader, "pid ")?;
-            let pid: i32 = pid
-                .and_then(|p| p.parse().ok())
-                .ok_or_else(|| ContainerError::Setup("exec helper exited before starting the process".into()))?;
+            let pid: i32 = pid.and_then(|p| p.parse().ok()).ok_or_else(|| {
+                ContainerError::Setup("exec helper exited before starting the process".into())
+            })?;
             // EOF once the process executed its program; an error line otherwise.
             match read_status(&mut reader, "\u{0}") {
                 Ok(_) => Ok((pid, None)),
@@ -461,7 +480,9 @@ impl Containers {
         let mut execs = lock(&c.execs);
         if execs.contains_key(exec_id) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            return Err(ContainerError::AlreadyExists(format!("exec {exec_id:?} in container {id:?}")));
+            return Err(ContainerError::AlreadyExists(format!(
+                "exec {exec_id:?} in container {id:?}"
+            )));
         }
         execs.insert(
             exec_id.to_string(),
@@ -486,7 +507,13 @@ impl Containers {
     }
 
     /// Sends `signal` to a process, or to every process of the container when `all`.
-    pub fn signal(&self, id: &str, exec_id: &str, signal: i32, all: bool) -> Result<(), ContainerError> {
+    pub fn signal(
+        &self,
+        id: &str,
+        exec_id: &str,
+        signal: i32,
+        all: bool,
+    ) -> Result<(), ContainerError> {
         let sig = Signal::try_from(signal).map_err(|_| PlanError {
             field: "signal".into(),
             reason: format!("{signal} is not a signal number"),
@@ -503,7 +530,10 @@ impl Containers {
             return Ok(());
         }
         if p.exited().is_some() {
-            return Err(ContainerError::FailedPrecondition(format!("process {} has exited", p.pid)));
+            return Err(ContainerError::FailedPrecondition(format!(
+                "process {} has exited",
+                p.pid
+            )));
         }
         kill(Pid::from_raw(p.pid), sig).map_err(|e| io("kill")(e.into()))
     }
@@ -528,7 +558,8 @@ impl Containers {
         if c.init.exited().is_none() {
             let _ = kill(Pid::from_raw(c.init.pid), Signal::SIGKILL);
         }
-        let waited = tokio::time::timeout(Duration::from_secs(30), reaper::wait(c.init.exit.clone())).await;
+        let waited =
+            tokio::time::timeout(Duration::from_secs(30), reaper::wait(c.init.exit.clone())).await;
         if waited.is_err() {
             return Err(ContainerError::FailedPrecondition(format!(
                 "container {id:?} init {} did not exit after SIGKILL",

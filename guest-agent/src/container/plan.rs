@@ -151,7 +151,10 @@ pub fn process_plan(field: &str, p: &Process) -> Result<ProcessPlan, PlanError> 
     }
     let env = p.env().clone().unwrap_or_default();
     if let Some(e) = env.iter().find(|e| !e.contains('=') || e.contains('\0')) {
-        return Err(bad(format!("{field}.env"), format!("{e:?} is not KEY=VALUE")));
+        return Err(bad(
+            format!("{field}.env"),
+            format!("{e:?} is not KEY=VALUE"),
+        ));
     }
     let cwd = p.cwd().to_string_lossy().into_owned();
     check_abs(&format!("{field}.cwd"), &cwd)?;
@@ -238,7 +241,10 @@ pub fn init_plan(
             ));
         }
         if d.to_string_lossy().contains([',', ':']) {
-            return Err(bad(format!("rootfs.lower_dirs[{i}]"), "contains ',' or ':'"));
+            return Err(bad(
+                format!("rootfs.lower_dirs[{i}]"),
+                "contains ',' or ':'",
+            ));
         }
     }
     let root_path = if rootfs.lower_dirs.is_empty() {
@@ -257,8 +263,12 @@ pub fn init_plan(
     } else {
         None
     };
-    let readonly_root =
-        rootfs.readonly || spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false);
+    let readonly_root = rootfs.readonly
+        || spec
+            .root()
+            .as_ref()
+            .and_then(|r| r.readonly())
+            .unwrap_or(false);
 
     let mut mounts = Vec::new();
     for (i, m) in spec.mounts().clone().unwrap_or_default().iter().enumerate() {
@@ -299,10 +309,7 @@ pub fn init_plan(
         if let Some(ns) = linux.namespaces() {
             for n in ns {
                 if n.typ() == LinuxNamespaceType::User {
-                    return Err(bad(
-                        "linux.namespaces",
-                        "user namespaces are not supported",
-                    ));
+                    return Err(bad("linux.namespaces", "user namespaces are not supported"));
                 }
             }
         }
@@ -337,7 +344,10 @@ pub fn init_plan(
     let readonly_paths = linux
         .and_then(|l| l.readonly_paths().clone())
         .unwrap_or_default();
-    for (name, list) in [("linux.maskedPaths", &masked_paths), ("linux.readonlyPaths", &readonly_paths)] {
+    for (name, list) in [
+        ("linux.maskedPaths", &masked_paths),
+        ("linux.readonlyPaths", &readonly_paths),
+    ] {
         for p in list {
             check_abs(name, p)?;
         }
