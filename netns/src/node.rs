@@ -163,6 +163,8 @@ pub struct ReconcileReport {
     pub released: Vec<String>,
     /// Leaked links deleted that belonged to no known sandbox.
     pub removed_links: Vec<String>,
+    /// Taps of live sandboxes that were missing and have been made again.
+    pub restored_links: Vec<String>,
 }
 
 /// The pod network of one node (one bridge in one network namespace).
@@ -565,8 +567,9 @@ impl NodeNetwork {
 
     /// Frees everything held by sandboxes not in `live` (their addresses,
     /// links and hostPorts), deletes pod links on this bridge that belong to
-    /// no recorded sandbox, and rewrites the NAT table from the state, so a
-    /// crash at any point leaks nothing.
+    /// no recorded sandbox, re-creates missing taps of live sandboxes, and
+    /// rewrites the NAT table from the state, so a crash at any point leaks
+    /// nothing.
     pub fn reconcile<S: AsRef<str>>(&self, live: &[S]) -> Result<ReconcileReport, NodeError> {
         let live: HashSet<&str> = live.iter().map(|s| s.as_ref()).collect();
         let mut report = ReconcileReport::default();
@@ -574,27 +577,40 @@ impl NodeNetwork {
             self.detach(&id)?;
             report.released.push(id);
         }
-        let known: HashSet<String> = self
-            .store
-            .read()?
+        let state = self.store.read()?;
+        let known: HashSet<String> = state
             .sandboxes
             .keys()
             .flat_map(|id| [config::tap_name(id), config::veth_name(id)])
             .collect();
         let bridge = &self.cfg.bridge;
-        report.removed_links = self.in_ns(|nl| async move {
+        let (removed, present) = self.in_ns(|nl| async move {
             let br = nl.link(bridge).await?.map(|l| l.index);
             let mut removed = Vec::new();
+            let mut present = HashSet::new();
             for link in nl.links().await? {
                 let ours = link.name.starts_with(TAP_PREFIX) || link.name.starts_with(VETH_PREFIX);
                 let on_bridge = link.controller.is_none() || link.controller == br;
-                if ours && on_bridge && !known.contains(&link.name) && nl.delete(&link.name).await?
-                {
-                    removed.push(link.name);
+                if ours && on_bridge && !known.contains(&link.name) {
+                    if nl.delete(&link.name).await? {
+                        removed.push(link.name);
+                    }
+                } else {
+                    present.insert(link.name);
                 }
             }
-            Ok(removed)
+            Ok((removed, present))
         })?;
+        report.removed_links = removed;
+        // Taps of live sandboxes that vanished (e.g. after a node reboot) are
+        // made again, so the VMM can attach to them.
+        for (id, rec) in &state.sandboxes {
+            let tap = config::tap_name(id);
+            if rec.link == LinkKind::Tap && !present.contains(&tap) {
+                self.plumb_tap(id)?;
+                report.restored_links.push(tap);
+            }
+        }
         self.store.update(|s| {
             let script = nat::table_script(
                 &self.table,

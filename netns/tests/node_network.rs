@@ -324,3 +324,39 @@ fn bad_input_gives_clear_errors_and_leaves_nothing_behind() {
         NodeError::Config(ConfigError::EmptySandboxId)
     ));
 }
+
+#[test]
+fn concurrent_attaches_get_distinct_addresses_and_sysctls_are_set_in_the_node_only() {
+    let node = TestNs::new("conc");
+    let state = tempfile::tempdir().unwrap();
+    let net = NodeNetwork::setup_in(node.ns(), config("10.247.0.0/24", &state)).unwrap();
+    let pods: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let net = &net;
+                s.spawn(move || net.attach(&format!("vm-{i}")).unwrap())
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut ips: Vec<_> = pods.iter().map(|p| p.ip).collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 8);
+    for p in &pods {
+        assert!(node.has_link(p.tap_name().unwrap()));
+    }
+    assert_eq!(
+        node.exec(&["sysctl", "-n", "net.ipv4.ip_forward"]).trim(),
+        "1"
+    );
+    assert_eq!(
+        node.exec(&["sysctl", "-n", "net.ipv4.conf.kennel0.route_localnet"])
+            .trim(),
+        "1"
+    );
+    let report = net.reconcile::<&str>(&[]).unwrap();
+    assert_eq!(report.released.len(), 8);
+    assert!(net.ipam_state().unwrap().sandboxes.is_empty());
+    assert!(!node.link_names().iter().any(|l| l.starts_with("ktap")));
+}
