@@ -35,7 +35,8 @@ fn status_pipe() -> Option<File> {
 fn fail(status: &mut Option<File>, err: &anyhow::Error, code: i32) -> ! {
     let msg = format!("{err:#}").replace('\n', " ");
     if let Some(s) = status.as_mut() {
-        let _ = writeln!(s, "error {msg}");
+        // One write per line: the exec helper and its child share this pipe.
+        let _ = s.write_all(format!("error {msg}\n").as_bytes());
     } else {
         eprintln!("kennel-agent helper: {msg}");
     }
@@ -95,7 +96,7 @@ pub fn run_exec(plan_path: &Path) -> ! {
         }
         Ok(pid) => {
             if let Some(s) = status.as_mut() {
-                let _ = writeln!(s, "pid {pid}");
+                let _ = s.write_all(format!("pid {pid}\n").as_bytes());
             }
             std::process::exit(0)
         }

@@ -469,9 +469,14 @@ impl Containers {
             }
         })
         .await;
-        let _ = reaper::wait(helper_exit).await;
+        let helper_status = reaper::wait(helper_exit).await;
         let _ = std::fs::remove_file(&plan_path);
-        let (pid, failed) = res?;
+        let (pid, failed) = res.map_err(|e| match e {
+            ContainerError::Setup(msg) => {
+                ContainerError::Setup(format!("{msg} (exec helper {helper_status:?})"))
+            }
+            other => other,
+        })?;
         let exit = self.reaper.watch(pid);
         if let Some(e) = failed {
             let _ = reaper::wait(exit).await;
