@@ -13,6 +13,7 @@ pub mod auth;
 pub mod block;
 pub mod build;
 pub mod digest;
+pub mod initramfs;
 pub mod progress;
 pub mod pull;
 pub mod reference;
