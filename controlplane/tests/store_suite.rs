@@ -245,7 +245,7 @@ async fn sqlite_backend_passes_suite() {
 #[tokio::test(flavor = "current_thread")]
 async fn etcd_backend_passes_suite() {
     let etcd = EtcdServer::start().await;
-    let store = EtcdStore::connect(&[etcd.endpoint.clone()], "/kennel-test")
+    let store = EtcdStore::connect(std::slice::from_ref(&etcd.endpoint), "/kennel-test")
         .await
         .unwrap();
     suite(Arc::new(store)).await;

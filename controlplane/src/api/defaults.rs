@@ -16,6 +16,14 @@ fn set_default(obj: &mut Value, key: &str, v: Value) {
     }
 }
 
+/// Mutable elements of the array at `v[key]`, without inserting the key when absent.
+fn items_mut<'a>(v: &'a mut Value, key: &str) -> impl Iterator<Item = &'a mut Value> {
+    v.get_mut(key)
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+}
+
 fn obj_mut<'a>(parent: &'a mut Value, key: &str) -> &'a mut Value {
     if !parent[key].is_object() {
         parent[key] = Value::Object(Map::new());
@@ -36,7 +44,7 @@ fn container_defaults(c: &mut Value) {
     set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
     set_default(c, "terminationMessagePolicy", json!("File"));
     set_default(c, "resources", json!({}));
-    for p in c["ports"].as_array_mut().into_iter().flatten() {
+    for p in items_mut(c, "ports") {
         set_default(p, "protocol", json!("TCP"));
     }
 }
@@ -49,11 +57,11 @@ pub fn pod_spec_defaults(spec: &mut Value) {
     set_default(spec, "securityContext", json!({}));
     set_default(spec, "schedulerName", json!("default-scheduler"));
     for key in ["containers", "initContainers"] {
-        for c in spec[key].as_array_mut().into_iter().flatten() {
+        for c in items_mut(spec, key) {
             container_defaults(c);
         }
     }
-    for v in spec["volumes"].as_array_mut().into_iter().flatten() {
+    for v in items_mut(spec, "volumes") {
         for src in ["configMap", "secret"] {
             if v[src].is_object() {
                 set_default(&mut v[src], "defaultMode", json!(420));
@@ -142,14 +150,12 @@ pub fn apply_defaults(kind: &str, obj: &mut Value) {
                         "persistentVolumeClaimRetentionPolicy",
                         json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
                     );
-                    for t in spec["volumeClaimTemplates"]
-                        .as_array_mut()
-                        .into_iter()
-                        .flatten()
-                    {
+                    for t in items_mut(spec, "volumeClaimTemplates") {
                         set_default(t, "apiVersion", json!("v1"));
                         set_default(t, "kind", json!("PersistentVolumeClaim"));
-                        set_default(&mut t["spec"], "volumeMode", json!("Filesystem"));
+                        if t["spec"].is_object() {
+                            set_default(&mut t["spec"], "volumeMode", json!("Filesystem"));
+                        }
                     }
                 }
                 "DaemonSet" => {
@@ -172,7 +178,7 @@ pub fn apply_defaults(kind: &str, obj: &mut Value) {
                 set_default(spec, "ipFamilyPolicy", json!("SingleStack"));
                 set_default(spec, "internalTrafficPolicy", json!("Cluster"));
             }
-            for p in spec["ports"].as_array_mut().into_iter().flatten() {
+            for p in items_mut(spec, "ports") {
                 set_default(p, "protocol", json!("TCP"));
                 let port = p["port"].clone();
                 set_default(p, "targetPort", port);

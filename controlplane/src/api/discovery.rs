@@ -301,12 +301,23 @@ pub fn openapi_v3_doc(rest: &str) -> Result<Response, ApiError> {
     Ok(json_response(StatusCode::OK, &doc, &[]))
 }
 
-/// `GET /openapi/v2` (JSON only; protobuf-only clients get 406 and fall back).
+/// `GET /openapi/v2`, as JSON or as protobuf (what kubectl asks for).
 pub fn openapi_v2(headers: &HeaderMap) -> Result<Response, ApiError> {
     let accept = headers
         .get(axum::http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
+    if accept.contains("protobuf") {
+        return Ok((
+            StatusCode::OK,
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+            )],
+            super::openapi_pb::document(&format!("v1.{KUBE_MINOR}.0")),
+        )
+            .into_response());
+    }
     if !accept.contains("json") && !accept.contains("*/*") {
         return Err(ApiError::NotAcceptable("application/json".into()));
     }

@@ -4,6 +4,7 @@
 pub mod defaults;
 pub mod discovery;
 pub mod handlers;
+pub mod openapi_pb;
 pub mod pki;
 pub mod registry;
 pub mod request;

@@ -201,7 +201,7 @@ fn merge_list(
     Ok(())
 }
 
-fn reorder(field: &str, list: &mut Vec<Value>, order: &[Value]) {
+fn reorder(field: &str, list: &mut [Value], order: &[Value]) {
     let samples: Vec<&Value> = list.iter().collect();
     let key = merge_key(field, &samples);
     let ident = |v: &Value| -> Value {

@@ -194,7 +194,7 @@ pub fn validate(kind: &str, obj: &Value) -> Result<(), ApiError> {
             && val.chars().last().is_none_or(|c| c.is_ascii_alphanumeric());
         if !ok {
             causes.push(Cause::invalid(
-                format!("metadata.labels"),
+                "metadata.labels",
                 val,
                 format!("a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (label {k})"),
             ));
@@ -255,14 +255,12 @@ pub fn validate(kind: &str, obj: &Value) -> Result<(), ApiError> {
                 causes.push(Cause::required("spec.resources[storage]"));
             }
         }
-        "HorizontalPodAutoscaler" => {
-            if obj["spec"]["maxReplicas"].as_i64().unwrap_or(0) < 1 {
-                causes.push(Cause::invalid(
-                    "spec.maxReplicas",
-                    "0",
-                    "must be greater than or equal to 1",
-                ));
-            }
+        "HorizontalPodAutoscaler" if obj["spec"]["maxReplicas"].as_i64().unwrap_or(0) < 1 => {
+            causes.push(Cause::invalid(
+                "spec.maxReplicas",
+                "0",
+                "must be greater than or equal to 1",
+            ));
         }
         _ => {}
     }

@@ -156,7 +156,14 @@ pub async fn create(
 pub fn merge_update(def: &ResourceDef, old: &Value, mut new: Value, status_only: bool) -> Value {
     if status_only {
         let mut out = old.clone();
-        out["status"] = new["status"].take();
+        match new.get_mut("status").map(Value::take) {
+            Some(st) if !st.is_null() => out["status"] = st,
+            _ => {
+                if let Some(m) = out.as_object_mut() {
+                    m.remove("status");
+                }
+            }
+        }
         return out;
     }
     for k in [
