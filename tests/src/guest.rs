@@ -1,0 +1,52 @@
+//! Guest artifacts for tests that boot a VM. `scripts/test` builds them and exports their paths;
+//! a test run without them fails with a message saying how to get them.
+
+use std::path::{Path, PathBuf};
+
+/// Errors locating artifacts.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    /// An environment variable is missing or points nowhere.
+    #[error("{var} is not set to an existing file ({why}); run `bash scripts/test`, which builds the guest kernel and static guest binaries and exports their paths")]
+    Missing {
+        /// Variable name.
+        var: &'static str,
+        /// What was wrong.
+        why: String,
+    },
+}
+
+fn from_env(var: &'static str) -> Result<PathBuf, ArtifactError> {
+    let value = std::env::var_os(var).ok_or(ArtifactError::Missing {
+        var,
+        why: "unset".into(),
+    })?;
+    let path = PathBuf::from(value);
+    if !path.is_file() {
+        return Err(ArtifactError::Missing {
+            var,
+            why: format!("{} does not exist", path.display()),
+        });
+    }
+    Ok(path)
+}
+
+/// The guest kernel (`KENNEL_VMLINUX`).
+pub fn vmlinux() -> Result<PathBuf, ArtifactError> {
+    from_env("KENNEL_VMLINUX")
+}
+
+/// The static test init (`KENNEL_TEST_INIT`).
+pub fn test_init() -> Result<PathBuf, ArtifactError> {
+    from_env("KENNEL_TEST_INIT")
+}
+
+/// A binary of this workspace built beside the test executable (target/<profile>/NAME).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps");
+    profile_dir.join(name)
+}

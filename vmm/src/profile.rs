@@ -1,0 +1,114 @@
+//! Host profiles: the full CPU on real hardware, or the compatible profile on hosts whose KVM
+//! emulates guest supervisor code (nested PVM), where some instructions cannot run in the guest.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Which CPU features and kernel arguments the guest gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Detect: compatible when `/sys/module/kvm_pvm` exists, full otherwise.
+    Auto,
+    /// Everything KVM supports.
+    Full,
+    /// Mask the features the emulator lacks and trap system calls in the guest kernel.
+    Compat,
+}
+
+/// Marker of a host whose KVM is the nested PVM flavour.
+pub const PVM_MARKER: &str = "/sys/module/kvm_pvm";
+
+/// CPU features hidden from the guest in the compatible profile (Linux `clearcpuid=` names).
+pub const COMPAT_CLEARCPUID: &[&str] = &[
+    "cx16",
+    "popcnt",
+    "movbe",
+    "rdrand",
+    "rdseed",
+    "fsgsbase",
+    "rdpid",
+    "smap",
+    "smep",
+    "pku",
+    "bmi1",
+    "bmi2",
+    "abm",
+    "invpcid",
+    "pcid",
+    "avx",
+    "avx2",
+    "avx512f",
+    "sha_ni",
+    "aes",
+    "pclmulqdq",
+    "clflushopt",
+    "clwb",
+    "x2apic",
+];
+
+impl Profile {
+    /// Resolves `Auto` by looking at the host.
+    pub fn resolve(self) -> Profile {
+        self.resolve_with(Path::new(PVM_MARKER).exists())
+    }
+
+    /// Resolves `Auto` given whether the PVM marker exists.
+    pub fn resolve_with(self, pvm_host: bool) -> Profile {
+        match self {
+            Profile::Auto if pvm_host => Profile::Compat,
+            Profile::Auto => Profile::Full,
+            p => p,
+        }
+    }
+
+    /// Kernel arguments every guest gets under this (resolved) profile.
+    pub fn kernel_args(self) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "console=ttyS0",
+            "reboot=k",
+            "panic=-1",
+            "tsc=reliable",
+            "no_timer_check",
+            "i8042.noaux",
+            "i8042.nomux",
+            "i8042.dumbkbd",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if self == Profile::Compat {
+            args.push("lpj=2000000".into());
+            args.push("noxsave".into());
+            args.push(format!("clearcpuid={}", COMPAT_CLEARCPUID.join(",")));
+            args.push("syscall_trap".into());
+            // Write-protecting kernel text costs ~22 s of emulated page-table work here.
+            args.push("rodata=off".into());
+        }
+        args
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_follows_the_host() {
+        assert_eq!(Profile::Auto.resolve_with(true), Profile::Compat);
+        assert_eq!(Profile::Auto.resolve_with(false), Profile::Full);
+        assert_eq!(Profile::Full.resolve_with(true), Profile::Full);
+        assert_eq!(Profile::Compat.resolve_with(false), Profile::Compat);
+    }
+
+    #[test]
+    fn compat_args_trap_syscalls_and_mask_features() {
+        let args = Profile::Compat.kernel_args().join(" ");
+        assert!(args.contains("syscall_trap"));
+        assert!(args.contains("noxsave"));
+        assert!(args.contains("clearcpuid=cx16,popcnt"));
+        let full = Profile::Full.kernel_args().join(" ");
+        assert!(!full.contains("syscall_trap"));
+        assert!(!full.contains("clearcpuid"));
+    }
+}
