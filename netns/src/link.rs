@@ -10,7 +10,7 @@ use futures_util::TryStreamExt;
 use ipnet::Ipv4Net;
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 /// Netlink failures.
 #[derive(Debug, thiserror::Error)]
@@ -229,6 +229,17 @@ impl Netlink {
             .execute()
             .await
             .map_err(nl(format!("attach link {index} to bridge {bridge}")))
+    }
+
+    /// Turns on hairpin mode of a bridge port, so a pod can reach itself
+    /// through a hostPort (the DNAT-ed frame leaves by the port it came in).
+    pub async fn set_hairpin(&self, index: u32) -> Result<(), LinkError> {
+        self.handle
+            .link()
+            .set_port(LinkBridgePort::new(index).hairpin(true).build())
+            .execute()
+            .await
+            .map_err(nl(format!("set hairpin on bridge port {index}")))
     }
 
     /// Sets the link's MAC address.

@@ -382,6 +382,7 @@ impl NodeNetwork {
                     .await?
                     .ok_or_else(|| LinkError::Missing(bridge.clone()))?;
                 nl.set_controller(tap.index, br.index).await?;
+                nl.set_hairpin(tap.index).await?;
                 nl.set_up(tap.index).await?;
                 Ok::<(), NodeError>(())
             }
@@ -423,6 +424,7 @@ impl NodeNetwork {
                     .ok_or_else(|| LinkError::Missing(peer.clone()))?;
                 nl.move_to_ns(p.index, pod_ns_file).await?;
                 nl.set_controller(h.index, br.index).await?;
+                nl.set_hairpin(h.index).await?;
                 nl.set_up(h.index).await?;
                 Ok::<(), NodeError>(())
             }

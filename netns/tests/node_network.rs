@@ -3,6 +3,8 @@
 //! own network is never touched.
 
 mod common;
+#[path = "common/frames.rs"]
+mod frames;
 
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -87,6 +89,13 @@ fn two_pods_talk_across_the_bridge_and_host_ports_reach_them() {
     let reply = udp_roundtrip(&outside.ns(), sa(node_addr, 15353), "dgram").unwrap();
     assert_eq!(reply, "pod-b-udp dgram");
 
+    // Pods reach hostPorts through the node address too: another pod, and
+    // the serving pod itself (hairpin), both answered via the gateway.
+    let reply = tcp_roundtrip(&pod_a.ns(), sa(node_addr, 18080), "from-a").unwrap();
+    assert_eq!(reply, format!("pod-b from-a from {}", net.gateway()));
+    let reply = tcp_roundtrip(&pod_b.ns(), sa(node_addr, 18080), "hairpin").unwrap();
+    assert_eq!(reply, format!("pod-b hairpin from {}", net.gateway()));
+
     // A port held by one pod cannot be given to another.
     let err = net
         .add_host_ports("pod-a", &[HostPortMapping::tcp(18080, 80)])
@@ -153,11 +162,25 @@ fn tap_is_persistent_on_the_bridge_and_openable_then_torn_down() {
     assert!(details.contains("vnet_hdr on"), "{details}");
     assert!(details.contains("persist on"), "{details}");
     assert!(details.contains("user root"), "{details}");
+    assert!(details.contains("hairpin on"), "{details}");
     // The guest MAC must differ from the bridge port's own address.
     assert!(!details.contains(&pod.mac.to_string()), "{details}");
 
-    // A later process (the VMM) attaches to it by name.
-    let queue = netns::open_tap(&node.ns(), &tap).unwrap();
+    // A later process (the VMM) attaches to it by name, and frames it sends
+    // as the guest reach the node: ARP for the gateway, then a ping of it.
+    let mut queue = netns::open_tap(&node.ns(), &tap).unwrap();
+    let guest = pod.mac.octets();
+    let arp = frames::arp_request(guest, pod.ip, pod.gateway);
+    let reply = frames::exchange(&mut queue, &arp, |f| {
+        frames::arp_reply_from(f, pod.gateway, guest).is_some()
+    })
+    .expect("ARP reply from the gateway through the tap");
+    let gw_mac = frames::arp_reply_from(&reply, pod.gateway, guest).unwrap();
+    let ping = frames::icmp_echo(guest, gw_mac, pod.ip, pod.gateway, 0x4b31);
+    frames::exchange(&mut queue, &ping, |f| {
+        frames::is_echo_reply(f, pod.gateway, pod.ip, 0x4b31)
+    })
+    .expect("ICMP echo reply from the gateway through the tap");
     drop(queue);
     assert!(node.has_link(&tap), "tap survives its opener (persistent)");
 
