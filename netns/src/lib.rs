@@ -30,7 +30,8 @@ pub use node::{NodeError, NodeNetwork, PodInterface, PodNetwork, ReconcileReport
 pub use ns::{NetNs, NsError};
 
 /// Opens the tap `name` (as the VMM does: `IFF_TAP | IFF_NO_PI |
-/// IFF_VNET_HDR`) in namespace `ns`. The returned file is the tap queue.
+/// IFF_VNET_HDR`) in namespace `ns`. The returned file is the tap queue,
+/// non-blocking and close-on-exec; frames carry a 10-byte `virtio_net_hdr`.
 pub fn open_tap(ns: &NetNs, name: &str) -> Result<std::fs::File, LinkError> {
     ns.run(|| sys::open_tap(name))
         .map_err(|e| LinkError::Tap {
@@ -41,4 +42,19 @@ pub fn open_tap(ns: &NetNs, name: &str) -> Result<std::fs::File, LinkError> {
             name: name.to_string(),
             source,
         })
+}
+
+/// Like [`open_tap`], then sets the `virtio_net_hdr` length of the queue
+/// (`TUNSETVNETHDRSZ`; 12 for a virtio 1.0 device). The file is non-blocking.
+pub fn open_tap_with_vnet_hdr_len(
+    ns: &NetNs,
+    name: &str,
+    vnet_hdr_len: i32,
+) -> Result<std::fs::File, LinkError> {
+    let tap = open_tap(ns, name)?;
+    sys::set_vnet_hdr_len(&tap, vnet_hdr_len).map_err(|source| LinkError::Tap {
+        name: name.to_string(),
+        source,
+    })?;
+    Ok(tap)
 }

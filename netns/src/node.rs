@@ -10,6 +10,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{self, ConfigError, MacAddr, NodeNetConfig, TAP_PREFIX, VETH_PREFIX};
 use crate::ipam::{IpamError, IpamState, IpamStore, LinkKind};
@@ -82,7 +83,7 @@ pub enum NodeError {
 }
 
 /// A route the pod needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
     /// Destination network (`0.0.0.0/0` for the default route).
     pub destination: Ipv4Net,
@@ -91,7 +92,8 @@ pub struct Route {
 }
 
 /// How the pod is plugged into the bridge.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum PodInterface {
     /// A persistent tap (`IFF_TAP|IFF_NO_PI|IFF_VNET_HDR`, owner root) that
     /// the VMM opens by name; the guest NIC uses [`PodNetwork::mac`].
@@ -109,7 +111,7 @@ pub enum PodInterface {
 }
 
 /// Everything the pod (guest) needs to configure its network.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodNetwork {
     /// Sandbox id.
     pub sandbox_id: String,

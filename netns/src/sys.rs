@@ -16,6 +16,8 @@ const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
 /// `TUNSETOWNER` = `_IOW('T', 204, int)`.
 const TUNSETOWNER: libc::c_ulong = 0x4004_54cc;
+/// `TUNSETVNETHDRSZ` = `_IOW('T', 216, int)`.
+const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
 const IFF_VNET_HDR: libc::c_short = 0x4000;
@@ -110,5 +112,23 @@ pub(crate) fn create_persistent_tap(name: &str) -> io::Result<()> {
     let file = open_tap(name)?;
     tun_ioctl_int(&file, TUNSETOWNER, 0)?;
     tun_ioctl_int(&file, TUNSETPERSIST, 1)?;
+    Ok(())
+}
+
+/// Sets the length of the `virtio_net_hdr` that prefixes every frame on a
+/// tap queue (10 by default; 12 for virtio 1.0 / mergeable rx buffers).
+pub(crate) fn set_vnet_hdr_len(tap: &File, len: libc::c_int) -> io::Result<()> {
+    // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, which points
+    // at `len`, alive for the whole call; `tap` is an open tun descriptor.
+    let rc = unsafe {
+        libc::ioctl(
+            tap.as_raw_fd(),
+            TUNSETVNETHDRSZ as _,
+            &len as *const libc::c_int,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
     Ok(())
 }

@@ -183,6 +183,14 @@ fn tap_is_persistent_on_the_bridge_and_openable_then_torn_down() {
     .expect("ICMP echo reply from the gateway through the tap");
     drop(queue);
     assert!(node.has_link(&tap), "tap survives its opener (persistent)");
+    // A virtio 1.0 device uses a 12-byte header; lengths below 10 are refused.
+    netns::open_tap_with_vnet_hdr_len(&node.ns(), &tap, 12).unwrap();
+    assert!(netns::open_tap_with_vnet_hdr_len(&node.ns(), &tap, 4).is_err());
+    let json = serde_json::to_string(&pod).unwrap();
+    assert_eq!(
+        serde_json::from_str::<netns::PodNetwork>(&json).unwrap(),
+        pod
+    );
 
     // Same id, same network.
     assert_eq!(net.attach("vm-1").unwrap(), pod);
