@@ -436,21 +436,24 @@ impl NodeNetwork {
             }
             result.map(|()| true)
         })?;
-        if !created {
-            return Ok(());
-        }
         let net = Ipv4Net::new(ip, self.cfg.pod_cidr.prefix_len())
             .map_err(|_| ConfigError::CidrTooSmall(self.cfg.pod_cidr))?;
         let mac = MacAddr::for_sandbox(id).octets();
         let gateway = self.gateway;
+        // Configure the pod end; every step is idempotent, so a repeated
+        // attach (or one after a crash half-way) completes the work.
         let inside = pod_ns
             .run_async(|| async {
                 let nl = Netlink::connect()?;
-                let p = nl
-                    .link(&peer)
-                    .await?
-                    .ok_or_else(|| LinkError::Missing(peer.clone()))?;
-                nl.rename(p.index, POD_IFNAME).await?;
+                let p = match nl.link(&peer).await? {
+                    Some(p) => {
+                        nl.rename(p.index, POD_IFNAME).await?;
+                        p
+                    }
+                    None => nl.link(POD_IFNAME).await?.ok_or_else(|| {
+                        LinkError::Missing(format!("{POD_IFNAME} in pod namespace"))
+                    })?,
+                };
                 nl.set_mac(p.index, mac).await?;
                 nl.ensure_addr(p.index, net).await?;
                 nl.set_up(p.index).await?;
@@ -463,7 +466,9 @@ impl NodeNetwork {
             .map_err(NodeError::from)
             .and_then(|r| r);
         if let Err(e) = inside {
-            let _ = self.in_ns(|nl| async move { Ok(nl.delete(&host).await?) });
+            if created {
+                let _ = self.in_ns(|nl| async move { Ok(nl.delete(&host).await?) });
+            }
             return Err(e);
         }
         Ok(())

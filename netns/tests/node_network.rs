@@ -346,10 +346,19 @@ fn bad_input_gives_clear_errors_and_leaves_nothing_behind() {
         "{err}"
     );
 
-    // Empty sandbox ids are refused.
-    let cfg = config("10.80.0.0/24", &tempfile::tempdir().unwrap());
+    let state2 = tempfile::tempdir().unwrap();
+    let cfg = config("10.80.0.0/24", &state2);
     let other = TestNs::new("bad2");
     let net = NodeNetwork::setup_in(other.ns(), cfg).unwrap();
+    // A pod namespace that does not exist: clear error, address released.
+    let err = net
+        .attach_veth("pod-x", &netns::NetNs::named("knt-no-such-namespace"))
+        .unwrap_err();
+    assert!(err.to_string().contains("knt-no-such-namespace"), "{err}");
+    assert!(net.pod("pod-x").unwrap().is_none());
+    assert!(!other.has_link(&netns::config::veth_name("pod-x")));
+
+    // Empty sandbox ids are refused.
     assert!(matches!(
         net.attach("").unwrap_err(),
         NodeError::Config(ConfigError::EmptySandboxId)
