@@ -13,6 +13,7 @@
 //! Every operation runs inside the node's network namespace ([`NetNs`]), which
 //! is the host's in production and one the test made in tests.
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod config;
 pub mod ipam;

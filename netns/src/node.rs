@@ -703,3 +703,36 @@ async fn check_overlap(nl: &Netlink, bridge: &str, cidr: Ipv4Net) -> Result<(), 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_network_can_be_shared_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<NodeNetwork>();
+        assert_send_sync::<PodNetwork>();
+    }
+
+    #[test]
+    fn kernel_ip_arg_uses_the_cidr_netmask() {
+        let pod = PodNetwork {
+            sandbox_id: "x".into(),
+            interface: PodInterface::Tap {
+                name: "ktap0".into(),
+            },
+            mac: MacAddr::for_sandbox("x"),
+            ip: Ipv4Addr::new(10, 1, 2, 3),
+            prefix_len: 16,
+            gateway: Ipv4Addr::new(10, 1, 0, 1),
+            routes: Vec::new(),
+        };
+        assert_eq!(
+            pod.kernel_ip_arg("eth0"),
+            "ip=10.1.2.3::10.1.0.1:255.255.0.0::eth0:off"
+        );
+        assert_eq!(pod.address().to_string(), "10.1.2.3/16");
+        assert_eq!(pod.tap_name(), Some("ktap0"));
+    }
+}
