@@ -10,6 +10,10 @@ src_tar=${KENNEL_LINUX_SOURCE:-/usr/src/linux-source-6.1.tar.xz}
 log() { printf '[guest-kernel] %s\n' "$*" >&2; }
 
 [ -f "$src_tar" ] || { log "missing $src_tar (apt-get install linux-source-6.1)"; exit 1; }
+mkdir -p "$cache/kernel"
+# One build at a time; a second caller waits and then finds the cached result.
+exec 9>"$cache/kernel/.lock"
+flock 9
 key=$( { stat -c '%n %s %Y' "$src_tar"; cat "$here/kernel.config" "$here"/patches/*.patch "$0"; } | sha256sum | cut -c1-16)
 out="$cache/kernel/$key"
 if [ -f "$out/vmlinux" ]; then

@@ -2,3 +2,4 @@
 //! the static guest binaries and kennel's own binaries built by the test command.
 
 pub mod guest;
+pub mod procfs;
