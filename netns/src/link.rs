@@ -10,6 +10,7 @@ use futures_util::TryStreamExt;
 use ipnet::Ipv4Net;
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteType};
 use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 /// Netlink failures.
@@ -169,6 +170,38 @@ impl Netlink {
                         out.push((msg.header.index, net));
                     }
                 }
+            }
+        }
+        Ok(out)
+    }
+
+    /// IPv4 unicast routes of the main table with a non-zero prefix, with
+    /// their output link index (0 when none).
+    pub async fn ipv4_routes(&self) -> Result<Vec<(u32, Ipv4Net)>, LinkError> {
+        let query = RouteMessageBuilder::<Ipv4Addr>::new().build();
+        let mut stream = self.handle.route().get(query).execute();
+        let mut out = Vec::new();
+        while let Some(msg) = stream.try_next().await.map_err(nl("list routes"))? {
+            let h = &msg.header;
+            let main = h.table == RouteHeader::RT_TABLE_MAIN
+                || msg
+                    .attributes
+                    .iter()
+                    .any(|a| matches!(a, RouteAttribute::Table(t) if *t == u32::from(RouteHeader::RT_TABLE_MAIN)));
+            if !main || h.kind != RouteType::Unicast || h.destination_prefix_length == 0 {
+                continue;
+            }
+            let mut dest = None;
+            let mut oif = 0;
+            for attr in &msg.attributes {
+                match attr {
+                    RouteAttribute::Destination(RouteAddress::Inet(ip)) => dest = Some(*ip),
+                    RouteAttribute::Oif(i) => oif = *i,
+                    _ => {}
+                }
+            }
+            if let Some(Ok(net)) = dest.map(|d| Ipv4Net::new(d, h.destination_prefix_length)) {
+                out.push((oif, net));
             }
         }
         Ok(out)

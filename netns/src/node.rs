@@ -40,7 +40,8 @@ pub enum NodeError {
     /// nftables failed.
     #[error(transparent)]
     Nat(#[from] NatError),
-    /// The pod CIDR overlaps a network already on the node.
+    /// The pod CIDR overlaps a network already on the node (an address or
+    /// a route of the main table).
     #[error("pod CIDR {cidr} overlaps {existing} on link {link}")]
     Overlap {
         /// Configured pod CIDR.
@@ -687,7 +688,9 @@ async fn check_overlap(nl: &Netlink, bridge: &str, cidr: Ipv4Net) -> Result<(), 
             .map(|l| l.name.clone())
             .unwrap_or_else(|| index.to_string())
     };
-    for (index, net) in nl.ipv4_addrs().await? {
+    let addrs = nl.ipv4_addrs().await?;
+    let routes = nl.ipv4_routes().await?;
+    for (index, net) in addrs.into_iter().chain(routes) {
         let link = name_of(index);
         if link == bridge {
             continue;

@@ -282,12 +282,32 @@ fn bad_input_gives_clear_errors_and_leaves_nothing_behind() {
         "link", "add", "other0", "type", "veth", "peer", "name", "other1",
     ]);
     node.ip(&["addr", "add", "10.50.0.1/16", "dev", "other0"]);
+    node.ip(&["link", "set", "other1", "up"]);
+    node.ip(&["link", "set", "other0", "up"]);
     cfg.bridge = "kennel0".into();
     let err = NodeNetwork::setup_in(node.ns(), cfg.clone()).unwrap_err();
     assert!(matches!(err, NodeError::Overlap { .. }), "{err}");
     assert_eq!(
         err.to_string(),
         "pod CIDR 10.50.3.0/24 overlaps 10.50.0.0/16 on link other0"
+    );
+
+    // ... or a route to a network reached through a gateway.
+    node.ip(&[
+        "route",
+        "add",
+        "10.90.0.0/16",
+        "via",
+        "10.50.0.254",
+        "dev",
+        "other0",
+        "onlink",
+    ]);
+    cfg.pod_cidr = "10.90.128.0/24".parse().unwrap();
+    let err = NodeNetwork::setup_in(node.ns(), cfg.clone()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "pod CIDR 10.90.128.0/24 overlaps 10.90.0.0/16 on link other0"
     );
 
     // A link with the bridge's name that is not a bridge is left alone.
