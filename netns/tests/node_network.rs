@@ -310,6 +310,11 @@ fn bad_input_gives_clear_errors_and_leaves_nothing_behind() {
         "pod CIDR 10.90.128.0/24 overlaps 10.90.0.0/16 on link other0"
     );
 
+    assert!(
+        !state_dir.exists(),
+        "nothing written to disk before the checks pass"
+    );
+
     // A link with the bridge's name that is not a bridge is left alone.
     node.ip(&[
         "link", "add", "kennel0", "type", "veth", "peer", "name", "kennel0p",
@@ -369,6 +374,25 @@ fn bad_input_gives_clear_errors_and_leaves_nothing_behind() {
     let state2 = tempfile::tempdir().unwrap();
     let cfg = config("10.80.0.0/24", &state2);
     let other = TestNs::new("bad2");
+    // State on disk whose hostPorts clash makes nft refuse the table after
+    // the bridge was made: setup fails and takes the bridge away again.
+    let clash = tempfile::tempdir().unwrap();
+    let hp = r#"[{"protocol":"tcp","host_port":8080,"container_port":80}]"#;
+    std::fs::write(
+        clash.path().join("ipam.json"),
+        format!(
+            r#"{{"cidr":"10.85.0.0/24","gateway":"10.85.0.1","sandboxes":{{
+                "a":{{"ip":"10.85.0.2","link":"tap","host_ports":{hp}}},
+                "b":{{"ip":"10.85.0.3","link":"tap","host_ports":{hp}}}}}}}"#
+        ),
+    )
+    .unwrap();
+    let before = other.link_names();
+    let err = NodeNetwork::setup_in(other.ns(), config("10.85.0.0/24", &clash)).unwrap_err();
+    assert!(matches!(err, NodeError::Nat(_)), "{err}");
+    assert_eq!(other.link_names(), before, "bridge rolled back");
+    assert!(!other.nft_ruleset().contains("kennel"));
+
     let net = NodeNetwork::setup_in(other.ns(), cfg).unwrap();
     // A pod namespace that does not exist: clear error, address released.
     let err = net
