@@ -679,8 +679,20 @@ fn ns_file(ns: &NetNs) -> Result<File, NodeError> {
     File::open(&path).map_err(|source| NsError::Open { path, source }.into())
 }
 
+/// Read-only checks before setup changes anything: a link in the way of
+/// the bridge, and networks overlapping the pod CIDR.
 async fn check_overlap(nl: &Netlink, bridge: &str, cidr: Ipv4Net) -> Result<(), NodeError> {
     let links = nl.links().await?;
+    if let Some(l) = links.iter().find(|l| l.name == bridge) {
+        if l.kind.as_deref() != Some("bridge") {
+            return Err(LinkError::WrongKind {
+                name: bridge.to_string(),
+                kind: l.kind.clone().unwrap_or_else(|| "device".into()),
+                wanted: "bridge".into(),
+            }
+            .into());
+        }
+    }
     let name_of = |index: u32| {
         links
             .iter()

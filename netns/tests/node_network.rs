@@ -327,6 +327,10 @@ fn bad_input_gives_clear_errors_and_leaves_nothing_behind() {
         "{err}"
     );
     node.ip(&["link", "del", "kennel0"]);
+    assert!(
+        !state_dir.exists(),
+        "nothing written to disk before the checks pass"
+    );
 
     let mut expected = links_before.clone();
     expected.extend(["other1".to_string(), "other0".to_string()]);
