@@ -325,6 +325,65 @@ fn scenario(backend: Backend, version: &str) {
     let left = k.run(&["-n", "book", "get", "cm", "-o", "name"]);
     assert!(String::from_utf8_lossy(&left.stdout).trim().is_empty());
 
+    // generator commands (typed clients: protobuf bodies on kubectl 1.32, JSON on 1.27)
+    k.ok(&["create", "namespace", "custom-namespace"]);
+    k.ok(&[
+        "-n",
+        "custom-namespace",
+        "create",
+        "configmap",
+        "fortune-config",
+        "--from-literal=sleep-interval=25",
+    ]);
+    k.ok(&[
+        "-n",
+        "custom-namespace",
+        "create",
+        "secret",
+        "generic",
+        "fortune-https",
+        "--from-literal=https.key=abc",
+    ]);
+    k.ok(&[
+        "-n",
+        "custom-namespace",
+        "create",
+        "deployment",
+        "kubia",
+        "--image=luksa/kubia:v1",
+        "--replicas=3",
+        "--port=8080",
+    ]);
+    k.ok(&[
+        "-n",
+        "custom-namespace",
+        "expose",
+        "deployment",
+        "kubia",
+        "--port=80",
+        "--target-port=8080",
+        "--type=NodePort",
+    ]);
+    let cm = k.json(&["-n", "custom-namespace", "get", "cm", "fortune-config"]);
+    assert_eq!(cm["data"]["sleep-interval"], "25");
+    let s = k.json(&["-n", "custom-namespace", "get", "secret", "fortune-https"]);
+    assert_eq!(s["data"]["https.key"], "YWJj");
+    let d = k.json(&["-n", "custom-namespace", "get", "deploy", "kubia"]);
+    assert_eq!(d["spec"]["replicas"], 3);
+    assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate");
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"],
+        8080
+    );
+    assert!(d["spec"]["template"]["metadata"]
+        .get("creationTimestamp")
+        .is_none());
+    let svc = k.json(&["-n", "custom-namespace", "get", "svc", "kubia"]);
+    assert_eq!(svc["spec"]["selector"]["app"], "kubia");
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], 8080);
+    let np = svc["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
+    assert!((30000..=32767).contains(&np), "{np}");
+
     // anonymous requests are refused
     let anon = Command::new(&k.bin)
         .args([

@@ -70,6 +70,18 @@ pub fn pod_spec_defaults(spec: &mut Value) {
     }
 }
 
+/// `type` defaults to RollingUpdate, whose parameters get `rolling` defaults field by field.
+fn strategy_defaults(spec: &mut Value, field: &str, rolling: Value) {
+    let st = obj_mut(spec, field);
+    set_default(st, "type", json!("RollingUpdate"));
+    if st["type"] == "RollingUpdate" {
+        let ru = obj_mut(st, "rollingUpdate");
+        for (k, v) in rolling.as_object().into_iter().flatten() {
+            set_default(ru, k, v.clone());
+        }
+    }
+}
+
 fn qos_class(spec: &Value) -> &'static str {
     let cs: Vec<&Value> = spec["containers"]
         .as_array()
@@ -129,21 +141,17 @@ pub fn apply_defaults(kind: &str, obj: &mut Value) {
             }
             match kind {
                 "Deployment" => {
-                    set_default(
+                    strategy_defaults(
                         spec,
                         "strategy",
-                        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}),
+                        json!({"maxUnavailable": "25%", "maxSurge": "25%"}),
                     );
                     set_default(spec, "revisionHistoryLimit", json!(10));
                     set_default(spec, "progressDeadlineSeconds", json!(600));
                 }
                 "StatefulSet" => {
                     set_default(spec, "podManagementPolicy", json!("OrderedReady"));
-                    set_default(
-                        spec,
-                        "updateStrategy",
-                        json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
-                    );
+                    strategy_defaults(spec, "updateStrategy", json!({"partition": 0}));
                     set_default(spec, "revisionHistoryLimit", json!(10));
                     set_default(
                         spec,
@@ -159,10 +167,10 @@ pub fn apply_defaults(kind: &str, obj: &mut Value) {
                     }
                 }
                 "DaemonSet" => {
-                    set_default(
+                    strategy_defaults(
                         spec,
                         "updateStrategy",
-                        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+                        json!({"maxUnavailable": 1, "maxSurge": 0}),
                     );
                     set_default(spec, "revisionHistoryLimit", json!(10));
                 }

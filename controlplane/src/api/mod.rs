@@ -6,6 +6,8 @@ pub mod discovery;
 pub mod handlers;
 pub mod openapi_pb;
 pub mod pki;
+pub mod protobuf;
+pub mod protobuf_schema;
 pub mod registry;
 pub mod request;
 pub mod selectors;

@@ -233,8 +233,16 @@ pub fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
         | ""
         | "*/*" => serde_json::from_slice(body)
             .map_err(|e| ApiError::BadRequest(format!("error decoding JSON body: {e}"))),
+        "application/vnd.kubernetes.protobuf" => {
+            super::protobuf::decode_body(body).map_err(|e| match e {
+                super::protobuf::ProtobufError::UnsupportedKind(_) => {
+                    ApiError::UnsupportedMediaType(e.to_string())
+                }
+                other => ApiError::BadRequest(format!("error decoding protobuf body: {other}")),
+            })
+        }
         other => Err(ApiError::UnsupportedMediaType(format!(
-            "application/json, application/yaml (got {other})"
+            "application/json, application/yaml, application/vnd.kubernetes.protobuf (got {other})"
         ))),
     }
 }

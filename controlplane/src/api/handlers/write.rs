@@ -62,6 +62,49 @@ async fn allocate_cluster_ip(state: &ApiState) -> Result<String, ApiError> {
     Err(ApiError::Internal("service IP range exhausted".into()))
 }
 
+/// Assigns free node ports (30000–32767) to NodePort/LoadBalancer service ports without one.
+async fn allocate_node_ports(state: &ApiState, obj: &mut Value) -> Result<(), ApiError> {
+    if !matches!(
+        obj["spec"]["type"].as_str(),
+        Some("NodePort" | "LoadBalancer")
+    ) {
+        return Ok(());
+    }
+    let svc = registry::find("", "v1", "services").expect("services registered");
+    let page = state
+        .store
+        .list(&svc.key_prefix(), 0, None)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut used: std::collections::HashSet<i64> = page
+        .items
+        .iter()
+        .filter_map(|kv| super::decode(kv).ok())
+        .flat_map(|o| {
+            o["spec"]["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["nodePort"].as_i64())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let Some(ports) = obj["spec"].get_mut("ports").and_then(Value::as_array_mut) else {
+        return Ok(());
+    };
+    for p in ports {
+        if p["nodePort"].as_i64().unwrap_or(0) != 0 {
+            continue;
+        }
+        let port = (30000..=32767)
+            .find(|n| !used.contains(n))
+            .ok_or_else(|| ApiError::Internal("node port range exhausted".into()))?;
+        used.insert(port);
+        p["nodePort"] = json!(port);
+    }
+    Ok(())
+}
+
 /// POST: create an object.
 pub async fn create(
     state: &ApiState,
@@ -128,6 +171,9 @@ pub async fn create(
         let ip = allocate_cluster_ip(state).await?;
         obj["spec"]["clusterIP"] = json!(ip);
         obj["spec"]["clusterIPs"] = json!([ip]);
+    }
+    if def.kind == "Service" {
+        allocate_node_ports(state, &mut obj).await?;
     }
     let key = def.key(ns.as_deref(), &name);
     if opts.dry_run {
