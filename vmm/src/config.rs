@@ -44,6 +44,91 @@ pub struct VmConfig {
     /// Host profile (auto-detected by default).
     #[serde(default = "default_profile")]
     pub profile: Profile,
+    /// virtio-blk slots, in order (the guest sees vda, vdb, ...).
+    #[serde(default)]
+    pub disks: Vec<DiskConfig>,
+    /// virtio-vsock device.
+    #[serde(default)]
+    pub vsock: Option<VsockConfig>,
+    /// Control API socket (JSON lines).
+    #[serde(default)]
+    pub api_socket: Option<PathBuf>,
+}
+
+/// One virtio-blk slot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskConfig {
+    /// Backing file; `None` boots an empty slot to fill after boot.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// The guest may not write (fixed at boot for the slot).
+    #[serde(default)]
+    pub read_only: bool,
+    /// Device id the guest reads from /sys/block/vdX/serial (at most 20 bytes).
+    #[serde(default)]
+    pub serial: String,
+}
+
+impl DiskConfig {
+    /// Parses `path=FILE,ro,serial=ID` (every part optional; `empty` for a slot without a file).
+    pub fn parse(spec: &str) -> Result<Self, ConfigError> {
+        let mut d = DiskConfig::default();
+        for part in spec.split(',').filter(|p| !p.is_empty()) {
+            match part.split_once('=') {
+                Some(("path", v)) => d.path = Some(v.into()),
+                Some(("serial", v)) => d.serial = v.into(),
+                None if part == "ro" => d.read_only = true,
+                None if part == "rw" => d.read_only = false,
+                None if part == "empty" => d.path = None,
+                _ => {
+                    return Err(ConfigError::Invalid(format!(
+                        "--disk {spec:?}: unknown part {part:?} (expected path=FILE, serial=ID, ro, rw, empty)"
+                    )))
+                }
+            }
+        }
+        Ok(d)
+    }
+}
+
+/// The virtio-vsock device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VsockConfig {
+    /// Guest context id (>= 3).
+    pub cid: u64,
+    /// Host Unix socket (hybrid vsock: `CONNECT <port>`; guest connections go to `<socket>_<port>`).
+    pub socket: PathBuf,
+}
+
+impl VsockConfig {
+    /// Parses `cid=N,socket=PATH`.
+    pub fn parse(spec: &str) -> Result<Self, ConfigError> {
+        let mut cid = None;
+        let mut socket = None;
+        for part in spec.split(',').filter(|p| !p.is_empty()) {
+            match part.split_once('=') {
+                Some(("cid", v)) => {
+                    cid = Some(v.parse().map_err(|_| {
+                        ConfigError::Invalid(format!("--vsock: cid {v:?} is not a number"))
+                    })?)
+                }
+                Some(("socket", v)) => socket = Some(PathBuf::from(v)),
+                _ => {
+                    return Err(ConfigError::Invalid(format!(
+                        "--vsock {spec:?}: unknown part {part:?} (expected cid=N,socket=PATH)"
+                    )))
+                }
+            }
+        }
+        match (cid, socket) {
+            (Some(cid), Some(socket)) => Ok(Self { cid, socket }),
+            _ => Err(ConfigError::Invalid(format!(
+                "--vsock {spec:?}: needs cid=N and socket=PATH"
+            ))),
+        }
+    }
 }
 
 fn default_mem_mib() -> u64 {
@@ -106,6 +191,18 @@ impl VmConfig {
                 self.vcpus
             )));
         }
+        let slots = crate::layout::VIRTIO_SLOTS as usize;
+        if self.disks.len() + usize::from(self.vsock.is_some()) > slots {
+            return Err(ConfigError::Invalid(format!(
+                "at most {slots} virtio devices (disks + vsock)"
+            )));
+        }
+        if let Some(d) = self.disks.iter().find(|d| d.serial.len() > 20) {
+            return Err(ConfigError::Invalid(format!(
+                "disk serial {:?} is longer than 20 bytes",
+                d.serial
+            )));
+        }
         if self.mem_mib < crate::memory::MIN_MEM_MIB {
             return Err(ConfigError::Invalid(format!(
                 "mem_mib must be at least {}, got {}",
@@ -141,6 +238,20 @@ mod tests {
         let c: VmConfig =
             serde_json::from_str(r#"{"kernel": "/k", "console": {"file": "/tmp/c"}}"#).unwrap();
         assert_eq!(c.console, Console::File("/tmp/c".into()));
+    }
+
+    #[test]
+    fn disk_and_vsock_specs() {
+        let d = DiskConfig::parse("path=/img,ro,serial=image-1").unwrap();
+        assert_eq!(d.path.as_deref(), Some(Path::new("/img")));
+        assert!(d.read_only);
+        assert_eq!(d.serial, "image-1");
+        assert!(DiskConfig::parse("empty,ro").unwrap().path.is_none());
+        assert!(DiskConfig::parse("size=3").is_err());
+        let v = VsockConfig::parse("cid=3,socket=/run/v.sock").unwrap();
+        assert_eq!(v.cid, 3);
+        assert!(VsockConfig::parse("cid=x,socket=/a").is_err());
+        assert!(VsockConfig::parse("cid=3").is_err());
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub const VIRTIO_MMIO_START: u64 = MMIO_GAP_START + 0x1000;
 pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
 /// First interrupt line given to virtio devices (0..=4 are legacy: timer, i8042, serial).
 pub const VIRTIO_IRQ_BASE: u32 = 5;
+/// Number of virtio-mmio windows (one interrupt line each, below the IOAPIC's last input).
+pub const VIRTIO_SLOTS: u32 = IRQ_MAX - VIRTIO_IRQ_BASE + 1;
 /// Highest IOAPIC input.
 pub const IRQ_MAX: u32 = 23;
 /// KVM needs three pages for the TSS just below the BIOS area on Intel.

@@ -15,4 +15,5 @@ pub mod mptable;
 pub mod profile;
 pub mod regs;
 pub mod vcpu;
+pub mod virtio;
 pub mod vm;

@@ -5,7 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-use vmm::config::{Console, VmConfig};
+use vmm::config::{Console, DiskConfig, VmConfig, VsockConfig};
 use vmm::devices::StopReason;
 use vmm::profile::Profile;
 use vmm::vm::Vm;
@@ -56,6 +56,15 @@ struct RunArgs {
     /// Host profile: auto (detect), full, or compat (nested emulating KVM).
     #[arg(long, value_enum)]
     profile: Option<Profile>,
+    /// virtio-blk slot: `path=FILE,ro,serial=ID` or `empty,ro` (repeatable; vda, vdb, ...).
+    #[arg(long = "disk")]
+    disks: Vec<String>,
+    /// virtio-vsock: `cid=N,socket=PATH` (host connects with `CONNECT <port>`).
+    #[arg(long)]
+    vsock: Option<String>,
+    /// Control API Unix socket (JSON requests, one per line).
+    #[arg(long)]
+    api_socket: Option<PathBuf>,
     /// Stop the VM after this many seconds (exit status 124).
     #[arg(long)]
     timeout: Option<u64>,
@@ -96,6 +105,9 @@ fn config_from(args: &RunArgs) -> anyhow::Result<VmConfig> {
             vcpus: 1,
             console: Console::Stdout,
             profile: Profile::Auto,
+            disks: vec![],
+            vsock: None,
+            api_socket: None,
         },
     };
     if let Some(k) = &args.kernel {
@@ -124,6 +136,15 @@ fn config_from(args: &RunArgs) -> anyhow::Result<VmConfig> {
     }
     if let Some(p) = args.profile {
         cfg.profile = p;
+    }
+    for spec in &args.disks {
+        cfg.disks.push(DiskConfig::parse(spec)?);
+    }
+    if let Some(spec) = &args.vsock {
+        cfg.vsock = Some(VsockConfig::parse(spec)?);
+    }
+    if let Some(p) = &args.api_socket {
+        cfg.api_socket = Some(p.clone());
     }
     cfg.validate()?;
     Ok(cfg)

@@ -11,13 +11,20 @@ use crate::devices::i8042::{self, I8042};
 use crate::devices::marker::{Marker, Marks};
 use crate::devices::serial::{self, ConsoleSink, SerialConsole};
 use crate::devices::{StopReason, StopSender};
-use crate::layout::{KVM_TSS_ADDRESS, MARKER_ADDR, MARKER_SIZE};
+use crate::layout::{
+    KVM_TSS_ADDRESS, MARKER_ADDR, MARKER_SIZE, VIRTIO_IRQ_BASE, VIRTIO_MMIO_SIZE, VIRTIO_MMIO_START,
+};
 use crate::memory::{self, GuestMemoryMmap, MemoryError};
 use crate::mptable::{self, MptableError};
 use crate::profile::Profile;
 use crate::regs::{self, RegsError};
 use crate::vcpu::{self, VcpuContext};
+use crate::virtio::block::{Block, BlockHandle, Disk, DiskError};
+use crate::virtio::mmio::{MmioTransport, NOTIFY_OFFSET};
+use crate::virtio::vsock::{Vsock, VsockError};
+use crate::virtio::VirtioDevice;
 use kvm_bindings::{kvm_pit_config, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::IoEventAddress;
 use kvm_ioctls::{Kvm, VmFd};
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
@@ -73,6 +80,12 @@ pub enum VmError {
         #[source]
         source: std::io::Error,
     },
+    /// A disk image cannot be attached.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    /// The vsock device cannot be created.
+    #[error(transparent)]
+    Vsock(#[from] VsockError),
     /// An eventfd or thread could not be created.
     #[error("cannot create {0}")]
     Resource(&'static str, #[source] std::io::Error),
@@ -91,6 +104,8 @@ pub struct Vm {
     stopping: Arc<AtomicBool>,
     console: Arc<Mutex<SerialConsole>>,
     marks: Marks,
+    /// Handles on the virtio-blk slots, in order.
+    pub disks: Vec<BlockHandle>,
     /// The profile the VM was booted with (resolved).
     pub profile: Profile,
     /// The full kernel command line.
@@ -121,16 +136,19 @@ impl Vm {
             Some(path) => Some(boot::load_initrd(&mem, path, kernel.end)?),
             None => None,
         };
+        let (stop_tx, stop_rx) = channel();
+        let marks = Marks::default();
+        let (pio, mut mmio, console) = devices(&vm, config, started, &stop_tx, &marks)?;
+        let (disks, virtio_args) = virtio_devices(&vm, &mem, config, &mut mmio)?;
+        let (pio, mmio) = (Arc::new(pio), Arc::new(mmio));
+
         let mut args = profile.kernel_args();
+        args.extend(virtio_args);
         args.extend(config.cmdline.iter().cloned());
         let cmdline = boot::cmdline(&args)?;
         boot::write_boot_params(&mem, &cmdline, initrd)?;
         regs::write_boot_tables(&mem)?;
         mptable::write(&mem, config.vcpus)?;
-
-        let (stop_tx, stop_rx) = channel();
-        let marks = Marks::default();
-        let (pio, mmio, console) = devices(&vm, config, started, &stop_tx, &marks)?;
 
         let template = cpuid::supported(&kvm)?;
         let stopping = Arc::new(AtomicBool::new(false));
@@ -166,6 +184,7 @@ impl Vm {
             stopping,
             console,
             marks,
+            disks,
             profile,
             cmdline,
         })
@@ -218,7 +237,7 @@ fn open_kvm() -> Result<Kvm, VmError> {
     })
 }
 
-type Devices = (Arc<Bus>, Arc<Bus>, Arc<Mutex<SerialConsole>>);
+type Devices = (Bus, Bus, Arc<Mutex<SerialConsole>>);
 
 fn devices(
     vm: &VmFd,
@@ -254,5 +273,48 @@ fn devices(
     let mut mmio = Bus::new();
     let marker: SharedDevice = Arc::new(Mutex::new(Marker::new(started, marks.clone())));
     mmio.insert(MARKER_ADDR, MARKER_SIZE, marker)?;
-    Ok((Arc::new(pio), Arc::new(mmio), console))
+    Ok((pio, mmio, console))
+}
+
+/// Creates the virtio devices (disks, then vsock) on consecutive MMIO windows and interrupt
+/// lines, with an irqfd and per-queue ioeventfds each. Returns the disk handles and the
+/// `virtio_mmio.device=` kernel arguments that announce them.
+fn virtio_devices(
+    vm: &VmFd,
+    mem: &GuestMemoryMmap,
+    config: &VmConfig,
+    mmio: &mut Bus,
+) -> Result<(Vec<BlockHandle>, Vec<String>), VmError> {
+    let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
+    let mut handles = Vec::new();
+    for d in &config.disks {
+        let disk = match &d.path {
+            Some(path) => Disk::open(path, d.read_only, &d.serial)?,
+            None => Disk::empty(d.read_only),
+        };
+        let block = Block::new(disk);
+        handles.push(block.handle());
+        devices.push(Box::new(block));
+    }
+    if let Some(v) = &config.vsock {
+        devices.push(Box::new(Vsock::new(v.cid, &v.socket)?));
+    }
+    let mut args = Vec::new();
+    for (i, device) in devices.into_iter().enumerate() {
+        let base = VIRTIO_MMIO_START + i as u64 * VIRTIO_MMIO_SIZE;
+        let irq = VIRTIO_IRQ_BASE + i as u32;
+        let irqfd =
+            EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmError::Resource("eventfd", e))?;
+        vm.register_irqfd(&irqfd, irq)
+            .map_err(kvm_err("register virtio irqfd"))?;
+        let transport = MmioTransport::new(device, mem.clone(), irqfd)
+            .map_err(|e| VmError::Resource("virtio queue", e))?;
+        for (q, fd) in transport.notify_fds().iter().enumerate() {
+            vm.register_ioevent(fd, &IoEventAddress::Mmio(base + NOTIFY_OFFSET), q as u32)
+                .map_err(kvm_err("register virtio ioeventfd"))?;
+        }
+        mmio.insert(base, VIRTIO_MMIO_SIZE, Arc::new(Mutex::new(transport)))?;
+        args.push(format!("virtio_mmio.device=4K@{base:#x}:{irq}"));
+    }
+    Ok((handles, args))
 }

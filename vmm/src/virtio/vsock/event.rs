@@ -1,0 +1,236 @@
+//! The vsock worker: one thread waiting on the queues' ioeventfds, the host listener and every
+//! connection; moves packets between the guest's queues and the muxer.
+
+use super::muxer::{Muxer, FIRST_DYNAMIC_TOKEN, LISTENER_TOKEN};
+use super::packet::{Header, Packet, HEADER_LEN, MAX_PAYLOAD};
+use crate::memory::GuestMemoryMmap;
+use crate::virtio::{Activation, Interrupt};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use vmm_sys_util::epoll::{ControlOperation, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::EventFd;
+
+const RX: usize = 0;
+const TX: usize = 1;
+const EVQ: usize = 2;
+
+struct Worker {
+    guest_cid: u64,
+    mem: GuestMemoryMmap,
+    queues: Vec<Queue>,
+    notify: Vec<EventFd>,
+    interrupt: Arc<Interrupt>,
+    muxer: Muxer,
+}
+
+pub(super) fn spawn(guest_cid: u64, a: Activation, muxer: Muxer) -> std::io::Result<()> {
+    let (queues, notify): (Vec<Queue>, Vec<EventFd>) = a.queues.into_iter().unzip();
+    for (i, fd) in notify.iter().enumerate() {
+        muxer.epoll().ctl(
+            ControlOperation::Add,
+            fd.as_raw_fd(),
+            EpollEvent::new(EventSet::IN, i as u64),
+        )?;
+    }
+    let mut worker = Worker {
+        guest_cid,
+        mem: a.mem,
+        queues,
+        notify,
+        interrupt: a.interrupt,
+        muxer,
+    };
+    std::thread::Builder::new()
+        .name("virtio-vsock".into())
+        .spawn(move || worker.run())?;
+    Ok(())
+}
+
+impl Worker {
+    fn run(&mut self) {
+        let mut events = vec![EpollEvent::default(); 64];
+        loop {
+            let n = match self.muxer.epoll().wait(-1, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::error!("vsock: epoll: {e}; device stops");
+                    return;
+                }
+            };
+            for ev in &events[..n] {
+                match ev.data() {
+                    t if t < FIRST_DYNAMIC_TOKEN && (t as usize) < self.notify.len() => {
+                        let _ = self.notify[t as usize].read();
+                        if t as usize == EVQ {
+                            // Only used on snapshot restore (transport reset events).
+                        }
+                    }
+                    LISTENER_TOKEN => self.muxer.accept(),
+                    token => self.muxer.stream_event(token, ev.event_set()),
+                }
+            }
+            let mut signal = self.process_tx();
+            signal |= self.process_rx();
+            if signal {
+                self.interrupt.signal_used_queue();
+            }
+        }
+    }
+
+    /// Takes every packet the guest queued for sending.
+    fn process_tx(&mut self) -> bool {
+        let mut used = false;
+        while let Some(chain) = self.queues[TX].pop_descriptor_chain(&self.mem) {
+            let head = chain.head_index();
+            match read_packet(&self.mem, chain, self.guest_cid) {
+                Ok(pkt) => self.muxer.from_guest(pkt),
+                Err(e) => tracing::warn!("vsock: dropped guest packet: {e}"),
+            }
+            if self.queues[TX].add_used(&self.mem, head, 0).is_err() {
+                tracing::error!("vsock: tx used ring outside guest memory");
+                return used;
+            }
+            used = true;
+        }
+        used
+    }
+
+    /// Fills the guest's receive buffers with waiting packets.
+    fn process_rx(&mut self) -> bool {
+        let mut used = false;
+        loop {
+            let Some(chain) = self.queues[RX].pop_descriptor_chain(&self.mem) else {
+                break;
+            };
+            let head = chain.head_index();
+            let mut writer = match chain.writer(&self.mem) {
+                Ok(w) => w,
+                Err(_) => {
+                    let _ = self.queues[RX].add_used(&self.mem, head, 0);
+                    used = true;
+                    continue;
+                }
+            };
+            let room = writer.available_bytes();
+            if room < HEADER_LEN {
+                let _ = self.queues[RX].add_used(&self.mem, head, 0);
+                used = true;
+                continue;
+            }
+            let Some(pkt) = self
+                .muxer
+                .next_for_guest((room - HEADER_LEN).min(MAX_PAYLOAD))
+            else {
+                self.queues[RX].go_to_previous_position();
+                break;
+            };
+            if pkt.data.len() > room - HEADER_LEN {
+                // A control packet never carries data; a data packet was sized to fit.
+                self.queues[RX].go_to_previous_position();
+                self.muxer.requeue(pkt);
+                break;
+            }
+            let ok =
+                writer.write_all(&pkt.hdr.encode()).is_ok() && writer.write_all(&pkt.data).is_ok();
+            let len = if ok { HEADER_LEN + pkt.data.len() } else { 0 };
+            if self.queues[RX]
+                .add_used(&self.mem, head, len as u32)
+                .is_err()
+            {
+                tracing::error!("vsock: rx used ring outside guest memory");
+                return used;
+            }
+            used = true;
+        }
+        used
+    }
+}
+
+/// Reads and checks one packet from a tx descriptor chain.
+pub(super) fn read_packet(
+    mem: &GuestMemoryMmap,
+    chain: virtio_queue::DescriptorChain<&GuestMemoryMmap>,
+    guest_cid: u64,
+) -> Result<Packet, String> {
+    let mut reader = chain.reader(mem).map_err(|e| format!("bad chain: {e:?}"))?;
+    let available = reader.available_bytes();
+    if available < HEADER_LEN {
+        return Err(format!("{available} bytes, shorter than a header"));
+    }
+    let mut hdr = [0u8; HEADER_LEN];
+    reader.read_exact(&mut hdr).map_err(|e| e.to_string())?;
+    let hdr = Header::decode(&hdr).map_err(|e| e.to_string())?;
+    hdr.check_from_guest(guest_cid, available - HEADER_LEN)
+        .map_err(|e| e.to_string())?;
+    let mut data = vec![0u8; hdr.len as usize];
+    reader.read_exact(&mut data).map_err(|e| e.to_string())?;
+    Ok(Packet { hdr, data })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::virtio::testutil::{memory, put, TestQueue, WRITE};
+    use crate::virtio::vsock::packet::{OP_RW, TYPE_STREAM};
+
+    fn hdr(len: u32) -> Header {
+        Header {
+            src_cid: 3,
+            dst_cid: 2,
+            src_port: 1000,
+            dst_port: 2000,
+            len,
+            type_: TYPE_STREAM,
+            op: OP_RW,
+            flags: 0,
+            buf_alloc: 1 << 16,
+            fwd_cnt: 0,
+        }
+    }
+
+    #[test]
+    fn packet_split_over_descriptors_is_read_whole() {
+        let mem = memory();
+        put(&mem, 0x10_0000, &hdr(5).encode());
+        put(&mem, 0x11_0000, b"hello");
+        let mut tq = TestQueue::new(&mem, 16);
+        tq.add(&[(0x10_0000, HEADER_LEN as u32, 0), (0x11_0000, 5, 0)]);
+        let mut q = tq.queue();
+        let chain = q.pop_descriptor_chain(&mem).unwrap();
+        let pkt = read_packet(&mem, chain, 3).unwrap();
+        assert_eq!(pkt.data, b"hello");
+    }
+
+    #[test]
+    fn bad_packets_are_refused() {
+        let mem = memory();
+        let cases: Vec<(Header, u32)> = vec![
+            (hdr(50), 5),
+            (
+                {
+                    let mut h = hdr(0);
+                    h.src_cid = 7;
+                    h
+                },
+                0,
+            ),
+        ];
+        for (h, supplied) in cases {
+            put(&mem, 0x10_0000, &h.encode());
+            let mut tq = TestQueue::new(&mem, 16);
+            tq.add(&[(0x10_0000, HEADER_LEN as u32 + supplied, 0)]);
+            let mut q = tq.queue();
+            let chain = q.pop_descriptor_chain(&mem).unwrap();
+            assert!(read_packet(&mem, chain, 3).is_err());
+        }
+        // Header in a device-writable buffer only: nothing readable.
+        let mut tq = TestQueue::new(&mem, 16);
+        tq.add(&[(0x10_0000, HEADER_LEN as u32, WRITE)]);
+        let mut q = tq.queue();
+        let chain = q.pop_descriptor_chain(&mem).unwrap();
+        assert!(read_packet(&mem, chain, 3).is_err());
+    }
+}
