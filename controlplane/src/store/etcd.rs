@@ -91,6 +91,69 @@ impl EtcdStore {
     }
 }
 
+/// Keys per etcd request when a caller lists without a limit.
+const UNLIMITED_CHUNK: usize = 1000;
+
+impl EtcdStore {
+    async fn list_page(
+        &self,
+        prefix: &str,
+        limit: usize,
+        continue_token: Option<&str>,
+    ) -> Result<ListPage, StoreError> {
+        let full = self.full(prefix);
+        let end = prefix_end(&full);
+        let (start, rev) = match continue_token {
+            Some(t) => {
+                let (k, rv) = decode_continue(t)?;
+                let mut s = self.full(&k).into_bytes();
+                s.push(0);
+                (s, rv)
+            }
+            None => (full.into_bytes(), 0),
+        };
+        let mut opts = GetOptions::new()
+            .with_range(end)
+            .with_sort(SortTarget::Key, SortOrder::Ascend);
+        if limit > 0 {
+            opts = opts.with_limit(limit as i64);
+        }
+        if rev > 0 {
+            opts = opts.with_revision(rev);
+        }
+        let resp = self.kv().get(start, Some(opts)).await.map_err(|e| {
+            if is_compacted(&e) {
+                StoreError::Compacted {
+                    requested: rev,
+                    oldest: rev + 1,
+                }
+            } else {
+                e.into()
+            }
+        })?;
+        let revision = if rev > 0 {
+            rev
+        } else {
+            header_rev(resp.header())
+        };
+        let items: Vec<KeyValue> = resp.kvs().iter().map(|kv| self.convert(kv)).collect();
+        let continue_token = if resp.more() {
+            items.last().map(|kv| encode_continue(&kv.key, revision))
+        } else {
+            None
+        };
+        let remaining = continue_token
+            .as_ref()
+            .map(|_| resp.count() - items.len() as i64);
+        Ok(ListPage {
+            items,
+            revision,
+            continue_token,
+            remaining,
+        })
+    }
+}
+
 fn header_rev(h: Option<&etcd_client::ResponseHeader>) -> i64 {
     h.map_or(0, |h| h.revision())
 }
@@ -148,56 +211,22 @@ impl Store for EtcdStore {
         limit: usize,
         continue_token: Option<&str>,
     ) -> Result<ListPage, StoreError> {
-        let full = self.full(prefix);
-        let end = prefix_end(&full);
-        let (start, rev) = match continue_token {
-            Some(t) => {
-                let (k, rv) = decode_continue(t)?;
-                let mut s = self.full(&k).into_bytes();
-                s.push(0);
-                (s, rv)
-            }
-            None => (full.into_bytes(), 0),
-        };
-        let mut opts = GetOptions::new()
-            .with_range(end)
-            .with_sort(SortTarget::Key, SortOrder::Ascend);
         if limit > 0 {
-            opts = opts.with_limit(limit as i64);
+            return self.list_page(prefix, limit, continue_token).await;
         }
-        if rev > 0 {
-            opts = opts.with_revision(rev);
+        // Unlimited lists are read in chunks at one revision (one gRPC response is capped at 4 MiB).
+        let mut page = self
+            .list_page(prefix, UNLIMITED_CHUNK, continue_token)
+            .await?;
+        while let Some(token) = page.continue_token.take() {
+            let next = self
+                .list_page(prefix, UNLIMITED_CHUNK, Some(&token))
+                .await?;
+            page.items.extend(next.items);
+            page.continue_token = next.continue_token;
         }
-        let resp = self.kv().get(start, Some(opts)).await.map_err(|e| {
-            if is_compacted(&e) {
-                StoreError::Compacted {
-                    requested: rev,
-                    oldest: rev + 1,
-                }
-            } else {
-                e.into()
-            }
-        })?;
-        let revision = if rev > 0 {
-            rev
-        } else {
-            header_rev(resp.header())
-        };
-        let items: Vec<KeyValue> = resp.kvs().iter().map(|kv| self.convert(kv)).collect();
-        let continue_token = if resp.more() {
-            items.last().map(|kv| encode_continue(&kv.key, revision))
-        } else {
-            None
-        };
-        let remaining = continue_token
-            .as_ref()
-            .map(|_| resp.count() - items.len() as i64);
-        Ok(ListPage {
-            items,
-            revision,
-            continue_token,
-            remaining,
-        })
+        page.remaining = None;
+        Ok(page)
     }
 
     async fn watch(&self, prefix: &str, after_revision: i64) -> Result<WatchStream, StoreError> {
