@@ -78,6 +78,12 @@ struct Cli {
     /// Where block device nodes live.
     #[arg(long, default_value = "/dev", hide = true)]
     dev_dir: PathBuf,
+    /// Guest mode: where logs go.
+    #[arg(long, default_value = "/dev/console", hide = true)]
+    console: PathBuf,
+    /// Guest mode: the I/O port device receiving the "agent ready" byte at offset 0x440.
+    #[arg(long, default_value = "/dev/port", hide = true)]
+    ready_marker: PathBuf,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -109,7 +115,7 @@ fn main() {
         if let Err(e) = pid1::mount_basics() {
             eprintln!("kennel-agent: {e}");
         }
-        pid1::console_logging();
+        pid1::console_logging(&cli.console);
         std::panic::set_hook(Box::new(|info| {
             eprintln!("kennel-agent: fatal: {info}");
             pid1::power_off();
@@ -170,6 +176,7 @@ async fn run(cli: Cli, guest: bool) -> Result<()> {
         shutdown: shutdown_tx,
     };
     let svc = agent_proto::pb::agent_server::AgentServer::new(service);
+    let ready_marker = cli.ready_marker.clone();
     let listen = match (cli.listen, guest) {
         (Some(l), _) => l,
         (None, true) => Listen::Vsock(agent_proto::DEFAULT_VSOCK_PORT),
@@ -188,7 +195,7 @@ async fn run(cli: Cli, guest: bool) -> Result<()> {
                 .with_context(|| format!("binding {}", path.display()))?;
             tracing::info!("listening on unix:{}", path.display());
             if guest {
-                pid1::signal_ready();
+                pid1::signal_ready(&ready_marker);
             }
             let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
             router
@@ -202,7 +209,7 @@ async fn run(cli: Cli, guest: bool) -> Result<()> {
                 .with_context(|| format!("binding vsock port {port}"))?;
             tracing::info!("listening on vsock:{port}");
             if guest {
-                pid1::signal_ready();
+                pid1::signal_ready(&ready_marker);
             }
             router
                 .serve_with_incoming_shutdown(listener.incoming(), stop)

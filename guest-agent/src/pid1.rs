@@ -2,6 +2,7 @@
 
 use std::fs;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 
 use nix::errno::Errno;
 use nix::mount::{mount, MsFlags};
@@ -71,16 +72,17 @@ pub fn mount_basics() -> Result<(), Pid1Error> {
     Ok(())
 }
 
-/// Sends stdout/stderr to /dev/console (the kernel may have started us without one).
-pub fn console_logging() {
-    if let Ok(f) = fs::OpenOptions::new().write(true).open("/dev/console") {
+/// Sends stdout/stderr to the console (the kernel may have started us without one).
+pub fn console_logging(console: &Path) {
+    if let Ok(f) = fs::OpenOptions::new().write(true).open(console) {
         crate::sys::spawn::redirect_stdio(&f);
     }
 }
 
-/// Writes the "agent ready" marker to the VMM's debug I/O port; missing /dev/port is fine.
-pub fn signal_ready() {
-    let f = fs::OpenOptions::new().write(true).open("/dev/port");
+/// Writes the "agent ready" marker to the VMM's debug I/O port (`port_dev` is /dev/port);
+/// a missing device is fine.
+pub fn signal_ready(port_dev: &Path) {
+    let f = fs::OpenOptions::new().write(true).open(port_dev);
     match f.and_then(|f| f.write_at(&[1], READY_PORT)) {
         Ok(_) => tracing::info!("ready marker written to port {READY_PORT:#x}"),
         Err(e) => tracing::debug!("no ready marker: {e}"),
@@ -88,9 +90,13 @@ pub fn signal_ready() {
 }
 
 /// Syncs and resets the VM (the VMM ends the VM on a guest reset). Never returns.
+/// Only PID 1 (of the VM, or of a test's PID namespace, where the kernel turns the reboot
+/// into ending the namespace) reboots; anything else just exits.
 pub fn power_off() -> ! {
     nix::unistd::sync();
-    let e = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
-    eprintln!("kennel-agent: reboot failed: {e:?}");
+    if std::process::id() == 1 {
+        let e = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
+        eprintln!("kennel-agent: reboot failed: {e:?}");
+    }
     std::process::exit(1)
 }

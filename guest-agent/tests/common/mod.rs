@@ -59,8 +59,14 @@ pub fn busybox_rootfs(dir: &Path) -> PathBuf {
 }
 
 impl TestAgent {
-    /// Starts the agent and waits until it answers Health.
+    /// Starts the agent (host mode) and waits until it answers Health.
     pub async fn start() -> (TestAgent, AgentClient) {
+        Self::start_mode(false).await
+    }
+
+    /// Starts the agent; `guest` runs it with PID 1 duties (it is PID 1 of its namespace),
+    /// logging to `agent.log` as its console and writing the ready byte into `port`.
+    pub async fn start_mode(guest: bool) -> (TestAgent, AgentClient) {
         let dir = tempfile::Builder::new()
             .prefix("kennel-agent-test")
             .tempdir()
@@ -73,7 +79,22 @@ impl TestAgent {
             "/sys/fs/cgroup/kennel-test-{}-{n}",
             std::process::id()
         ));
-        let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
+        let log_path = dir.path().join("agent.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        // Stands in for /dev/port (which the agent opens without creating).
+        std::fs::write(dir.path().join("port"), b"").unwrap();
+        let mode: Vec<std::ffi::OsString> = if guest {
+            vec![
+                "--mode".into(),
+                "guest".into(),
+                "--console".into(),
+                log_path.clone().into(),
+                "--ready-marker".into(),
+                dir.path().join("port").into(),
+            ]
+        } else {
+            vec!["--mode".into(), "host".into()]
+        };
         let child = Command::new("unshare")
             .args([
                 "--mount",
@@ -86,7 +107,8 @@ impl TestAgent {
                 "--net",
             ])
             .arg(env!("CARGO_BIN_EXE_kennel-agent"))
-            .args(["--mode", "host", "--listen"])
+            .args(&mode)
+            .arg("--listen")
             .arg(format!("unix:{}", sock.display()))
             .arg("--cgroup-root")
             .arg(&cgroup_root)
@@ -164,7 +186,8 @@ impl Drop for TestAgent {
         {
             vec![self.cgroup_root.clone()]
         } else {
-            ["memory", "cpu", "cpuacct", "pids"]
+            // v1 controllers, and the unified hierarchy a guest-mode agent mounts itself.
+            ["memory", "cpu", "cpuacct", "pids", "unified"]
                 .iter()
                 .map(|c| Path::new("/sys/fs/cgroup").join(c).join(&name))
                 .collect()
