@@ -67,6 +67,30 @@ impl TestAgent {
     /// Starts the agent; `guest` runs it with PID 1 duties (it is PID 1 of its namespace),
     /// logging to `agent.log` as its console and writing the ready byte into `port`.
     pub async fn start_mode(guest: bool) -> (TestAgent, AgentClient) {
+        let mut agent = Self::spawn(guest, None);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if agent.sock.exists() {
+                if let Ok(mut c) = agent_proto::client::connect_unix(&agent.sock).await {
+                    if c.health(pb::Empty {}).await.is_ok() {
+                        return (agent, c);
+                    }
+                }
+            }
+            if let Ok(Some(st)) = agent.child.try_wait() {
+                panic!("agent exited early ({st}): {}", agent.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent did not come up: {}",
+                agent.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Spawns the agent without waiting for it; `listen` overrides the Unix socket.
+    pub fn spawn(guest: bool, listen: Option<String>) -> TestAgent {
         let dir = tempfile::Builder::new()
             .prefix("kennel-agent-test")
             .tempdir()
@@ -109,7 +133,7 @@ impl TestAgent {
             .arg(env!("CARGO_BIN_EXE_kennel-agent"))
             .args(&mode)
             .arg("--listen")
-            .arg(format!("unix:{}", sock.display()))
+            .arg(listen.unwrap_or_else(|| format!("unix:{}", sock.display())))
             .arg("--cgroup-root")
             .arg(&cgroup_root)
             .arg("--state-dir")
@@ -124,33 +148,19 @@ impl TestAgent {
             .stderr(log)
             .spawn()
             .expect("unshare (util-linux) runs");
-        let mut agent = TestAgent {
+        TestAgent {
             child,
             dir,
             sock,
             rootfs,
             etc,
             cgroup_root,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if agent.sock.exists() {
-                if let Ok(mut c) = agent_proto::client::connect_unix(&agent.sock).await {
-                    if c.health(pb::Empty {}).await.is_ok() {
-                        return (agent, c);
-                    }
-                }
-            }
-            if let Ok(Some(st)) = agent.child.try_wait() {
-                panic!("agent exited early ({st}): {}", agent.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "agent did not come up: {}",
-                agent.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// True while the agent process runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// The agent's log so far.
