@@ -211,7 +211,7 @@ impl NodeNetwork {
         // Check the namespace before touching anything, the state dir included.
         ns.run_async(|| async {
             let nl = Netlink::connect()?;
-            check_overlap(&nl, &bridge, cidr).await
+            preflight(&nl, &bridge, cidr).await
         })??;
         let store = IpamStore::open(&cfg.state_dir, cidr, gateway)?;
         let node = NodeNetwork {
@@ -681,7 +681,7 @@ fn ns_file(ns: &NetNs) -> Result<File, NodeError> {
 
 /// Read-only checks before setup changes anything: a link in the way of
 /// the bridge, and networks overlapping the pod CIDR.
-async fn check_overlap(nl: &Netlink, bridge: &str, cidr: Ipv4Net) -> Result<(), NodeError> {
+async fn preflight(nl: &Netlink, bridge: &str, cidr: Ipv4Net) -> Result<(), NodeError> {
     let links = nl.links().await?;
     if let Some(l) = links.iter().find(|l| l.name == bridge) {
         if l.kind.as_deref() != Some("bridge") {
