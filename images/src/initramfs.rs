@@ -140,8 +140,7 @@ impl Initramfs {
 
     /// Writes the cpio archive.
     pub fn write<W: Write>(&self, mut out: W) -> std::io::Result<()> {
-        let mut ino = 1u32;
-        for (path, (node, mode)) in &self.entries {
+        for (ino, (path, (node, mode))) in (1u32..).zip(self.entries.iter()) {
             let name = path.trim_start_matches('/');
             let (kind, data, rdev): (u32, &[u8], (u32, u32)) = match node {
                 Node::Dir => (S_IFDIR, &[], (0, 0)),
@@ -151,7 +150,6 @@ impl Initramfs {
             };
             let nlink = if kind == S_IFDIR { 2 } else { 1 };
             entry(&mut out, ino, kind | mode, nlink, name, data, rdev)?;
-            ino += 1;
         }
         entry(&mut out, 0, 0, 1, "TRAILER!!!", &[], (0, 0))?;
         out.flush()

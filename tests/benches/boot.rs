@@ -81,7 +81,10 @@ fn main() {
     let profile = vmm::profile::Profile::Auto.resolve();
     let append = profile.kernel_args().join(" ");
 
-    println!("boot benchmark: {} MiB guest, 1 vCPU, {profile:?} profile, {runs} run(s) each", MEM_MIB);
+    println!(
+        "boot benchmark: {} MiB guest, 1 vCPU, {profile:?} profile, {runs} run(s) each",
+        MEM_MIB
+    );
     println!("kernel {}", vmlinux.display());
     println!(
         "{:<12} {:>10} {:>11} {:>14} {:>14} {:>12}",
@@ -91,7 +94,14 @@ fn main() {
     for _ in 0..runs {
         let mut kennel = Command::new(guest::workspace_bin("kennel-vmm"));
         kennel
-            .args(["run", "--console", "stdout", "--mem", &MEM_MIB.to_string(), "--kernel"])
+            .args([
+                "run",
+                "--console",
+                "stdout",
+                "--mem",
+                &MEM_MIB.to_string(),
+                "--kernel",
+            ])
             .arg(&vmlinux)
             .arg("--initrd")
             .arg(&initrd);
@@ -116,7 +126,10 @@ fn main() {
         .arg("-initrd")
         .arg(&initrd)
         .args(["-append", &append]);
-        for (i, (name, cmd)) in [("kennel-vmm", kennel), ("qemu", qemu)].into_iter().enumerate() {
+        for (i, (name, cmd)) in [("kennel-vmm", kennel), ("qemu", qemu)]
+            .into_iter()
+            .enumerate()
+        {
             let s = boot(cmd);
             if let Some(t) = s.to_init {
                 best[i] = best[i].min(t.as_secs_f64());

@@ -4,6 +4,7 @@
 //! order and runs one thread per vCPU. Unsafe code is confined to the KVM leaf modules
 //! (`memory`, `vcpu`).
 
+pub mod api;
 pub mod boot;
 pub mod bus;
 pub mod config;

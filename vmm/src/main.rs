@@ -153,6 +153,10 @@ fn config_from(args: &RunArgs) -> anyhow::Result<VmConfig> {
 fn run(args: RunArgs, started: Instant) -> anyhow::Result<ExitCode> {
     let cfg = config_from(&args)?;
     let vm = Vm::boot(&cfg, started)?;
+    if let Some(path) = &cfg.api_socket {
+        vmm::api::serve(path, vm.control())
+            .with_context(|| format!("cannot serve the control API on {}", path.display()))?;
+    }
     tracing::info!(
         "booting {} ({} MiB, {} vCPU, {:?} profile)",
         cfg.kernel.display(),
@@ -180,6 +184,10 @@ fn run(args: RunArgs, started: Instant) -> anyhow::Result<ExitCode> {
         }
         StopReason::Host(why) => {
             eprintln!("kennel-vmm: stopped by host: {why}");
+            ExitCode::SUCCESS
+        }
+        StopReason::Timeout(secs) => {
+            eprintln!("kennel-vmm: stopped after the {secs} s timeout");
             ExitCode::from(EXIT_TIMEOUT)
         }
         StopReason::Error(why) => {

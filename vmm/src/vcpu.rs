@@ -3,9 +3,98 @@
 use crate::bus::Bus;
 use crate::devices::{StopReason, StopSender};
 use kvm_ioctls::{VcpuExit, VcpuFd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+
+/// Pause/resume of all vCPUs. A paused vCPU sits outside KVM_RUN, so guest state is stable.
+#[derive(Default)]
+pub struct VcpuControl {
+    paused: Mutex<bool>,
+    resumed: Condvar,
+    parked: AtomicUsize,
+    threads: Mutex<Vec<libc::pthread_t>>,
+}
+
+/// Signal used to kick a vCPU thread out of KVM_RUN.
+fn kick_signal() -> i32 {
+    libc::SIGRTMIN() + 1
+}
+
+extern "C" fn noop_handler(_: libc::c_int) {}
+
+/// Installs the (empty) handler for the kick signal; KVM_RUN then returns EINTR when kicked.
+pub fn install_kick_handler() -> std::io::Result<()> {
+    // SAFETY: a zeroed sigaction is valid; we set a handler that does nothing and no SA_RESTART,
+    // so an interrupted ioctl returns EINTR.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = noop_handler as *const () as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        if libc::sigaction(kick_signal(), &sa, std::ptr::null_mut()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+impl VcpuControl {
+    /// Registers the calling thread as a vCPU thread.
+    fn register_current(&self) {
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() };
+        self.threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(me);
+    }
+
+    /// Stops every vCPU outside KVM_RUN; returns once all `count` are parked (or after 5 s).
+    pub fn pause(&self, count: usize) -> bool {
+        *self.paused.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.parked.load(Ordering::SeqCst) < count {
+            if Instant::now() > deadline {
+                return false;
+            }
+            for t in self
+                .threads
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+            {
+                // SAFETY: `t` is a live vCPU thread (they run until the process exits); the
+                // signal has a no-op handler installed by `install_kick_handler`.
+                unsafe { libc::pthread_kill(*t, kick_signal()) };
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+
+    /// Lets paused vCPUs run again.
+    pub fn resume(&self) {
+        *self.paused.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        self.resumed.notify_all();
+    }
+
+    /// Whether a pause is in effect.
+    pub fn is_paused(&self) -> bool {
+        *self.paused.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn park_if_paused(&self) {
+        let mut paused = self.paused.lock().unwrap_or_else(|e| e.into_inner());
+        if !*paused {
+            return;
+        }
+        self.parked.fetch_add(1, Ordering::SeqCst);
+        while *paused {
+            paused = self.resumed.wait(paused).unwrap_or_else(|e| e.into_inner());
+        }
+        self.parked.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// What a vCPU thread needs besides its fd.
 pub struct VcpuContext {
@@ -21,6 +110,8 @@ pub struct VcpuContext {
     pub stopping: Arc<AtomicBool>,
     /// VMM process start, for the first-instruction figure.
     pub started: Instant,
+    /// Pause/resume.
+    pub control: Arc<VcpuControl>,
 }
 
 const KVM_SYSTEM_EVENT_SHUTDOWN: u32 = 1;
@@ -28,6 +119,7 @@ const KVM_SYSTEM_EVENT_RESET: u32 = 2;
 
 /// Runs `vcpu` until the VM stops. Reports why on `ctx.stop`.
 pub fn run(mut vcpu: VcpuFd, ctx: VcpuContext) {
+    ctx.control.register_current();
     if ctx.id == 0 {
         let t: Duration = ctx.started.elapsed();
         tracing::info!(
@@ -39,6 +131,7 @@ pub fn run(mut vcpu: VcpuFd, ctx: VcpuContext) {
         if ctx.stopping.load(Ordering::Relaxed) {
             return;
         }
+        ctx.control.park_if_paused();
         match vcpu.run() {
             Ok(VcpuExit::IoOut(port, data)) => {
                 ctx.pio.write(u64::from(port), data);

@@ -18,7 +18,7 @@ use crate::memory::{self, GuestMemoryMmap, MemoryError};
 use crate::mptable::{self, MptableError};
 use crate::profile::Profile;
 use crate::regs::{self, RegsError};
-use crate::vcpu::{self, VcpuContext};
+use crate::vcpu::{self, VcpuContext, VcpuControl};
 use crate::virtio::block::{Block, BlockHandle, Disk, DiskError};
 use crate::virtio::mmio::{MmioTransport, NOTIFY_OFFSET};
 use crate::virtio::vsock::{Vsock, VsockError};
@@ -106,6 +106,9 @@ pub struct Vm {
     marks: Marks,
     /// Handles on the virtio-blk slots, in order.
     pub disks: Vec<BlockHandle>,
+    vcpu_control: Arc<VcpuControl>,
+    vcpu_count: usize,
+    started: Instant,
     /// The profile the VM was booted with (resolved).
     pub profile: Profile,
     /// The full kernel command line.
@@ -152,6 +155,8 @@ impl Vm {
 
         let template = cpuid::supported(&kvm)?;
         let stopping = Arc::new(AtomicBool::new(false));
+        vcpu::install_kick_handler().map_err(|e| VmError::Resource("vCPU kick signal", e))?;
+        let vcpu_control = Arc::new(VcpuControl::default());
         for id in 0..config.vcpus {
             let fd = vm
                 .create_vcpu(u64::from(id))
@@ -166,6 +171,7 @@ impl Vm {
                 stop: stop_tx.clone(),
                 stopping: stopping.clone(),
                 started,
+                control: vcpu_control.clone(),
             };
             std::thread::Builder::new()
                 .name(format!("vcpu{id}"))
@@ -185,6 +191,9 @@ impl Vm {
             console,
             marks,
             disks,
+            vcpu_control,
+            vcpu_count: usize::from(config.vcpus),
+            started,
             profile,
             cmdline,
         })
@@ -201,9 +210,7 @@ impl Vm {
         let reason = match timeout {
             Some(t) => match self.stop_rx.recv_timeout(t) {
                 Ok(r) => r,
-                Err(RecvTimeoutError::Timeout) => {
-                    StopReason::Host(format!("timeout after {} s", t.as_secs()))
-                }
+                Err(RecvTimeoutError::Timeout) => StopReason::Timeout(t.as_secs()),
                 Err(RecvTimeoutError::Disconnected) => StopReason::Error("vCPUs vanished".into()),
             },
             None => self
@@ -218,6 +225,17 @@ impl Vm {
             .unwrap_or_else(|e| e.into_inner())
             .flush();
         reason
+    }
+
+    /// What the control API acts on.
+    pub fn control(&self) -> crate::api::Control {
+        crate::api::Control {
+            disks: self.disks.clone(),
+            vcpus: self.vcpu_control.clone(),
+            vcpu_count: self.vcpu_count,
+            stop: self.stop_tx.clone(),
+            started: self.started,
+        }
     }
 
     /// Boot markers the guest wrote so far.

@@ -8,13 +8,13 @@ const MARKER_ADDR: libc::off_t = 0xd000_0000;
 const MARK_INIT: u8 = 1;
 const CHILD_EXIT: i32 = 7;
 
-fn say(msg: &str) {
+pub(crate) fn say(msg: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "kennel-test-init: {msg}");
     let _ = out.flush();
 }
 
-fn mount(src: &str, target: &str, fstype: &str) -> Result<(), String> {
+pub(crate) fn mount(src: &str, target: &str, fstype: &str) -> Result<(), String> {
     let (s, t, f) = (cstr(src), cstr(target), cstr(fstype));
     // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
     let rc = unsafe { libc::mount(s.as_ptr(), t.as_ptr(), f.as_ptr(), 0, std::ptr::null()) };
@@ -27,7 +27,7 @@ fn mount(src: &str, target: &str, fstype: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn cstr(s: &str) -> CString {
+pub(crate) fn cstr(s: &str) -> CString {
     CString::new(s).expect("no NUL in literal strings")
 }
 
@@ -95,6 +95,7 @@ fn fork_exec_wait() -> Result<i32, String> {
 fn checks() -> Result<(), String> {
     mount("proc", "/proc", "proc")?;
     mount("devtmpfs", "/dev", "devtmpfs")?;
+    mount("sysfs", "/sys", "sysfs")?;
     mark(MARK_INIT)?;
     say("marker written");
     let uptime =
@@ -108,6 +109,8 @@ fn checks() -> Result<(), String> {
     Ok(())
 }
 
+mod devices;
+
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("child") {
         // SAFETY: getpid/getppid have no preconditions.
@@ -117,7 +120,18 @@ fn main() {
     }
     // SAFETY: getpid has no preconditions.
     say(&format!("started as pid {}", unsafe { libc::getpid() }));
-    match checks() {
+    let result = checks().and_then(|()| {
+        let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+        if cmdline
+            .split_whitespace()
+            .any(|a| a == "kennel.test=devices")
+        {
+            devices::checks()
+        } else {
+            Ok(())
+        }
+    });
+    match result {
         Ok(()) => say("all checks passed"),
         Err(e) => say(&format!("FAILED: {e}")),
     }

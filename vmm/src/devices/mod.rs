@@ -17,8 +17,10 @@ pub enum StopReason {
     TripleFault,
     /// A vCPU stopped with an error.
     Error(String),
-    /// The host asked the VM to stop (signal, control API or timeout).
+    /// The host asked the VM to stop (signal or control API).
     Host(String),
+    /// `--timeout` expired.
+    Timeout(u64),
 }
 
 /// Where devices and vCPUs report that the VM should stop.

@@ -110,8 +110,13 @@ impl MmioTransport {
     fn set_status(&mut self, value: u32) {
         if value == 0 {
             if self.activated {
-                // Workers keep their queues; a running device cannot be reset in place.
-                self.needs_reset("the driver reset a running device, which is not supported");
+                // Workers keep their queues, so a running device cannot be reset in place. The
+                // guest does this when it reboots, which ends the VM anyway.
+                tracing::debug!(
+                    "virtio device type {}: reset of a running device ignored",
+                    self.device.device_type()
+                );
+                self.status |= STATUS_NEEDS_RESET;
                 return;
             }
             self.status = 0;
@@ -261,7 +266,7 @@ impl BusDevice for MmioTransport {
             self.device.read_config(offset - CONFIG_OFFSET, data);
             return;
         }
-        if data.len() != 4 || offset % 4 != 0 {
+        if data.len() != 4 || !offset.is_multiple_of(4) {
             data.fill(0);
             return;
         }
@@ -273,7 +278,7 @@ impl BusDevice for MmioTransport {
             self.device.write_config(offset - CONFIG_OFFSET, data);
             return;
         }
-        if data.len() != 4 || offset % 4 != 0 {
+        if data.len() != 4 || !offset.is_multiple_of(4) {
             return;
         }
         let v = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);

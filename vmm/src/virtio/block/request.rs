@@ -152,7 +152,7 @@ fn execute(
 
 /// Byte offset of `sector` if `len` bytes from there are whole sectors inside the disk.
 fn checked_range(disk: &Disk, sector: u64, len: usize) -> Option<u64> {
-    if len % SECTOR_SIZE as usize != 0 || len > MAX_TRANSFER {
+    if !len.is_multiple_of(SECTOR_SIZE as usize) || len > MAX_TRANSFER {
         return None;
     }
     let sectors = len as u64 / SECTOR_SIZE;

@@ -86,7 +86,7 @@ impl Worker {
         while let Some(chain) = self.queues[TX].pop_descriptor_chain(&self.mem) {
             let head = chain.head_index();
             match read_packet(&self.mem, chain, self.guest_cid) {
-                Ok(pkt) => self.muxer.from_guest(pkt),
+                Ok(pkt) => self.muxer.handle_guest_packet(pkt),
                 Err(e) => tracing::warn!("vsock: dropped guest packet: {e}"),
             }
             if self.queues[TX].add_used(&self.mem, head, 0).is_err() {
@@ -101,10 +101,7 @@ impl Worker {
     /// Fills the guest's receive buffers with waiting packets.
     fn process_rx(&mut self) -> bool {
         let mut used = false;
-        loop {
-            let Some(chain) = self.queues[RX].pop_descriptor_chain(&self.mem) else {
-                break;
-            };
+        while let Some(chain) = self.queues[RX].pop_descriptor_chain(&self.mem) {
             let head = chain.head_index();
             let mut writer = match chain.writer(&self.mem) {
                 Ok(w) => w,

@@ -205,7 +205,7 @@ impl Muxer {
     }
 
     /// Handles a packet the guest sent (already checked against the guest's CID).
-    pub fn from_guest(&mut self, pkt: Packet) {
+    pub fn handle_guest_packet(&mut self, pkt: Packet) {
         let h = pkt.hdr;
         let key = (h.dst_port, h.src_port);
         if h.op == OP_REQUEST {
