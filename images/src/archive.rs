@@ -13,7 +13,10 @@ use serde::Deserialize;
 use crate::digest::{Digest, DigestError, HashingWriter};
 use crate::progress::Progress;
 use crate::reference::Reference;
-use crate::spec::{parse_manifest, Descriptor, ImageConfig, Manifest, ManifestDoc, SpecError, DOCKER_CONFIG, DOCKER_LAYER_TAR, DOCKER_MANIFEST};
+use crate::spec::{
+    parse_manifest, Descriptor, ImageConfig, Manifest, ManifestDoc, SpecError, DOCKER_CONFIG,
+    DOCKER_LAYER_TAR, DOCKER_MANIFEST,
+};
 use crate::store::{ImageRecord, Store, StoreError};
 
 /// Largest metadata file (index.json, manifest.json) read into memory.
@@ -86,12 +89,18 @@ fn normalise(p: &Path) -> String {
 }
 
 fn is_meta(name: &str) -> bool {
-    matches!(name, "index.json" | "manifest.json" | "oci-layout" | "repositories")
+    matches!(
+        name,
+        "index.json" | "manifest.json" | "oci-layout" | "repositories"
+    )
 }
 
 impl Store {
     fn read_archive(&self, path: &Path, progress: &Progress) -> Result<Contents, ArchiveError> {
-        let io_err = |source| ArchiveError::Io { path: path.to_path_buf(), source };
+        let io_err = |source| ArchiveError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let f = File::open(path).map_err(io_err)?;
         let len = f.metadata().map_err(io_err)?.len();
         let bar = progress.bytes(len, "import");
@@ -109,7 +118,10 @@ impl Store {
             let name = normalise(&e.path().map_err(io_err)?);
             if is_meta(&name) {
                 let mut buf = Vec::new();
-                (&mut e).take(MAX_META).read_to_end(&mut buf).map_err(io_err)?;
+                (&mut e)
+                    .take(MAX_META)
+                    .read_to_end(&mut buf)
+                    .map_err(io_err)?;
                 c.meta.insert(name, buf);
                 continue;
             }
@@ -122,7 +134,11 @@ impl Store {
             if let Some(hex) = name.strip_prefix("blobs/sha256/") {
                 let expected = Digest::from_hex(hex)?;
                 if expected != digest {
-                    return Err(DigestError::Mismatch { expected, actual: digest }.into());
+                    return Err(DigestError::Mismatch {
+                        expected,
+                        actual: digest,
+                    }
+                    .into());
                 }
             }
             if !self.has_blob(&digest) {
@@ -136,7 +152,12 @@ impl Store {
 
     /// Imports every image of a `docker save` or OCI-layout archive (optionally gzip-compressed).
     /// `name` tags the images when the archive names none (or renames a single image).
-    pub fn import_archive(&self, path: &Path, name: Option<&str>, progress: &Progress) -> Result<Vec<ImageRecord>, ArchiveError> {
+    pub fn import_archive(
+        &self,
+        path: &Path,
+        name: Option<&str>,
+        progress: &Progress,
+    ) -> Result<Vec<ImageRecord>, ArchiveError> {
         let c = self.read_archive(path, progress)?;
         let name = match name {
             Some(n) => Some(n.parse::<Reference>().map_err(StoreError::from)?),
@@ -144,12 +165,15 @@ impl Store {
         };
         let mut out = Vec::new();
         if let Some(index) = c.meta.get("index.json") {
-            let ManifestDoc::Index(index) = parse_manifest(index, Some(crate::spec::OCI_INDEX))? else {
+            let ManifestDoc::Index(index) = parse_manifest(index, Some(crate::spec::OCI_INDEX))?
+            else {
                 return Err(ArchiveError::UnknownFormat);
             };
             for entry in &index.manifests {
                 let ann = entry.annotations.clone().unwrap_or_default();
-                let ref_name = ann.get("io.containerd.image.name").or(ann.get("org.opencontainers.image.ref.name"));
+                let ref_name = ann
+                    .get("io.containerd.image.name")
+                    .or(ann.get("org.opencontainers.image.ref.name"));
                 let tag = match (&name, ref_name) {
                     (Some(n), _) => n.tagged(),
                     (None, Some(r)) => r.parse::<Reference>().ok().and_then(|r| r.tagged()),
@@ -159,34 +183,71 @@ impl Store {
                 out.push(self.record(manifest, digest, media_type, tag)?);
             }
         } else if let Some(m) = c.meta.get("manifest.json") {
-            let entries: Vec<DockerSaveEntry> = serde_json::from_slice(m).map_err(|source| ArchiveError::Json { what: "manifest.json", source })?;
+            let entries: Vec<DockerSaveEntry> =
+                serde_json::from_slice(m).map_err(|source| ArchiveError::Json {
+                    what: "manifest.json",
+                    source,
+                })?;
             for e in entries {
-                let file = |p: &str| c.files.get(&normalise(Path::new(p))).cloned().ok_or_else(|| ArchiveError::Missing(p.to_string()));
+                let file = |p: &str| {
+                    c.files
+                        .get(&normalise(Path::new(p)))
+                        .cloned()
+                        .ok_or_else(|| ArchiveError::Missing(p.to_string()))
+                };
                 let (cfg_digest, cfg_size) = file(&e.config)?;
-                let cfg: ImageConfig = serde_json::from_slice(&self.read_blob(&cfg_digest)?).map_err(|source| ArchiveError::Json { what: "image config", source })?;
+                let cfg: ImageConfig = serde_json::from_slice(&self.read_blob(&cfg_digest)?)
+                    .map_err(|source| ArchiveError::Json {
+                        what: "image config",
+                        source,
+                    })?;
                 let mut layers = Vec::new();
                 for (i, l) in e.layers.iter().enumerate() {
                     let (d, size) = file(l)?;
                     if let Some(diff_id) = cfg.rootfs.diff_ids.get(i) {
                         if diff_id != &d {
-                            return Err(DigestError::Mismatch { expected: diff_id.clone(), actual: d }.into());
+                            return Err(DigestError::Mismatch {
+                                expected: diff_id.clone(),
+                                actual: d,
+                            }
+                            .into());
                         }
                     }
                     // docker save layers are plain tars (gzip is still detected by magic when unpacking)
-                    layers.push(Descriptor { media_type: DOCKER_LAYER_TAR.into(), digest: d, size, platform: None, annotations: None });
+                    layers.push(Descriptor {
+                        media_type: DOCKER_LAYER_TAR.into(),
+                        digest: d,
+                        size,
+                        platform: None,
+                        annotations: None,
+                    });
                 }
                 let manifest = Manifest {
                     schema_version: 2,
                     media_type: Some(DOCKER_MANIFEST.into()),
-                    config: Descriptor { media_type: DOCKER_CONFIG.into(), digest: cfg_digest, size: cfg_size, platform: None, annotations: None },
+                    config: Descriptor {
+                        media_type: DOCKER_CONFIG.into(),
+                        digest: cfg_digest,
+                        size: cfg_size,
+                        platform: None,
+                        annotations: None,
+                    },
                     layers,
                     annotations: None,
                 };
-                let bytes = serde_json::to_vec(&manifest).map_err(|source| ArchiveError::Json { what: "manifest", source })?;
+                let bytes = serde_json::to_vec(&manifest).map_err(|source| ArchiveError::Json {
+                    what: "manifest",
+                    source,
+                })?;
                 let digest = self.put_blob(&bytes)?;
                 let tag = match &name {
                     Some(n) => n.tagged(),
-                    None => e.repo_tags.unwrap_or_default().first().and_then(|t| t.parse::<Reference>().ok()).and_then(|r| r.tagged()),
+                    None => e
+                        .repo_tags
+                        .unwrap_or_default()
+                        .first()
+                        .and_then(|t| t.parse::<Reference>().ok())
+                        .and_then(|r| r.tagged()),
                 };
                 out.push(self.record(manifest, digest, DOCKER_MANIFEST.into(), tag)?);
             }
@@ -199,7 +260,9 @@ impl Store {
     /// Resolves an index entry of an OCI layout to a single-platform manifest.
     fn oci_manifest(&self, entry: &Descriptor) -> Result<(Manifest, Digest, String), ArchiveError> {
         let bytes = self.read_blob(&entry.digest).map_err(|e| match e {
-            StoreError::MissingBlob(d) => ArchiveError::Missing(format!("blobs/sha256/{}", d.hex())),
+            StoreError::MissingBlob(d) => {
+                ArchiveError::Missing(format!("blobs/sha256/{}", d.hex()))
+            }
             e => e.into(),
         })?;
         match parse_manifest(&bytes, Some(&entry.media_type))? {
@@ -212,13 +275,27 @@ impl Store {
         }
     }
 
-    fn record(&self, m: Manifest, digest: Digest, media_type: String, tag: Option<String>) -> Result<ImageRecord, ArchiveError> {
+    fn record(
+        &self,
+        m: Manifest,
+        digest: Digest,
+        media_type: String,
+        tag: Option<String>,
+    ) -> Result<ImageRecord, ArchiveError> {
         for l in &m.layers {
             crate::spec::layer_is_gzip(&l.media_type)?;
         }
-        serde_json::from_slice::<ImageConfig>(&self.read_blob(&m.config.digest)?).map_err(|source| ArchiveError::Json { what: "image config", source })?;
+        serde_json::from_slice::<ImageConfig>(&self.read_blob(&m.config.digest)?).map_err(
+            |source| ArchiveError::Json {
+                what: "image config",
+                source,
+            },
+        )?;
         let repo_digests = match &tag {
-            Some(t) => t.parse::<Reference>().map(|r| vec![r.with_digest(&digest)]).unwrap_or_default(),
+            Some(t) => t
+                .parse::<Reference>()
+                .map(|r| vec![r.with_digest(&digest)])
+                .unwrap_or_default(),
             None => vec![],
         };
         if tag.is_none() && repo_digests.is_empty() {
@@ -260,10 +337,17 @@ mod tests {
         lb.file("hello", 0o644, b"world").unwrap();
         let layer = lb.finish().unwrap();
         let mut raw = Vec::new();
-        flate2::read::GzDecoder::new(&layer.data[..]).read_to_end(&mut raw).unwrap();
-        let cfg = format!(r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#, layer.diff_id);
+        flate2::read::GzDecoder::new(&layer.data[..])
+            .read_to_end(&mut raw)
+            .unwrap();
+        let cfg = format!(
+            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
+            layer.diff_id
+        );
         let cfg_hex = Digest::of(cfg.as_bytes()).hex().to_string();
-        let manifest = format!(r#"[{{"Config":"{cfg_hex}.json","RepoTags":["busybox:save"],"Layers":["abc/layer.tar"]}}]"#);
+        let manifest = format!(
+            r#"[{{"Config":"{cfg_hex}.json","RepoTags":["busybox:save"],"Layers":["abc/layer.tar"]}}]"#
+        );
         let archive = tar_of(&[
             ("manifest.json", manifest.as_bytes()),
             (&format!("{cfg_hex}.json"), cfg.as_bytes()),
@@ -274,16 +358,32 @@ mod tests {
         std::fs::write(&path, &archive).unwrap();
         let s = Store::open(d.path().join("s")).unwrap();
         let recs = s.import_archive(&path, None, &Progress::hidden()).unwrap();
-        assert_eq!(recs[0].repo_tags, vec!["docker.io/library/busybox:save".to_string()]);
-        assert_eq!(s.resolve("busybox:save").unwrap().unwrap().id.hex(), cfg_hex);
+        assert_eq!(
+            recs[0].repo_tags,
+            vec!["docker.io/library/busybox:save".to_string()]
+        );
+        assert_eq!(
+            s.resolve("busybox:save").unwrap().unwrap().id.hex(),
+            cfg_hex
+        );
         s.unpack(&recs[0], &d.path().join("root")).unwrap();
-        assert_eq!(std::fs::read(d.path().join("root/hello")).unwrap(), b"world");
+        assert_eq!(
+            std::fs::read(d.path().join("root/hello")).unwrap(),
+            b"world"
+        );
 
         // a layer that does not match the config's diff_ids is rejected
-        let bad = tar_of(&[("manifest.json", manifest.as_bytes()), (&format!("{cfg_hex}.json"), cfg.as_bytes()), ("abc/layer.tar", b"junk")]);
+        let bad = tar_of(&[
+            ("manifest.json", manifest.as_bytes()),
+            (&format!("{cfg_hex}.json"), cfg.as_bytes()),
+            ("abc/layer.tar", b"junk"),
+        ]);
         std::fs::write(&path, &bad).unwrap();
         let s2 = Store::open(d.path().join("s2")).unwrap();
-        assert!(matches!(s2.import_archive(&path, None, &Progress::hidden()), Err(ArchiveError::Digest(_))));
+        assert!(matches!(
+            s2.import_archive(&path, None, &Progress::hidden()),
+            Err(ArchiveError::Digest(_))
+        ));
         assert!(s2.list().unwrap().is_empty());
     }
 
@@ -293,9 +393,15 @@ mod tests {
         let s = Store::open(d.path().join("s")).unwrap();
         let path = d.path().join("a.tar");
         std::fs::write(&path, tar_of(&[("hello", b"x")])).unwrap();
-        assert!(matches!(s.import_archive(&path, None, &Progress::hidden()), Err(ArchiveError::UnknownFormat)));
+        assert!(matches!(
+            s.import_archive(&path, None, &Progress::hidden()),
+            Err(ArchiveError::UnknownFormat)
+        ));
         let fake = format!("blobs/sha256/{}", "0".repeat(64));
         std::fs::write(&path, tar_of(&[(&fake, b"x")])).unwrap();
-        assert!(matches!(s.import_archive(&path, None, &Progress::hidden()), Err(ArchiveError::Digest(_))));
+        assert!(matches!(
+            s.import_archive(&path, None, &Progress::hidden()),
+            Err(ArchiveError::Digest(_))
+        ));
     }
 }

@@ -15,7 +15,9 @@ pub struct Credentials {
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials").field("username", &self.username).finish_non_exhaustive()
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
     }
 }
 
@@ -23,7 +25,10 @@ impl Credentials {
     /// The `Authorization: Basic …` header value.
     pub fn basic_header(&self) -> String {
         let raw = format!("{}:{}", self.username, self.password);
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
     }
 }
 
@@ -118,7 +123,10 @@ pub struct TokenResponse {
 impl TokenResponse {
     /// The token, whichever field carried it.
     pub fn into_token(self) -> Option<String> {
-        self.token.filter(|t| !t.is_empty()).or(self.access_token).filter(|t| !t.is_empty())
+        self.token
+            .filter(|t| !t.is_empty())
+            .or(self.access_token)
+            .filter(|t| !t.is_empty())
     }
 }
 
@@ -144,14 +152,20 @@ mod tests {
 
     #[test]
     fn parses_basic_and_unknown() {
-        assert_eq!(parse_challenge(r#"Basic realm="Registry Realm""#), Some(Challenge::Basic));
+        assert_eq!(
+            parse_challenge(r#"Basic realm="Registry Realm""#),
+            Some(Challenge::Basic)
+        );
         assert_eq!(parse_challenge("Negotiate abc"), None);
         assert_eq!(parse_challenge("Bearer service=x"), None);
     }
 
     #[test]
     fn basic_header_and_tokens() {
-        let c = Credentials { username: "u".into(), password: "p".into() };
+        let c = Credentials {
+            username: "u".into(),
+            password: "p".into(),
+        };
         assert_eq!(c.basic_header(), "Basic dTpw");
         assert!(!format!("{c:?}").contains('p'.to_string().repeat(2).as_str()));
         let t: TokenResponse = serde_json::from_str(r#"{"access_token":"x"}"#).unwrap();

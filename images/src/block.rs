@@ -42,7 +42,11 @@ pub enum BlockError {
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> BlockError + 'a {
-    move |source| BlockError::Io { op, path: path.to_path_buf(), source }
+    move |source| BlockError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// A read-only block image of one image.
@@ -65,7 +69,10 @@ pub fn tree_usage(dir: &Path) -> Result<(u64, u64), BlockError> {
     while let Some(d) = stack.pop() {
         for e in fs::read_dir(&d).map_err(io_err("list", &d))? {
             let e = e.map_err(io_err("list", &d))?;
-            let md = e.path().symlink_metadata().map_err(io_err("stat", &e.path()))?;
+            let md = e
+                .path()
+                .symlink_metadata()
+                .map_err(io_err("stat", &e.path()))?;
             inodes += 1;
             if md.is_dir() {
                 bytes += BLOCK;
@@ -86,14 +93,19 @@ pub fn build_ext4(src: &Path, out: &Path, label: &str) -> Result<u64, BlockError
     let (bytes, inodes) = tree_usage(src)?;
     let inodes = inodes + inodes / 4 + 64;
     // data + 10% + inode tables (256 B each) + 4 MiB metadata margin, at least 8 MiB
-    let mut size = (bytes + bytes / 10 + inodes * 256 + (4 << 20)).max(8 << 20).div_ceil(BLOCK) * BLOCK;
+    let mut size = (bytes + bytes / 10 + inodes * 256 + (4 << 20))
+        .max(8 << 20)
+        .div_ceil(BLOCK)
+        * BLOCK;
     for attempt in 0..4 {
         let _ = fs::remove_file(out);
         let f = fs::File::create(out).map_err(io_err("create", out))?;
         f.set_len(size).map_err(io_err("size", out))?;
         drop(f);
         let res = Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-t", "ext4", "-b", "4096", "-I", "256", "-m", "0", "-L", label])
+            .args([
+                "-q", "-F", "-t", "ext4", "-b", "4096", "-I", "256", "-m", "0", "-L", label,
+            ])
             .args(["-O", "^has_journal,^resize_inode", "-E", "root_owner=0:0"])
             .arg("-N")
             .arg(inodes.to_string())
@@ -107,7 +119,8 @@ pub fn build_ext4(src: &Path, out: &Path, label: &str) -> Result<u64, BlockError
             return Ok(size);
         }
         let err = String::from_utf8_lossy(&res.stderr).trim().to_string();
-        let full = err.contains("Could not allocate") || err.contains("No space") || err.contains("inode");
+        let full =
+            err.contains("Could not allocate") || err.contains("No space") || err.contains("inode");
         if !full || attempt == 3 {
             let _ = fs::remove_file(out);
             return Err(BlockError::Mkfs(err));
@@ -121,7 +134,9 @@ pub fn build_ext4(src: &Path, out: &Path, label: &str) -> Result<u64, BlockError
 impl Store {
     /// Path of the block image of `rec` (whether built or not).
     pub fn block_path(&self, rec: &ImageRecord) -> PathBuf {
-        self.root().join("blocks").join(format!("{}.ext4", rec.id.hex()))
+        self.root()
+            .join("blocks")
+            .join(format!("{}.ext4", rec.id.hex()))
     }
 
     /// The read-only ext4 block image of `rec`, built on first use (once across processes).
@@ -129,7 +144,12 @@ impl Store {
         let path = self.block_path(rec);
         let cached = |built, unpack| -> Result<BlockImage, BlockError> {
             let size = fs::metadata(&path).map_err(io_err("stat", &path))?.len();
-            Ok(BlockImage { path: path.clone(), size, built, unpack })
+            Ok(BlockImage {
+                path: path.clone(),
+                size,
+                built,
+                unpack,
+            })
         };
         if path.is_file() {
             return cached(false, UnpackStats::default());
@@ -138,13 +158,17 @@ impl Store {
         if path.is_file() {
             return cached(false, UnpackStats::default());
         }
-        let work = tempfile::tempdir_in(self.tmp_dir()).map_err(io_err("create temp in", &self.tmp_dir()))?;
+        let work = tempfile::tempdir_in(self.tmp_dir())
+            .map_err(io_err("create temp in", &self.tmp_dir()))?;
         let rootfs = work.path().join("rootfs");
         let stats = self.unpack(rec, &rootfs)?;
         let tmp = work.path().join("image.ext4");
         build_ext4(&rootfs, &tmp, "kennel-image")?;
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444)).map_err(io_err("chmod", &tmp))?;
-        fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io_err("fsync", &tmp))?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444))
+            .map_err(io_err("chmod", &tmp))?;
+        fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err("fsync", &tmp))?;
         fs::rename(&tmp, &path).map_err(io_err("rename to", &path))?;
         cached(true, stats)
     }
@@ -164,9 +188,22 @@ mod tests {
         let out = d.path().join("img.ext4");
         let size = build_ext4(&src, &out, "t").unwrap();
         assert_eq!(fs::metadata(&out).unwrap().len(), size);
-        let fsck = Command::new("e2fsck").args(["-fn"]).arg(&out).output().unwrap();
-        assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stdout));
-        let cat = Command::new("debugfs").arg("-R").arg("stat /etc/hello").arg(&out).output().unwrap();
+        let fsck = Command::new("e2fsck")
+            .args(["-fn"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            fsck.status.success(),
+            "{}",
+            String::from_utf8_lossy(&fsck.stdout)
+        );
+        let cat = Command::new("debugfs")
+            .arg("-R")
+            .arg("stat /etc/hello")
+            .arg(&out)
+            .output()
+            .unwrap();
         assert!(String::from_utf8_lossy(&cat.stdout).contains("Size: 100000"));
     }
 }

@@ -71,7 +71,10 @@ impl Digest {
         if &actual == self {
             Ok(())
         } else {
-            Err(DigestError::Mismatch { expected: self.clone(), actual })
+            Err(DigestError::Mismatch {
+                expected: self.clone(),
+                actual,
+            })
         }
     }
 }
@@ -80,11 +83,17 @@ impl FromStr for Digest {
     type Err = DigestError;
 
     fn from_str(s: &str) -> Result<Self, DigestError> {
-        let (alg, hex) = s.split_once(':').ok_or_else(|| DigestError::Malformed(s.to_string()))?;
+        let (alg, hex) = s
+            .split_once(':')
+            .ok_or_else(|| DigestError::Malformed(s.to_string()))?;
         if alg != "sha256" {
             return Err(DigestError::Unsupported(alg.to_string()));
         }
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if hex.len() != 64
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(DigestError::Malformed(s.to_string()));
         }
         Ok(Digest(s.to_string()))
@@ -156,11 +165,18 @@ impl Hasher {
         let actual = self.finish();
         if let Some(size) = size {
             if size != len {
-                return Err(DigestError::Size { digest: expected.clone(), expected: size, actual: len });
+                return Err(DigestError::Size {
+                    digest: expected.clone(),
+                    expected: size,
+                    actual: len,
+                });
             }
         }
         if &actual != expected {
-            return Err(DigestError::Mismatch { expected: expected.clone(), actual });
+            return Err(DigestError::Mismatch {
+                expected: expected.clone(),
+                actual,
+            });
         }
         Ok(())
     }
@@ -175,7 +191,10 @@ pub struct HashingWriter<W> {
 impl<W: Write> HashingWriter<W> {
     /// Wraps `inner`.
     pub fn new(inner: W) -> Self {
-        Self { inner, hasher: Hasher::new() }
+        Self {
+            inner,
+            hasher: Hasher::new(),
+        }
     }
 
     /// Returns the inner writer and the hasher.
@@ -213,10 +232,23 @@ mod tests {
 
     #[test]
     fn rejects_bad_digests() {
-        assert!(matches!("sha512:00".parse::<Digest>(), Err(DigestError::Unsupported(_))));
-        assert!(matches!("sha256:../../etc".parse::<Digest>(), Err(DigestError::Malformed(_))));
-        assert!(matches!("nocolon".parse::<Digest>(), Err(DigestError::Malformed(_))));
-        assert!(EMPTY.to_uppercase().replace("SHA", "sha").parse::<Digest>().is_err());
+        assert!(matches!(
+            "sha512:00".parse::<Digest>(),
+            Err(DigestError::Unsupported(_))
+        ));
+        assert!(matches!(
+            "sha256:../../etc".parse::<Digest>(),
+            Err(DigestError::Malformed(_))
+        ));
+        assert!(matches!(
+            "nocolon".parse::<Digest>(),
+            Err(DigestError::Malformed(_))
+        ));
+        assert!(EMPTY
+            .to_uppercase()
+            .replace("SHA", "sha")
+            .parse::<Digest>()
+            .is_err());
     }
 
     #[test]
@@ -225,7 +257,13 @@ mod tests {
         h.update(b"abc");
         let d = Digest::of(b"abc");
         h.clone().verify(&d, Some(3)).unwrap();
-        assert!(matches!(h.clone().verify(&d, Some(4)), Err(DigestError::Size { .. })));
-        assert!(matches!(h.verify(&Digest::of(b"x"), None), Err(DigestError::Mismatch { .. })));
+        assert!(matches!(
+            h.clone().verify(&d, Some(4)),
+            Err(DigestError::Size { .. })
+        ));
+        assert!(matches!(
+            h.verify(&Digest::of(b"x"), None),
+            Err(DigestError::Mismatch { .. })
+        ));
     }
 }

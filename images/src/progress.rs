@@ -12,7 +12,9 @@ pub struct Progress {
 
 impl std::fmt::Debug for Progress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Progress").field("visible", &self.multi.is_some()).finish()
+        f.debug_struct("Progress")
+            .field("visible", &self.multi.is_some())
+            .finish()
     }
 }
 
@@ -26,7 +28,9 @@ impl Progress {
     /// Bars on stderr when it is a terminal, none otherwise.
     pub fn auto() -> Self {
         if std::io::stderr().is_terminal() {
-            Self { multi: Some(MultiProgress::with_draw_target(ProgressDrawTarget::stderr())) }
+            Self {
+                multi: Some(MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
+            }
         } else {
             Self::hidden()
         }
@@ -39,11 +43,15 @@ impl Progress {
 
     /// A byte-counting bar of `len` bytes labelled `msg`.
     pub fn bytes(&self, len: u64, msg: impl Into<String>) -> ProgressBar {
-        let Some(m) = &self.multi else { return ProgressBar::hidden() };
+        let Some(m) = &self.multi else {
+            return ProgressBar::hidden();
+        };
         let pb = m.add(ProgressBar::new(len));
-        let style = ProgressStyle::with_template("{msg:24!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
+        let style = ProgressStyle::with_template(
+            "{msg:24!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
         pb.set_style(style);
         pb.set_message(msg.into());
         pb
@@ -51,7 +59,9 @@ impl Progress {
 
     /// A spinner labelled `msg` for work of unknown length.
     pub fn spinner(&self, msg: impl Into<String>) -> ProgressBar {
-        let Some(m) = &self.multi else { return ProgressBar::hidden() };
+        let Some(m) = &self.multi else {
+            return ProgressBar::hidden();
+        };
         let pb = m.add(ProgressBar::new_spinner());
         pb.set_message(msg.into());
         pb.enable_steady_tick(std::time::Duration::from_millis(120));

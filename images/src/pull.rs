@@ -45,32 +45,48 @@ impl Store {
     ) -> Result<ImageRecord, PullError> {
         let r: Reference = reference.parse()?;
         let (reg, repo) = (r.registry.as_str(), r.repository.as_str());
-        let (top_bytes, top_type, top_digest) = client.get_manifest(reg, repo, &r.manifest_ref()).await?;
+        let (top_bytes, top_type, top_digest) =
+            client.get_manifest(reg, repo, &r.manifest_ref()).await?;
         let (manifest, manifest_bytes) = match parse_manifest(&top_bytes, top_type.as_deref())? {
             ManifestDoc::Manifest(m) => (m, top_bytes.clone()),
             ManifestDoc::Index(idx) => {
                 let entry = idx.select_linux_amd64()?;
-                let (bytes, ty, _) = client.get_manifest(reg, repo, entry.digest.as_str()).await?;
+                let (bytes, ty, _) = client
+                    .get_manifest(reg, repo, entry.digest.as_str())
+                    .await?;
                 match parse_manifest(&bytes, ty.as_deref().or(Some(&entry.media_type)))? {
                     ManifestDoc::Manifest(m) => (m, bytes),
-                    ManifestDoc::Index(_) => return Err(PullError::Layout("index inside an index".into())),
+                    ManifestDoc::Index(_) => {
+                        return Err(PullError::Layout("index inside an index".into()))
+                    }
                 }
             }
         };
         for l in &manifest.layers {
             crate::spec::layer_is_gzip(&l.media_type)?;
         }
-        let blobs: Vec<&Descriptor> = std::iter::once(&manifest.config).chain(&manifest.layers).collect();
-        try_join_all(blobs.iter().map(|d| self.fetch_blob(client, reg, repo, d, progress))).await?;
+        let blobs: Vec<&Descriptor> = std::iter::once(&manifest.config)
+            .chain(&manifest.layers)
+            .collect();
+        try_join_all(
+            blobs
+                .iter()
+                .map(|d| self.fetch_blob(client, reg, repo, d, progress)),
+        )
+        .await?;
         // manifests are stored too, so the image can be exported or pushed again
         self.put_blob(&manifest_bytes)?;
         self.put_blob(&top_bytes)?;
         let config = self.read_blob(&manifest.config.digest)?;
-        serde_json::from_slice::<ImageConfig>(&config).map_err(|source| SpecError::Json { what: "image config", source })?;
+        serde_json::from_slice::<ImageConfig>(&config).map_err(|source| SpecError::Json {
+            what: "image config",
+            source,
+        })?;
         let rec = ImageRecord {
             id: manifest.config.digest.clone(),
             manifest_digest: top_digest.clone(),
-            manifest_media_type: top_type.unwrap_or_else(|| manifest.media_type.clone().unwrap_or_default()),
+            manifest_media_type: top_type
+                .unwrap_or_else(|| manifest.media_type.clone().unwrap_or_default()),
             size: manifest.config.size + manifest.layers.iter().map(|l| l.size).sum::<u64>(),
             config: manifest.config,
             layers: manifest.layers,
@@ -93,7 +109,13 @@ impl Store {
             return Ok(());
         }
         let key = desc.digest.hex().to_string();
-        let m = self.inflight.lock().unwrap_or_else(|e| e.into_inner()).entry(key.clone()).or_default().clone();
+        let m = self
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone();
         let _in_process = m.lock().await;
         let store = self.clone();
         let k = key.clone();
@@ -105,7 +127,10 @@ impl Store {
         }
         let tmp = tempfile::NamedTempFile::new_in(self.tmp_dir())
             .map_err(crate::store::io_err("create temp in", &self.tmp_dir()))?;
-        let mut out = tokio::fs::File::from_std(tmp.reopen().map_err(crate::store::io_err("open", tmp.path()))?);
+        let mut out = tokio::fs::File::from_std(
+            tmp.reopen()
+                .map_err(crate::store::io_err("open", tmp.path()))?,
+        );
         let short = &key[..12];
         let bar = progress.bytes(desc.size, format!("{repo} {short}"));
         let n = client.get_blob(reg, repo, desc, &mut out, Some(&bar)).await;

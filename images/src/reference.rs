@@ -78,35 +78,60 @@ impl FromStr for Reference {
         };
         let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
         let (name, tag) = match rest[last_slash..].rfind(':') {
-            Some(i) => (&rest[..last_slash + i], Some(rest[last_slash + i + 1..].to_string())),
+            Some(i) => (
+                &rest[..last_slash + i],
+                Some(rest[last_slash + i + 1..].to_string()),
+            ),
             None => (rest, None),
         };
         if let Some(t) = &tag {
             let valid = !t.is_empty()
                 && t.len() <= 128
-                && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
                 && !t.starts_with(['.', '-']);
             if !valid {
                 return Err(ReferenceError::Tag(t.clone()));
             }
         }
         let (registry, repo) = match name.split_once('/') {
-            Some((host, repo)) if host.contains(['.', ':']) || host == "localhost" => (host.to_string(), repo.to_string()),
+            Some((host, repo)) if host.contains(['.', ':']) || host == "localhost" => {
+                (host.to_string(), repo.to_string())
+            }
             _ => (DOCKER_HUB.to_string(), name.to_string()),
         };
-        let registry = if registry == "index.docker.io" { DOCKER_HUB.to_string() } else { registry };
-        let repository = if registry == DOCKER_HUB && !repo.contains('/') { format!("library/{repo}") } else { repo };
+        let registry = if registry == "index.docker.io" {
+            DOCKER_HUB.to_string()
+        } else {
+            registry
+        };
+        let repository = if registry == DOCKER_HUB && !repo.contains('/') {
+            format!("library/{repo}")
+        } else {
+            repo
+        };
         let valid_repo = !repository.is_empty()
             && repository.split('/').all(|c| {
                 !c.is_empty()
-                    && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+                    && c.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)
+                    })
                     && c.starts_with(|ch: char| ch.is_ascii_alphanumeric())
             });
         if !valid_repo {
             return Err(ReferenceError::Repository(repository));
         }
-        let tag = if tag.is_none() && digest.is_none() { Some("latest".to_string()) } else { tag };
-        Ok(Reference { registry, repository, tag, digest })
+        let tag = if tag.is_none() && digest.is_none() {
+            Some("latest".to_string())
+        } else {
+            tag
+        };
+        Ok(Reference {
+            registry,
+            repository,
+            tag,
+            digest,
+        })
     }
 }
 
@@ -151,10 +176,22 @@ mod tests {
 
     #[test]
     fn rejects_bad_references() {
-        assert!(matches!("".parse::<Reference>(), Err(ReferenceError::Empty)));
-        assert!(matches!("Busybox".parse::<Reference>(), Err(ReferenceError::Repository(_))));
-        assert!(matches!("busybox:".parse::<Reference>(), Err(ReferenceError::Tag(_))));
-        assert!(matches!("busybox@sha256:zz".parse::<Reference>(), Err(ReferenceError::Digest(_))));
+        assert!(matches!(
+            "".parse::<Reference>(),
+            Err(ReferenceError::Empty)
+        ));
+        assert!(matches!(
+            "Busybox".parse::<Reference>(),
+            Err(ReferenceError::Repository(_))
+        ));
+        assert!(matches!(
+            "busybox:".parse::<Reference>(),
+            Err(ReferenceError::Tag(_))
+        ));
+        assert!(matches!(
+            "busybox@sha256:zz".parse::<Reference>(),
+            Err(ReferenceError::Digest(_))
+        ));
         assert!("reg.io/../x".parse::<Reference>().is_err());
     }
 }

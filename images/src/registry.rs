@@ -5,7 +5,9 @@ use std::sync::{Arc, Mutex, Once};
 
 use futures_util::StreamExt as _;
 use indicatif::ProgressBar;
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
+use reqwest::header::{
+    HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE,
+};
 use reqwest::{Method, StatusCode};
 use tokio::io::AsyncWriteExt as _;
 
@@ -115,7 +117,13 @@ fn install_crypto_provider() {
 }
 
 fn is_loopback(host: &str) -> bool {
-    let h = host.rsplit_once(':').map_or(host, |(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
+    let h = host.rsplit_once(':').map_or(host, |(h, p)| {
+        if p.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
     h == "localhost" || h.starts_with("127.") || h == "[::1]"
 }
 
@@ -130,7 +138,11 @@ fn api_host(registry: &str) -> &str {
 
 async fn body_snippet(resp: reqwest::Response) -> String {
     let text = resp.text().await.unwrap_or_default();
-    text.chars().take(300).collect::<String>().trim().to_string()
+    text.chars()
+        .take(300)
+        .collect::<String>()
+        .trim()
+        .to_string()
 }
 
 impl RegistryClient {
@@ -139,7 +151,10 @@ impl RegistryClient {
         install_crypto_provider();
         let mut certs = Vec::new();
         for pem in &cfg.ca_pem {
-            certs.push(reqwest::Certificate::from_pem(pem).map_err(|e| RegistryError::Config(format!("CA certificate: {e}")))?);
+            certs.push(
+                reqwest::Certificate::from_pem(pem)
+                    .map_err(|e| RegistryError::Config(format!("CA certificate: {e}")))?,
+            );
         }
         let http = reqwest::Client::builder()
             .user_agent(concat!("kennel-images/", env!("CARGO_PKG_VERSION")))
@@ -147,15 +162,29 @@ impl RegistryClient {
             .tls_certs_merge(certs)
             .build()
             .map_err(|e| RegistryError::Config(e.to_string()))?;
-        Ok(Self { http, cfg: Arc::new(cfg), hosts: Arc::default() })
+        Ok(Self {
+            http,
+            cfg: Arc::new(cfg),
+            hosts: Arc::default(),
+        })
     }
 
     fn host_state(&self, host: &str) -> HostState {
-        self.hosts.lock().unwrap_or_else(|e| e.into_inner()).get(host).cloned().unwrap_or_default()
+        self.hosts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(host)
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn update_host(&self, host: &str, f: impl FnOnce(&mut HostState)) {
-        f(self.hosts.lock().unwrap_or_else(|e| e.into_inner()).entry(host.to_string()).or_default())
+        f(self
+            .hosts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(host.to_string())
+            .or_default())
     }
 
     /// Finds the base URL (`https://host` or `http://host`) by pinging `/v2/`; records the auth challenge.
@@ -194,39 +223,64 @@ impl RegistryClient {
         Err(last.unwrap_or_else(|| RegistryError::Config(format!("no scheme for {registry}"))))
     }
 
-    async fn token(&self, registry: &str, realm: &str, service: Option<&str>, scope: &str) -> Result<String, RegistryError> {
+    async fn token(
+        &self,
+        registry: &str,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+    ) -> Result<String, RegistryError> {
         let mut params = vec![("scope", scope)];
         if let Some(s) = service {
             params.push(("service", s));
         }
-        let url = reqwest::Url::parse_with_params(realm, &params)
-            .map_err(|e| RegistryError::Token { realm: realm.to_string(), reason: format!("bad realm URL: {e}") })?;
+        let url =
+            reqwest::Url::parse_with_params(realm, &params).map_err(|e| RegistryError::Token {
+                realm: realm.to_string(),
+                reason: format!("bad realm URL: {e}"),
+            })?;
         let mut req = self.http.get(url);
         if let Some(c) = self.cfg.credentials.get(registry) {
             req = req.header(AUTHORIZATION, c.basic_header());
         }
-        let err = |reason: String| RegistryError::Token { realm: realm.to_string(), reason };
+        let err = |reason: String| RegistryError::Token {
+            realm: realm.to_string(),
+            reason,
+        };
         let resp = req.send().await.map_err(|e| err(e.to_string()))?;
         if resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::FORBIDDEN {
-            return Err(RegistryError::Unauthorized { url: realm.to_string() });
+            return Err(RegistryError::Unauthorized {
+                url: realm.to_string(),
+            });
         }
         if !resp.status().is_success() {
             return Err(err(format!("status {}", resp.status())));
         }
         let body: TokenResponse = resp.json().await.map_err(|e| err(e.to_string()))?;
-        body.into_token().ok_or_else(|| err("no token in response".into()))
+        body.into_token()
+            .ok_or_else(|| err("no token in response".into()))
     }
 
-    async fn auth_header(&self, registry: &str, scope: &str) -> Result<Option<String>, RegistryError> {
+    async fn auth_header(
+        &self,
+        registry: &str,
+        scope: &str,
+    ) -> Result<Option<String>, RegistryError> {
         let st = self.host_state(registry);
         match st.challenge {
             None => Ok(None),
-            Some(Challenge::Basic) => Ok(self.cfg.credentials.get(registry).map(Credentials::basic_header)),
+            Some(Challenge::Basic) => Ok(self
+                .cfg
+                .credentials
+                .get(registry)
+                .map(Credentials::basic_header)),
             Some(Challenge::Bearer { realm, service, .. }) => {
                 if let Some(t) = st.tokens.get(scope) {
                     return Ok(Some(format!("Bearer {t}")));
                 }
-                let t = self.token(registry, &realm, service.as_deref(), scope).await?;
+                let t = self
+                    .token(registry, &realm, service.as_deref(), scope)
+                    .await?;
                 self.update_host(registry, |s| {
                     s.tokens.insert(scope.to_string(), t.clone());
                 });
@@ -248,13 +302,26 @@ impl RegistryClient {
             if let Some(h) = self.auth_header(registry, scope).await? {
                 req = req.header(AUTHORIZATION, h);
             }
-            let req = req.build().map_err(|e| RegistryError::Config(e.to_string()))?;
+            let req = req
+                .build()
+                .map_err(|e| RegistryError::Config(e.to_string()))?;
             let url = req.url().to_string();
-            let resp = self.http.execute(req).await.map_err(|source| RegistryError::Http { url: url.clone(), source })?;
+            let resp = self
+                .http
+                .execute(req)
+                .await
+                .map_err(|source| RegistryError::Http {
+                    url: url.clone(),
+                    source,
+                })?;
             if resp.status() != StatusCode::UNAUTHORIZED {
                 return Ok(resp);
             }
-            let challenge = resp.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).and_then(parse_challenge);
+            let challenge = resp
+                .headers()
+                .get(WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_challenge);
             let had = self.host_state(registry);
             let changed = challenge.is_some() && challenge != had.challenge;
             if attempt == 1 || !(changed || had.tokens.contains_key(scope)) {
@@ -270,7 +337,11 @@ impl RegistryClient {
         Err(RegistryError::Unauthorized { url: base })
     }
 
-    async fn check(resp: reqwest::Response, method: Method, what: &str) -> Result<reqwest::Response, RegistryError> {
+    async fn check(
+        resp: reqwest::Response,
+        method: Method,
+        what: &str,
+    ) -> Result<reqwest::Response, RegistryError> {
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
@@ -279,7 +350,12 @@ impl RegistryClient {
             return Err(RegistryError::NotFound(what.to_string()));
         }
         let url = resp.url().to_string();
-        Err(RegistryError::Status { method, url, status, body: body_snippet(resp).await })
+        Err(RegistryError::Status {
+            method,
+            url,
+            status,
+            body: body_snippet(resp).await,
+        })
     }
 
     /// Fetches a manifest or index by tag or digest: `(bytes, media type, digest)`.
@@ -292,16 +368,35 @@ impl RegistryClient {
     ) -> Result<(Vec<u8>, Option<String>, Digest), RegistryError> {
         let scope = format!("repository:{repo}:pull");
         let resp = self
-            .send(registry, &scope, |c, base| c.get(format!("{base}/v2/{repo}/manifests/{reference}")).header(ACCEPT, MANIFEST_ACCEPT))
+            .send(registry, &scope, |c, base| {
+                c.get(format!("{base}/v2/{repo}/manifests/{reference}"))
+                    .header(ACCEPT, MANIFEST_ACCEPT)
+            })
             .await?;
-        let resp = Self::check(resp, Method::GET, &format!("manifest {registry}/{repo}:{reference}")).await?;
+        let resp = Self::check(
+            resp,
+            Method::GET,
+            &format!("manifest {registry}/{repo}:{reference}"),
+        )
+        .await?;
         let url = resp.url().to_string();
-        let media_type = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(|s| s.split(';').next().unwrap_or(s).trim().to_string());
-        let header_digest = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<Digest>().ok());
+        let media_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.split(';').next().unwrap_or(s).trim().to_string());
+        let header_digest = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<Digest>().ok());
         let mut body = Vec::new();
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|source| RegistryError::Http { url: url.clone(), source })?;
+            let chunk = chunk.map_err(|source| RegistryError::Http {
+                url: url.clone(),
+                source,
+            })?;
             if body.len() + chunk.len() > MAX_MANIFEST {
                 return Err(RegistryError::ManifestTooLarge(url));
             }
@@ -327,13 +422,25 @@ impl RegistryClient {
     ) -> Result<u64, RegistryError> {
         let scope = format!("repository:{repo}:pull");
         let digest = &desc.digest;
-        let resp = self.send(registry, &scope, |c, base| c.get(format!("{base}/v2/{repo}/blobs/{digest}"))).await?;
-        let resp = Self::check(resp, Method::GET, &format!("blob {digest} in {registry}/{repo}")).await?;
+        let resp = self
+            .send(registry, &scope, |c, base| {
+                c.get(format!("{base}/v2/{repo}/blobs/{digest}"))
+            })
+            .await?;
+        let resp = Self::check(
+            resp,
+            Method::GET,
+            &format!("blob {digest} in {registry}/{repo}"),
+        )
+        .await?;
         let url = resp.url().to_string();
         let mut hasher = Hasher::new();
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|source| RegistryError::Http { url: url.clone(), source })?;
+            let chunk = chunk.map_err(|source| RegistryError::Http {
+                url: url.clone(),
+                source,
+            })?;
             hasher.update(&chunk);
             if hasher.len() > desc.size {
                 break;
@@ -350,32 +457,62 @@ impl RegistryClient {
     }
 
     /// True when the repository already has the blob.
-    pub async fn blob_exists(&self, registry: &str, repo: &str, digest: &Digest) -> Result<bool, RegistryError> {
+    pub async fn blob_exists(
+        &self,
+        registry: &str,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<bool, RegistryError> {
         let scope = format!("repository:{repo}:pull,push");
-        let resp = self.send(registry, &scope, |c, base| c.head(format!("{base}/v2/{repo}/blobs/{digest}"))).await?;
+        let resp = self
+            .send(registry, &scope, |c, base| {
+                c.head(format!("{base}/v2/{repo}/blobs/{digest}"))
+            })
+            .await?;
         match resp.status() {
             s if s.is_success() => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
-            _ => Self::check(resp, Method::HEAD, &format!("blob {digest}")).await.map(|_| false),
+            _ => Self::check(resp, Method::HEAD, &format!("blob {digest}"))
+                .await
+                .map(|_| false),
         }
     }
 
     /// Uploads a blob (monolithic: POST then PUT) unless the registry already has it.
-    pub async fn push_blob(&self, registry: &str, repo: &str, digest: &Digest, data: Vec<u8>) -> Result<(), RegistryError> {
+    pub async fn push_blob(
+        &self,
+        registry: &str,
+        repo: &str,
+        digest: &Digest,
+        data: Vec<u8>,
+    ) -> Result<(), RegistryError> {
         digest.verify(&data)?;
         if self.blob_exists(registry, repo, digest).await? {
             return Ok(());
         }
         let scope = format!("repository:{repo}:pull,push");
-        let resp = self.send(registry, &scope, |c, base| c.post(format!("{base}/v2/{repo}/blobs/uploads/"))).await?;
+        let resp = self
+            .send(registry, &scope, |c, base| {
+                c.post(format!("{base}/v2/{repo}/blobs/uploads/"))
+            })
+            .await?;
         let resp = Self::check(resp, Method::POST, &format!("upload session in {repo}")).await?;
-        let loc = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()).ok_or_else(|| RegistryError::Location(repo.to_string()))?;
-        let loc = resp.url().join(loc).map_err(|_| RegistryError::Location(repo.to_string()))?;
+        let loc = resp
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| RegistryError::Location(repo.to_string()))?;
+        let loc = resp
+            .url()
+            .join(loc)
+            .map_err(|_| RegistryError::Location(repo.to_string()))?;
         let sep = if loc.query().is_some() { '&' } else { '?' };
         let put_url = format!("{loc}{sep}digest={digest}");
         let resp = self
             .send(registry, &scope, |c, _| {
-                c.put(&put_url).header(CONTENT_TYPE, "application/octet-stream").body(data.clone())
+                c.put(&put_url)
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .body(data.clone())
             })
             .await?;
         Self::check(resp, Method::PUT, &format!("blob upload {digest}")).await?;
@@ -393,11 +530,16 @@ impl RegistryClient {
     ) -> Result<Digest, RegistryError> {
         let scope = format!("repository:{repo}:pull,push");
         let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_str(media_type).map_err(|e| RegistryError::Config(e.to_string()))?);
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_str(media_type).map_err(|e| RegistryError::Config(e.to_string()))?,
+        );
         let digest = Digest::of(&data);
         let resp = self
             .send(registry, &scope, |c, base| {
-                c.put(format!("{base}/v2/{repo}/manifests/{reference}")).headers(headers.clone()).body(data.clone())
+                c.put(format!("{base}/v2/{repo}/manifests/{reference}"))
+                    .headers(headers.clone())
+                    .body(data.clone())
             })
             .await?;
         Self::check(resp, Method::PUT, &format!("manifest {repo}:{reference}")).await?;

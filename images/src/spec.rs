@@ -138,7 +138,9 @@ impl Index {
     /// The linux/amd64 entry (an entry without platform counts when it is the only one).
     pub fn select_linux_amd64(&self) -> Result<&Descriptor, SpecError> {
         let found = self.manifests.iter().find(|d| {
-            d.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
+            d.platform
+                .as_ref()
+                .is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
         });
         if let Some(d) = found {
             return Ok(d);
@@ -151,7 +153,11 @@ impl Index {
         let list: Vec<String> = self
             .manifests
             .iter()
-            .map(|d| d.platform.as_ref().map_or("unknown".into(), |p| format!("{}/{}", p.os, p.architecture)))
+            .map(|d| {
+                d.platform
+                    .as_ref()
+                    .map_or("unknown".into(), |p| format!("{}/{}", p.os, p.architecture))
+            })
             .collect();
         Err(SpecError::NoPlatform(list.join(", ")))
     }
@@ -233,7 +239,9 @@ pub fn is_index_type(mt: &str) -> bool {
 /// Whether a layer is gzip-compressed, from its media type.
 pub fn layer_is_gzip(mt: &str) -> Result<bool, SpecError> {
     match mt {
-        OCI_LAYER_GZIP | DOCKER_LAYER_GZIP | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Ok(true),
+        OCI_LAYER_GZIP
+        | DOCKER_LAYER_GZIP
+        | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Ok(true),
         OCI_LAYER_TAR | DOCKER_LAYER_TAR => Ok(false),
         other => Err(SpecError::UnsupportedLayer(other.to_string())),
     }
@@ -260,26 +268,38 @@ pub fn parse_manifest(data: &[u8], media_type: Option<&str>) -> Result<ManifestD
         #[serde(default)]
         schema_version: Option<u32>,
     }
-    let probe: Probe = serde_json::from_slice(data).map_err(|source| SpecError::Json { what: "manifest", source })?;
+    let probe: Probe = serde_json::from_slice(data).map_err(|source| SpecError::Json {
+        what: "manifest",
+        source,
+    })?;
     let header = media_type.filter(|m| is_manifest_type(m) || is_index_type(m));
-    let mt = header.map(str::to_string).or(probe.media_type).unwrap_or_else(|| {
-        if probe.manifests.is_some() {
-            OCI_INDEX.to_string()
-        } else {
-            OCI_MANIFEST.to_string()
-        }
-    });
+    let mt = header
+        .map(str::to_string)
+        .or(probe.media_type)
+        .unwrap_or_else(|| {
+            if probe.manifests.is_some() {
+                OCI_INDEX.to_string()
+            } else {
+                OCI_MANIFEST.to_string()
+            }
+        });
     if probe.schema_version == Some(1) {
         return Err(SpecError::UnsupportedMediaType("docker schema 1".into()));
     }
     if is_index_type(&mt) {
         serde_json::from_slice(data)
             .map(ManifestDoc::Index)
-            .map_err(|source| SpecError::Json { what: "image index", source })
+            .map_err(|source| SpecError::Json {
+                what: "image index",
+                source,
+            })
     } else if is_manifest_type(&mt) {
         serde_json::from_slice(data)
             .map(ManifestDoc::Manifest)
-            .map_err(|source| SpecError::Json { what: "image manifest", source })
+            .map_err(|source| SpecError::Json {
+                what: "image manifest",
+                source,
+            })
     } else {
         Err(SpecError::UnsupportedMediaType(mt))
     }
@@ -302,10 +322,17 @@ mod tests {
             d(1),
             d(2)
         );
-        let ManifestDoc::Index(idx) = parse_manifest(json.as_bytes(), None).unwrap() else { panic!() };
+        let ManifestDoc::Index(idx) = parse_manifest(json.as_bytes(), None).unwrap() else {
+            panic!()
+        };
         assert_eq!(idx.select_linux_amd64().unwrap().size, 2);
-        let only_arm = Index { manifests: idx.manifests[..1].to_vec(), ..idx };
-        assert!(matches!(only_arm.select_linux_amd64(), Err(SpecError::NoPlatform(p)) if p == "linux/arm64"));
+        let only_arm = Index {
+            manifests: idx.manifests[..1].to_vec(),
+            ..idx
+        };
+        assert!(
+            matches!(only_arm.select_linux_amd64(), Err(SpecError::NoPlatform(p)) if p == "linux/arm64")
+        );
     }
 
     #[test]
@@ -314,8 +341,14 @@ mod tests {
             r#"{{"schemaVersion":2,"config":{{"mediaType":"{OCI_CONFIG}","digest":"{}","size":3}},"layers":[]}}"#,
             d(3)
         );
-        assert!(matches!(parse_manifest(json.as_bytes(), None).unwrap(), ManifestDoc::Manifest(_)));
-        assert!(matches!(parse_manifest(b"{", None), Err(SpecError::Json { .. })));
+        assert!(matches!(
+            parse_manifest(json.as_bytes(), None).unwrap(),
+            ManifestDoc::Manifest(_)
+        ));
+        assert!(matches!(
+            parse_manifest(b"{", None),
+            Err(SpecError::Json { .. })
+        ));
         assert!(matches!(
             parse_manifest(b"{\"schemaVersion\":2,\"mediaType\":\"text/plain\"}", None),
             Err(SpecError::UnsupportedMediaType(_))

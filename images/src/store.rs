@@ -60,8 +60,15 @@ pub enum StoreError {
     },
 }
 
-pub(crate) fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io { op, path: path.to_path_buf(), source }
+pub(crate) fn io_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// One image as the store (and CRI) sees it.
@@ -122,14 +129,17 @@ impl Drop for FileLock {
     }
 }
 
-
 /// Writes `data` to `path` atomically (temp file in the same dir, fsync, rename, fsync dir).
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err("create temp in", dir))?;
     tmp.write_all(data).map_err(io_err("write", tmp.path()))?;
     tmp.as_file().sync_all().map_err(io_err("fsync", path))?;
-    tmp.persist(path).map_err(|e| StoreError::Io { op: "rename to", path: path.to_path_buf(), source: e.error })?;
+    tmp.persist(path).map_err(|e| StoreError::Io {
+        op: "rename to",
+        path: path.to_path_buf(),
+        source: e.error,
+    })?;
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
@@ -144,7 +154,11 @@ impl Store {
             let p = root.join(d);
             fs::create_dir_all(&p).map_err(io_err("create", &p))?;
         }
-        Ok(Self { root, inflight: Mutex::default(), downloaded: AtomicU64::new(0) })
+        Ok(Self {
+            root,
+            inflight: Mutex::default(),
+            downloaded: AtomicU64::new(0),
+        })
     }
 
     /// The store's root directory.
@@ -165,7 +179,12 @@ impl Store {
     /// Takes the exclusive lock named `name` (blocking).
     pub fn lock(&self, name: &str) -> Result<FileLock, StoreError> {
         let p = self.root.join("locks").join(format!("{name}.lock"));
-        let f = File::options().create(true).truncate(false).write(true).open(&p).map_err(io_err("open", &p))?;
+        let f = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(io_err("open", &p))?;
         FileExt::lock(&f).map_err(io_err("lock", &p))?;
         Ok(FileLock(f))
     }
@@ -185,7 +204,11 @@ impl Store {
         let p = self.blob_path(d);
         let data = fs::read(&p).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => StoreError::MissingBlob(d.clone()),
-            _ => StoreError::Io { op: "read", path: p.clone(), source: e },
+            _ => StoreError::Io {
+                op: "read",
+                path: p.clone(),
+                source: e,
+            },
         })?;
         d.verify(&data)?;
         Ok(data)
@@ -203,8 +226,14 @@ impl Store {
     /// Moves an already verified temp file into place as blob `d`.
     pub fn commit_blob(&self, tmp: tempfile::NamedTempFile, d: &Digest) -> Result<(), StoreError> {
         let dest = self.blob_path(d);
-        tmp.as_file().sync_all().map_err(io_err("fsync", tmp.path()))?;
-        tmp.persist(&dest).map_err(|e| StoreError::Io { op: "rename to", path: dest.clone(), source: e.error })?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(io_err("fsync", tmp.path()))?;
+        tmp.persist(&dest).map_err(|e| StoreError::Io {
+            op: "rename to",
+            path: dest.clone(),
+            source: e.error,
+        })?;
         Ok(())
     }
 
@@ -222,9 +251,18 @@ impl Store {
                 let data = match fs::read(&p) {
                     Ok(d) => d,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(StoreError::Io { op: "read", path: p, source: e }),
+                    Err(e) => {
+                        return Err(StoreError::Io {
+                            op: "read",
+                            path: p,
+                            source: e,
+                        })
+                    }
                 };
-                out.push(serde_json::from_slice(&data).map_err(|source| StoreError::Record { path: p, source })?);
+                out.push(
+                    serde_json::from_slice(&data)
+                        .map_err(|source| StoreError::Record { path: p, source })?,
+                );
             }
         }
         out.sort_by(|a: &ImageRecord, b| a.id.cmp(&b.id));
@@ -236,7 +274,10 @@ impl Store {
         let images = self.list()?;
         let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
         if hex.len() >= 12 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let hits: Vec<_> = images.iter().filter(|i| i.id.hex().starts_with(hex)).collect();
+            let hits: Vec<_> = images
+                .iter()
+                .filter(|i| i.id.hex().starts_with(hex))
+                .collect();
             if let [one] = hits.as_slice() {
                 return Ok(Some((*one).clone()));
             }
@@ -244,7 +285,9 @@ impl Store {
                 return Ok(None);
             }
         }
-        let Ok(r) = reference.parse::<Reference>() else { return Ok(None) };
+        let Ok(r) = reference.parse::<Reference>() else {
+            return Ok(None);
+        };
         let found = images.into_iter().find(|i| match (&r.digest, r.tagged()) {
             (Some(d), _) => i.repo_digests.contains(&r.with_digest(d)) || &i.manifest_digest == d,
             (None, Some(t)) => i.repo_tags.contains(&t),
@@ -263,8 +306,16 @@ impl Store {
         let _g = self.lock("store")?;
         for mut other in self.list()? {
             if other.id == rec.id {
-                let tags: BTreeSet<_> = other.repo_tags.drain(..).chain(rec.repo_tags.drain(..)).collect();
-                let digests: BTreeSet<_> = other.repo_digests.drain(..).chain(rec.repo_digests.drain(..)).collect();
+                let tags: BTreeSet<_> = other
+                    .repo_tags
+                    .drain(..)
+                    .chain(rec.repo_tags.drain(..))
+                    .collect();
+                let digests: BTreeSet<_> = other
+                    .repo_digests
+                    .drain(..)
+                    .chain(rec.repo_digests.drain(..))
+                    .collect();
                 rec.repo_tags = tags.into_iter().collect();
                 rec.repo_digests = digests.into_iter().collect();
             } else if other.repo_tags.iter().any(|t| rec.repo_tags.contains(t)) {
@@ -277,24 +328,44 @@ impl Store {
     }
 
     fn write_record(&self, rec: &ImageRecord) -> Result<(), StoreError> {
-        let data = serde_json::to_vec_pretty(rec).map_err(|source| StoreError::Record { path: self.record_path(&rec.id), source })?;
+        let data = serde_json::to_vec_pretty(rec).map_err(|source| StoreError::Record {
+            path: self.record_path(&rec.id),
+            source,
+        })?;
         write_atomic(&self.record_path(&rec.id), &data)
     }
 
     /// The parsed config of an image.
     pub fn config(&self, rec: &ImageRecord) -> Result<ImageConfig, StoreError> {
         let data = self.read_blob(&rec.config.digest)?;
-        serde_json::from_slice(&data).map_err(|source| SpecError::Json { what: "image config", source }.into())
+        serde_json::from_slice(&data).map_err(|source| {
+            SpecError::Json {
+                what: "image config",
+                source,
+            }
+            .into()
+        })
     }
 
     /// Removes a reference. A tag shared with other tags is just untagged; otherwise (or for an id or
     /// digest) the image goes, with its block image and the blobs no other image uses.
     pub fn remove(&self, reference: &str) -> Result<Removed, StoreError> {
-        let rec = self.resolve(reference)?.ok_or_else(|| StoreError::NotFound(reference.to_string()))?;
+        let rec = self
+            .resolve(reference)?
+            .ok_or_else(|| StoreError::NotFound(reference.to_string()))?;
         let _g = self.lock("store")?;
-        let tag = reference.parse::<Reference>().ok().filter(|r| r.digest.is_none()).and_then(|r| r.tagged());
+        let tag = reference
+            .parse::<Reference>()
+            .ok()
+            .filter(|r| r.digest.is_none())
+            .and_then(|r| r.tagged());
         let mut rec = match fs::read(self.record_path(&rec.id)) {
-            Ok(d) => serde_json::from_slice::<ImageRecord>(&d).map_err(|source| StoreError::Record { path: self.record_path(&rec.id), source })?,
+            Ok(d) => {
+                serde_json::from_slice::<ImageRecord>(&d).map_err(|source| StoreError::Record {
+                    path: self.record_path(&rec.id),
+                    source,
+                })?
+            }
             Err(_) => return Err(StoreError::NotFound(reference.to_string())),
         };
         if let Some(t) = tag.filter(|t| rec.repo_tags.contains(t)) {
@@ -332,20 +403,28 @@ impl Store {
                 continue;
             }
             let lp = self.root.join("locks").join(format!("{name}.lock"));
-            let busy = File::options().create(true).truncate(false).write(true).open(&lp).map(|f| {
-                let free = FileExt::try_lock(&f).is_ok();
-                if free {
-                    let _ = fs::remove_file(e.path());
-                    let _ = FileExt::unlock(&f);
-                }
-                !free
-            });
+            let busy = File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lp)
+                .map(|f| {
+                    let free = FileExt::try_lock(&f).is_ok();
+                    if free {
+                        let _ = fs::remove_file(e.path());
+                        let _ = FileExt::unlock(&f);
+                    }
+                    !free
+                });
             if busy.is_ok_and(|b| !b) {
                 let _ = fs::remove_file(&lp);
             }
         }
         let blocks = self.root.join("blocks");
-        for e in fs::read_dir(&blocks).map_err(io_err("list", &blocks))?.flatten() {
+        for e in fs::read_dir(&blocks)
+            .map_err(io_err("list", &blocks))?
+            .flatten()
+        {
             let name = e.file_name().to_string_lossy().to_string();
             let stem = name.split('.').next().unwrap_or("");
             if !keep.contains(stem) {
@@ -387,7 +466,10 @@ mod tests {
             manifest_digest: Digest::of(b"m"),
             manifest_media_type: crate::spec::OCI_MANIFEST.into(),
             config: Descriptor::for_bytes(crate::spec::OCI_CONFIG, cfg),
-            layers: vec![Descriptor { digest: layer, ..Descriptor::for_bytes(crate::spec::OCI_LAYER_TAR, b"layer") }],
+            layers: vec![Descriptor {
+                digest: layer,
+                ..Descriptor::for_bytes(crate::spec::OCI_LAYER_TAR, b"layer")
+            }],
             repo_tags: tags.iter().map(|s| s.to_string()).collect(),
             repo_digests: vec![],
             size: 10,
@@ -398,16 +480,28 @@ mod tests {
     fn tags_move_and_untag_keeps_image() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        let a = s.add_image(rec(&s, b"{\"a\":1}", &["docker.io/library/x:1", "docker.io/library/x:latest"])).unwrap();
+        let a = s
+            .add_image(rec(
+                &s,
+                b"{\"a\":1}",
+                &["docker.io/library/x:1", "docker.io/library/x:latest"],
+            ))
+            .unwrap();
         assert_eq!(s.resolve("x").unwrap().unwrap().id, a.id);
         assert_eq!(s.resolve(&a.id.to_string()).unwrap().unwrap().id, a.id);
         assert_eq!(s.resolve(&a.id.hex()[..12]).unwrap().unwrap().id, a.id);
         // the tag `latest` moves to b
-        let b = s.add_image(rec(&s, b"{\"b\":1}", &["docker.io/library/x:latest"])).unwrap();
+        let b = s
+            .add_image(rec(&s, b"{\"b\":1}", &["docker.io/library/x:latest"]))
+            .unwrap();
         assert_eq!(s.resolve("x:latest").unwrap().unwrap().id, b.id);
-        assert_eq!(s.resolve("x:1").unwrap().unwrap().repo_tags, vec!["docker.io/library/x:1".to_string()]);
+        assert_eq!(
+            s.resolve("x:1").unwrap().unwrap().repo_tags,
+            vec!["docker.io/library/x:1".to_string()]
+        );
         // b gets a second tag, then loses one: still there
-        s.add_image(rec(&s, b"{\"b\":1}", &["docker.io/library/y:2"])).unwrap();
+        s.add_image(rec(&s, b"{\"b\":1}", &["docker.io/library/y:2"]))
+            .unwrap();
         assert_eq!(s.remove("x:latest").unwrap(), Removed::Untagged);
         assert_eq!(s.resolve("y:2").unwrap().unwrap().id, b.id);
         assert!(s.resolve("x:latest").unwrap().is_none());

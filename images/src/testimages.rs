@@ -47,10 +47,13 @@ fn applet_target(link: &str) -> String {
 
 /// The busybox root filesystem layer built from the host's static busybox.
 pub fn busybox_layer(busybox: &Path) -> Result<Layer, TestImageError> {
-    let out = Command::new(busybox).arg("--list-full").output().map_err(|e| TestImageError::Command {
-        cmd: format!("{} --list-full", busybox.display()),
-        detail: format!("{e} (install busybox-static)"),
-    })?;
+    let out = Command::new(busybox)
+        .arg("--list-full")
+        .output()
+        .map_err(|e| TestImageError::Command {
+            cmd: format!("{} --list-full", busybox.display()),
+            detail: format!("{e} (install busybox-static)"),
+        })?;
     if !out.status.success() {
         return Err(TestImageError::Command {
             cmd: format!("{} --list-full", busybox.display()),
@@ -59,15 +62,28 @@ pub fn busybox_layer(busybox: &Path) -> Result<Layer, TestImageError> {
     }
     let applets = String::from_utf8_lossy(&out.stdout).into_owned();
     let mut l = LayerBuilder::new();
-    for d in ["bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "home", "proc", "sys", "dev", "run", "var", "var/log"] {
+    for d in [
+        "bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "home", "proc", "sys", "dev", "run",
+        "var", "var/log",
+    ] {
         l.dir(d, 0o755)?;
     }
-    l.dir("root", 0o700)?.dir("tmp", 0o1777)?.dir("var/tmp", 0o1777)?;
-    l.file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")?;
+    l.dir("root", 0o700)?
+        .dir("tmp", 0o1777)?
+        .dir("var/tmp", 0o1777)?;
+    l.file(
+        "etc/passwd",
+        0o644,
+        b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )?;
     l.file("etc/group", 0o644, b"root:x:0:\nnogroup:x:65534:\n")?;
     l.file_from("bin/busybox", 0o755, busybox)?;
     let mut seen = std::collections::BTreeSet::new();
-    for a in applets.lines().map(str::trim).filter(|a| !a.is_empty() && *a != "bin/busybox") {
+    for a in applets
+        .lines()
+        .map(str::trim)
+        .filter(|a| !a.is_empty() && *a != "bin/busybox")
+    {
         if a.contains("..") || a.starts_with('/') || !seen.insert(a.to_string()) {
             continue;
         }
@@ -80,14 +96,24 @@ pub fn busybox_layer(busybox: &Path) -> Result<Layer, TestImageError> {
 pub fn busybox_image(base: &Layer) -> BuiltImage {
     BuiltImage::new(
         vec![base.clone()],
-        ContainerConfig { env: Some(vec![PATH_ENV.into()]), cmd: Some(vec!["sh".into()]), ..Default::default() },
+        ContainerConfig {
+            env: Some(vec![PATH_ENV.into()]),
+            cmd: Some(vec!["sh".into()]),
+            ..Default::default()
+        },
     )
 }
 
 /// An app image: busybox plus `/app/<name>` as entrypoint listening on 8080; `data_dir` is declared a volume.
-pub fn app_image(base: &Layer, name: &str, binary: &Path, data_dir: Option<&str>) -> Result<BuiltImage, TestImageError> {
+pub fn app_image(
+    base: &Layer,
+    name: &str,
+    binary: &Path,
+    data_dir: Option<&str>,
+) -> Result<BuiltImage, TestImageError> {
     let mut l = LayerBuilder::new();
-    l.dir("app", 0o755)?.file_from(&format!("app/{name}"), 0o755, binary)?;
+    l.dir("app", 0o755)?
+        .file_from(&format!("app/{name}"), 0o755, binary)?;
     if let Some(d) = data_dir {
         l.dir(d.trim_start_matches('/'), 0o755)?;
     }
@@ -95,7 +121,10 @@ pub fn app_image(base: &Layer, name: &str, binary: &Path, data_dir: Option<&str>
     let cfg = ContainerConfig {
         env: Some(vec![PATH_ENV.into()]),
         entrypoint: Some(vec![format!("/app/{name}")]),
-        exposed_ports: Some(BTreeMap::from([("8080/tcp".to_string(), serde_json::json!({}))])),
+        exposed_ports: Some(BTreeMap::from([(
+            "8080/tcp".to_string(),
+            serde_json::json!({}),
+        )])),
         volumes: data_dir.map(|d| BTreeMap::from([(d.to_string(), serde_json::json!({}))])),
         working_dir: Some("/".into()),
         ..Default::default()
@@ -103,31 +132,95 @@ pub fn app_image(base: &Layer, name: &str, binary: &Path, data_dir: Option<&str>
     Ok(BuiltImage::new(vec![base.clone(), app], cfg))
 }
 
+fn static_rustflags() -> String {
+    let outer = std::env::var("RUSTFLAGS").unwrap_or_default();
+    format!("{outer} -C target-feature=+crt-static")
+        .trim()
+        .to_string()
+}
+
+/// True when the ELF file has no program interpreter (`PT_INTERP`), i.e. it is statically linked.
+pub fn is_static_elf(data: &[u8]) -> bool {
+    let u16_at = |o: usize| {
+        data.get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
+    let u64_at = |o: usize| {
+        data.get(o..o + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
+    if !data.starts_with(b"\x7fELF") {
+        return false;
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
+        return false;
+    };
+    (0..phnum).all(|i| {
+        let o = phoff as usize + i * phentsize;
+        data.get(o..o + 4)
+            .is_some_and(|t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]) != 3)
+    })
+}
+
 /// Builds the static `kubia` and `kubia-pet` binaries with cargo; returns their paths.
 /// `workspace` is the repository root; `cargo` the cargo binary to run.
-pub fn build_kubia_binaries(cargo: &Path, workspace: &Path) -> Result<(PathBuf, PathBuf), TestImageError> {
-    let cmd = format!("{} build --release -p kubia --target {KUBIA_TARGET}", cargo.display());
+pub fn build_kubia_binaries(
+    cargo: &Path,
+    workspace: &Path,
+) -> Result<(PathBuf, PathBuf), TestImageError> {
+    let cmd = format!(
+        "{} build --release -p kubia --target {KUBIA_TARGET}",
+        cargo.display()
+    );
     let out = Command::new(cargo)
         .current_dir(workspace)
-        .args(["build", "--release", "-p", "kubia", "--target", KUBIA_TARGET, "--message-format", "short"])
-        .env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS", "-C target-feature=+crt-static")
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "kubia",
+            "--target",
+            KUBIA_TARGET,
+            "--message-format",
+            "short",
+        ])
+        // RUSTFLAGS beats per-target flags, so extend it rather than set those
+        .env("RUSTFLAGS", static_rustflags())
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .output()
-        .map_err(|e| TestImageError::Command { cmd: cmd.clone(), detail: e.to_string() })?;
+        .map_err(|e| TestImageError::Command {
+            cmd: cmd.clone(),
+            detail: e.to_string(),
+        })?;
     if !out.status.success() {
-        return Err(TestImageError::Command { cmd, detail: String::from_utf8_lossy(&out.stderr).into_owned() });
+        return Err(TestImageError::Command {
+            cmd,
+            detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
     }
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace.join("target"));
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"));
     let dir = target_dir.join(KUBIA_TARGET).join("release");
     Ok((dir.join("kubia"), dir.join("kubia-pet")))
 }
 
 /// The three test images, named `busybox:latest`, `kubia:latest`, `kubia-pet:latest`.
-pub fn test_images(busybox: &Path, kubia: &Path, kubia_pet: &Path) -> Result<Vec<(&'static str, BuiltImage)>, TestImageError> {
+pub fn test_images(
+    busybox: &Path,
+    kubia: &Path,
+    kubia_pet: &Path,
+) -> Result<Vec<(&'static str, BuiltImage)>, TestImageError> {
     let base = busybox_layer(busybox)?;
     Ok(vec![
         ("busybox:latest", busybox_image(&base)),
         ("kubia:latest", app_image(&base, "kubia", kubia, None)?),
-        ("kubia-pet:latest", app_image(&base, "kubia-pet", kubia_pet, Some("/var/data"))?),
+        (
+            "kubia-pet:latest",
+            app_image(&base, "kubia-pet", kubia_pet, Some("/var/data"))?,
+        ),
     ])
 }
 
@@ -140,5 +233,13 @@ mod tests {
         assert_eq!(applet_target("bin/sh"), "busybox");
         assert_eq!(applet_target("sbin/init"), "../bin/busybox");
         assert_eq!(applet_target("usr/bin/wget"), "../../bin/busybox");
+    }
+
+    #[test]
+    fn detects_dynamic_elf() {
+        let sh = std::fs::read("/bin/sh").unwrap();
+        assert!(!is_static_elf(&sh));
+        assert!(is_static_elf(&std::fs::read(HOST_BUSYBOX).unwrap()));
+        assert!(!is_static_elf(b"not elf"));
     }
 }

@@ -61,9 +61,15 @@ pub struct TestRegistry {
 
 fn run(cmd: &mut Command) -> Result<Vec<u8>, TestRegistryError> {
     let name = format!("{cmd:?}");
-    let out = cmd.output().map_err(|e| TestRegistryError::Command { cmd: name.clone(), detail: e.to_string() })?;
+    let out = cmd.output().map_err(|e| TestRegistryError::Command {
+        cmd: name.clone(),
+        detail: e.to_string(),
+    })?;
     if !out.status.success() {
-        return Err(TestRegistryError::Command { cmd: name, detail: String::from_utf8_lossy(&out.stderr).into_owned() });
+        return Err(TestRegistryError::Command {
+            cmd: name,
+            detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
     }
     Ok(out.stdout)
 }
@@ -79,11 +85,16 @@ impl TestRegistry {
                 Err(e) => return Err(e),
             }
         }
-        Err(last.unwrap_or_else(|| TestRegistryError::Command { cmd: REGISTRY_BIN.into(), detail: "failed".into() }))
+        Err(last.unwrap_or_else(|| TestRegistryError::Command {
+            cmd: REGISTRY_BIN.into(),
+            detail: "failed".into(),
+        }))
     }
 
     fn try_start(opts: &TestRegistryOptions) -> Result<Self, TestRegistryError> {
-        let dir = tempfile::Builder::new().prefix("kennel-registry-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("kennel-registry-")
+            .tempdir()?;
         let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let storage = dir.path().join("storage");
         std::fs::create_dir(&storage)?;
@@ -95,20 +106,42 @@ impl TestRegistry {
         if opts.tls {
             let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
             run(Command::new("openssl")
-                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
-                .args(["-addext", "subjectAltName=IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE"])
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                ])
+                .args([
+                    "-addext",
+                    "subjectAltName=IP:127.0.0.1",
+                    "-addext",
+                    "basicConstraints=critical,CA:FALSE",
+                ])
                 .arg("-keyout")
                 .arg(&key)
                 .arg("-out")
                 .arg(&cert))?;
-            cfg += &format!("  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display());
+            cfg += &format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            );
             ca_pem = Some(std::fs::read(&cert)?);
         }
         if let Some(c) = &opts.basic_auth {
             let entry = run(Command::new("htpasswd").args(["-Bbn", &c.username, &c.password]))?;
             let path = dir.path().join("htpasswd");
             std::fs::write(&path, entry)?;
-            cfg += &format!("auth:\n  htpasswd:\n    realm: kennel-test\n    path: {}\n", path.display());
+            cfg += &format!(
+                "auth:\n  htpasswd:\n    realm: kennel-test\n    path: {}\n",
+                path.display()
+            );
         }
         let cfg_path = dir.path().join("config.yml");
         std::fs::write(&cfg_path, cfg)?;
@@ -120,8 +153,16 @@ impl TestRegistry {
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .map_err(|e| TestRegistryError::Command { cmd: REGISTRY_BIN.into(), detail: format!("{e} (install docker-registry)") })?;
-        let mut reg = TestRegistry { addr, ca_pem, dir, child };
+            .map_err(|e| TestRegistryError::Command {
+                cmd: REGISTRY_BIN.into(),
+                detail: format!("{e} (install docker-registry)"),
+            })?;
+        let mut reg = TestRegistry {
+            addr,
+            ca_pem,
+            dir,
+            child,
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = reg.child.try_wait() {
@@ -138,14 +179,17 @@ impl TestRegistry {
 
     /// True once something listens and speaks (TLS or HTTP) on the port.
     fn answers(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)) else { return false };
+        let Ok(mut s) = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)) else {
+            return false;
+        };
         if self.ca_pem.is_some() {
             return true;
         }
         let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
         let _ = write!(s, "GET /v2/ HTTP/1.0\r\nHost: {}\r\n\r\n", self.addr);
         let mut buf = [0u8; 12];
-        s.read(&mut buf).is_ok_and(|n| n >= 12 && buf.starts_with(b"HTTP/1."))
+        s.read(&mut buf)
+            .is_ok_and(|n| n >= 12 && buf.starts_with(b"HTTP/1."))
     }
 
     /// `127.0.0.1:PORT`, the registry part of image references.
@@ -168,7 +212,12 @@ impl TestRegistry {
 
     /// The registry's data file of a blob (for corruption tests).
     pub fn blob_data_path(&self, d: &Digest) -> PathBuf {
-        self.dir.path().join("storage/docker/registry/v2/blobs/sha256").join(&d.hex()[..2]).join(d.hex()).join("data")
+        self.dir
+            .path()
+            .join("storage/docker/registry/v2/blobs/sha256")
+            .join(&d.hex()[..2])
+            .join(d.hex())
+            .join("data")
     }
 
     /// The temporary directory holding config, storage and log.

@@ -71,7 +71,11 @@ pub enum UnpackError {
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> UnpackError + 'a {
-    move |source| UnpackError::Io { op, path: path.to_path_buf(), source }
+    move |source| UnpackError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Counts of what a layer or image unpack did.
@@ -112,7 +116,9 @@ fn clean(p: &Path) -> Result<Vec<OsString>, UnpackError> {
             Component::Normal(n) => out.push(n.to_os_string()),
             Component::CurDir => {}
             Component::ParentDir => return Err(UnpackError::Traversal(p.to_path_buf())),
-            Component::RootDir | Component::Prefix(_) => return Err(UnpackError::Absolute(p.to_path_buf())),
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(UnpackError::Absolute(p.to_path_buf()))
+            }
         }
     }
     Ok(out)
@@ -121,12 +127,18 @@ fn clean(p: &Path) -> Result<Vec<OsString>, UnpackError> {
 /// Lexically applies a symlink target to the directory `base` (root-relative components).
 /// `None` when a relative target climbs above the root.
 fn apply_target(base: &[OsString], target: &Path) -> Option<Vec<OsString>> {
-    let mut out: Vec<OsString> = if target.is_absolute() { Vec::new() } else { base.to_vec() };
+    let mut out: Vec<OsString> = if target.is_absolute() {
+        Vec::new()
+    } else {
+        base.to_vec()
+    };
     for c in target.components() {
         match c {
             Component::Normal(n) => out.push(n.to_os_string()),
             Component::ParentDir => {
-                if out.pop().is_none() && !target.is_absolute() {
+                // above the root: relative targets escape, absolute ones clamp at "/"
+                let popped = out.pop();
+                if popped.is_none() && !target.is_absolute() {
                     return None;
                 }
             }
@@ -153,7 +165,11 @@ struct Unpacker<'a> {
 
 impl<'a> Unpacker<'a> {
     /// Resolves `dir` (root-relative components) to a real directory inside root, creating missing ones.
-    fn resolve_dir(&mut self, dir: &[OsString], entry: &Path) -> Result<Vec<OsString>, UnpackError> {
+    fn resolve_dir(
+        &mut self,
+        dir: &[OsString],
+        entry: &Path,
+    ) -> Result<Vec<OsString>, UnpackError> {
         let mut done: Vec<OsString> = Vec::new();
         let mut todo: Vec<OsString> = dir.iter().rev().cloned().collect();
         let mut hops = 0;
@@ -166,8 +182,12 @@ impl<'a> Unpacker<'a> {
                         return Err(UnpackError::SymlinkLoop(entry.to_path_buf()));
                     }
                     let target = fs::read_link(&cand).map_err(io_err("readlink", &cand))?;
-                    let resolved = apply_target(&done, &target)
-                        .ok_or_else(|| UnpackError::EscapingSymlink { path: cand.clone(), target: target.clone() })?;
+                    let resolved = apply_target(&done, &target).ok_or_else(|| {
+                        UnpackError::EscapingSymlink {
+                            path: cand.clone(),
+                            target: target.clone(),
+                        }
+                    })?;
                     done.clear();
                     todo.extend(resolved.into_iter().rev());
                 }
@@ -178,7 +198,13 @@ impl<'a> Unpacker<'a> {
                     self.stats.dirs += 1;
                     done.push(c);
                 }
-                Err(e) => return Err(UnpackError::Io { op: "stat", path: cand, source: e }),
+                Err(e) => {
+                    return Err(UnpackError::Io {
+                        op: "stat",
+                        path: cand,
+                        source: e,
+                    })
+                }
             }
         }
         Ok(done)
@@ -194,7 +220,13 @@ impl<'a> Unpacker<'a> {
             }
             Ok(_) => fs::remove_file(p).map_err(io_err("remove", p))?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(UnpackError::Io { op: "stat", path: p.to_path_buf(), source: e }),
+            Err(e) => {
+                return Err(UnpackError::Io {
+                    op: "stat",
+                    path: p.to_path_buf(),
+                    source: e,
+                })
+            }
         }
         Ok(())
     }
@@ -203,7 +235,10 @@ impl<'a> Unpacker<'a> {
         if !self.is_root {
             return Ok(());
         }
-        let (uid, gid) = (u32::try_from(uid).unwrap_or(0), u32::try_from(gid).unwrap_or(0));
+        let (uid, gid) = (
+            u32::try_from(uid).unwrap_or(0),
+            u32::try_from(gid).unwrap_or(0),
+        );
         std::os::unix::fs::lchown(p, Some(uid), Some(gid)).map_err(io_err("chown", p))
     }
 
@@ -215,7 +250,8 @@ impl<'a> Unpacker<'a> {
             self.entry(&mut entry)?;
         }
         for (p, mode) in self.dir_modes.drain(..).rev() {
-            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).map_err(io_err("chmod", &p))?;
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode))
+                .map_err(io_err("chmod", &p))?;
         }
         Ok(())
     }
@@ -268,19 +304,30 @@ impl<'a> Unpacker<'a> {
             }
             T::Regular | T::Continuous | T::GNUSparse => {
                 self.clear(&path, false)?;
-                let mut f = File::options().write(true).create_new(true).open(&path).map_err(io_err("create", &path))?;
+                let mut f = File::options()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .map_err(io_err("create", &path))?;
                 let n = io::copy(e, &mut f).map_err(UnpackError::Archive)?;
                 if let Ok(mtime) = e.header().mtime() {
-                    let _ = f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime));
+                    let _ = f.set_modified(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime),
+                    );
                 }
                 drop(f);
                 self.owner(&path, uid, gid)?;
-                fs::set_permissions(&path, fs::Permissions::from_mode(mode)).map_err(io_err("chmod", &path))?;
+                fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+                    .map_err(io_err("chmod", &path))?;
                 self.stats.files += 1;
                 self.stats.bytes += n;
             }
             T::Symlink => {
-                let target = e.link_name().map_err(UnpackError::Archive)?.map(|t| t.into_owned()).unwrap_or_default();
+                let target = e
+                    .link_name()
+                    .map_err(UnpackError::Archive)?
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
                 if target.as_os_str().is_empty() || apply_target(&parent, &target).is_none() {
                     return Err(UnpackError::EscapingSymlink { path: raw, target });
                 }
@@ -290,7 +337,11 @@ impl<'a> Unpacker<'a> {
                 self.stats.symlinks += 1;
             }
             T::Link => {
-                let target = e.link_name().map_err(UnpackError::Archive)?.map(|t| t.into_owned()).unwrap_or_default();
+                let target = e
+                    .link_name()
+                    .map_err(UnpackError::Archive)?
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
                 let tcomps = clean(&target)?;
                 let Some((tname, tparent)) = tcomps.split_last() else {
                     return Err(UnpackError::Hardlink { path: raw, target });
@@ -332,14 +383,22 @@ impl<'a> Unpacker<'a> {
             return Err(UnpackError::NotADirectory(root.to_path_buf()));
         }
         let is_root = effective_uid() == 0;
-        Ok(Self { root, created: HashSet::new(), dir_modes: Vec::new(), stats: UnpackStats::default(), is_root })
+        Ok(Self {
+            root,
+            created: HashSet::new(),
+            dir_modes: Vec::new(),
+            stats: UnpackStats::default(),
+            is_root,
+        })
     }
 }
 
 /// Our effective uid: `/proc/self` is owned by it (avoids an unsafe libc call here).
 fn effective_uid() -> u32 {
     use std::os::unix::fs::MetadataExt as _;
-    fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX)
+    fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX)
 }
 
 impl Store {

@@ -88,19 +88,31 @@ enum Cmd {
 }
 
 fn client(cli: &Cli, registry: Option<&str>) -> Result<RegistryClient> {
-    let mut cfg = RegistryConfig { plain_http: cli.plain_http.clone(), ..Default::default() };
+    let mut cfg = RegistryConfig {
+        plain_http: cli.plain_http.clone(),
+        ..Default::default()
+    };
     if let Some(ca) = &cli.ca {
-        cfg.ca_pem.push(std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?);
+        cfg.ca_pem
+            .push(std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?);
     }
     if let (Some(u), Some(reg)) = (&cli.user, registry) {
         let (username, password) = u.split_once(':').context("--user wants user:password")?;
-        cfg.credentials.insert(reg.to_string(), Credentials { username: username.into(), password: password.into() });
+        cfg.credentials.insert(
+            reg.to_string(),
+            Credentials {
+                username: username.into(),
+                password: password.into(),
+            },
+        );
     }
     Ok(RegistryClient::new(cfg)?)
 }
 
 fn find(store: &Store, image: &str) -> Result<images::store::ImageRecord> {
-    store.resolve(image)?.with_context(|| format!("image {image:?} not found"))
+    store
+        .resolve(image)?
+        .with_context(|| format!("image {image:?} not found"))
 }
 
 #[tokio::main]
@@ -112,7 +124,9 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     let progress = Progress::auto();
     let open = || -> Result<Arc<Store>> {
-        Ok(Arc::new(Store::open(&cli.store).with_context(|| format!("opening store {}", cli.store.display()))?))
+        Ok(Arc::new(Store::open(&cli.store).with_context(|| {
+            format!("opening store {}", cli.store.display())
+        })?))
     };
     match &cli.cmd {
         Cmd::Pull { image } => {
@@ -130,7 +144,12 @@ async fn main() -> Result<()> {
         Cmd::List => {
             println!("{:<20} {:>12}  TAGS", "IMAGE ID", "SIZE");
             for rec in open()?.list()? {
-                println!("{:<20} {:>12}  {}", &rec.id.hex()[..12], rec.size, rec.repo_tags.join(","));
+                println!(
+                    "{:<20} {:>12}  {}",
+                    &rec.id.hex()[..12],
+                    rec.size,
+                    rec.repo_tags.join(",")
+                );
             }
         }
         Cmd::Rm { image } => println!("{:?}", open()?.remove(image)?),
@@ -148,14 +167,22 @@ async fn main() -> Result<()> {
             let u = open()?.disk_usage()?;
             println!("bytes {} inodes {}", u.bytes, u.inodes);
         }
-        Cmd::BuildTestImages { out, push, busybox, kubia, kubia_pet } => {
+        Cmd::BuildTestImages {
+            out,
+            push,
+            busybox,
+            kubia,
+            kubia_pet,
+        } => {
             if out.is_none() && push.is_none() {
                 bail!("nothing to do: pass --out DIR and/or --push HOST:PORT");
             }
             let (kubia, kubia_pet) = match (kubia, kubia_pet) {
                 (Some(a), Some(b)) => (a.clone(), b.clone()),
                 _ => {
-                    let cargo = std::env::var_os("CARGO").map(PathBuf::from).unwrap_or_else(|| "cargo".into());
+                    let cargo = std::env::var_os("CARGO")
+                        .map(PathBuf::from)
+                        .unwrap_or_else(|| "cargo".into());
                     let ws = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
                     eprintln!("building static kubia binaries...");
                     images::testimages::build_kubia_binaries(&cargo, &ws)?
@@ -169,7 +196,10 @@ async fn main() -> Result<()> {
             for (name, img) in &built {
                 if let Some(dir) = out {
                     std::fs::create_dir_all(dir)?;
-                    let file = dir.join(format!("{}.oci.tar", name.split(':').next().unwrap_or(name)));
+                    let file = dir.join(format!(
+                        "{}.oci.tar",
+                        name.split(':').next().unwrap_or(name)
+                    ));
                     img.write_oci_archive(&file, name)?;
                     println!("wrote {} ({} bytes)", file.display(), img.size());
                 }

@@ -79,18 +79,31 @@ fn layers_apply_with_whiteouts_links_and_modes() {
         .gz();
     let s = unpack_layer(&l1[..], &root).unwrap();
     assert_eq!((s.files, s.hardlinks, s.symlinks, s.skipped), (5, 1, 1, 1));
-    let l2 = T::new().file("etc/.wh.gone", "").file("var/cache/c", "c").file("var/cache/.wh..wh..opq", "").bytes();
+    let l2 = T::new()
+        .file("etc/.wh.gone", "")
+        .file("var/cache/c", "c")
+        .file("var/cache/.wh..wh..opq", "")
+        .bytes();
     let s = unpack_layer(&l2[..], &root).unwrap();
     assert_eq!(s.whiteouts, 2);
     assert!(!root.join("etc/gone").exists());
-    assert_eq!(fs::read_to_string(root.join("etc/passwd")).unwrap(), "root:x:0:0");
-    let mut cache: Vec<_> = fs::read_dir(root.join("var/cache")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(
+        fs::read_to_string(root.join("etc/passwd")).unwrap(),
+        "root:x:0:0"
+    );
+    let mut cache: Vec<_> = fs::read_dir(root.join("var/cache"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     cache.sort();
     assert_eq!(cache, vec![OsString::from("c")]);
     let md = fs::metadata(root.join("bin/tool")).unwrap();
     assert_eq!(md.mode() & 0o7777, 0o4755);
     assert_eq!(md.nlink(), 2);
-    assert_eq!(fs::read_link(root.join("bin/sh")).unwrap(), PathBuf::from("tool"));
+    assert_eq!(
+        fs::read_link(root.join("bin/sh")).unwrap(),
+        PathBuf::from("tool")
+    );
     assert!(!root.join("dev/null").exists());
     if effective_uid() == 0 {
         assert_eq!((md.uid(), md.gid()), (1234, 4321));
@@ -100,12 +113,19 @@ fn layers_apply_with_whiteouts_links_and_modes() {
 #[test]
 fn file_replaces_dir_and_symlink_is_replaced_not_followed() {
     let (_d, root, outside) = sandbox();
-    let l1 = T::new().dir("a/").file("a/x", "x").symlink("s", "/etc/hostname").bytes();
+    let l1 = T::new()
+        .dir("a/")
+        .file("a/x", "x")
+        .symlink("s", "/etc/hostname")
+        .bytes();
     unpack_layer(&l1[..], &root).unwrap();
     let l2 = T::new().file("a", "now a file").file("s", "plain").bytes();
     unpack_layer(&l2[..], &root).unwrap();
     assert_eq!(fs::read_to_string(root.join("a")).unwrap(), "now a file");
-    assert!(!fs::symlink_metadata(root.join("s")).unwrap().file_type().is_symlink());
+    assert!(!fs::symlink_metadata(root.join("s"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
     assert!(empty(&outside));
 }
 
@@ -113,7 +133,11 @@ fn file_replaces_dir_and_symlink_is_replaced_not_followed() {
 fn absolute_symlinks_in_parents_resolve_inside_root() {
     let (_d, root, _) = sandbox();
     // usr-merge style: lib -> /usr/lib; writing lib/x must land in root/usr/lib/x
-    let l = T::new().dir("usr/lib/").symlink("lib", "/usr/lib").file("lib/x", "x").bytes();
+    let l = T::new()
+        .dir("usr/lib/")
+        .symlink("lib", "/usr/lib")
+        .file("lib/x", "x")
+        .bytes();
     unpack_layer(&l[..], &root).unwrap();
     assert_eq!(fs::read_to_string(root.join("usr/lib/x")).unwrap(), "x");
 }
@@ -133,14 +157,20 @@ fn rejects_absolute_entries() {
     let (_d, root, outside) = sandbox();
     let evil = format!("{}/evil", outside.display());
     let l = T::new().file(&evil, "pwned").bytes();
-    assert!(matches!(unpack_layer(&l[..], &root), Err(UnpackError::Absolute(_))));
+    assert!(matches!(
+        unpack_layer(&l[..], &root),
+        Err(UnpackError::Absolute(_))
+    ));
     assert!(empty(&outside));
 }
 
 #[test]
 fn rejects_escaping_symlink_entry() {
     let (_d, root, outside) = sandbox();
-    let l = T::new().symlink("esc", "../outside").file("esc/evil", "pwned").bytes();
+    let l = T::new()
+        .symlink("esc", "../outside")
+        .file("esc/evil", "pwned")
+        .bytes();
     let e = unpack_layer(&l[..], &root).unwrap_err();
     assert!(matches!(e, UnpackError::EscapingSymlink { .. }), "{e}");
     assert!(empty(&outside));
@@ -153,13 +183,19 @@ fn pre_existing_escaping_symlink_is_not_followed() {
     // a symlink smuggled in by other means (e.g. a lower layer built elsewhere)
     std::os::unix::fs::symlink("../../outside", root.join("esc")).unwrap();
     let l = T::new().file("esc/evil", "pwned").bytes();
-    assert!(matches!(unpack_layer(&l[..], &root), Err(UnpackError::EscapingSymlink { .. })));
+    assert!(matches!(
+        unpack_layer(&l[..], &root),
+        Err(UnpackError::EscapingSymlink { .. })
+    ));
     // absolute symlink to the host path: interpreted inside the root
     std::os::unix::fs::symlink(&outside, root.join("abs")).unwrap();
     let l = T::new().file("abs/evil", "contained").bytes();
     unpack_layer(&l[..], &root).unwrap();
     assert!(empty(&outside));
-    assert!(root.join(outside.strip_prefix("/").unwrap()).join("evil").exists());
+    assert!(root
+        .join(outside.strip_prefix("/").unwrap())
+        .join("evil")
+        .exists());
 }
 
 #[test]
@@ -167,9 +203,15 @@ fn rejects_bad_hardlinks_and_whiteouts() {
     let (_d, root, outside) = sandbox();
     fs::write(outside.join("secret"), "s").unwrap();
     let l = T::new().link("h", "../outside/secret").bytes();
-    assert!(matches!(unpack_layer(&l[..], &root), Err(UnpackError::Traversal(_))));
+    assert!(matches!(
+        unpack_layer(&l[..], &root),
+        Err(UnpackError::Traversal(_))
+    ));
     let l = T::new().link("h", "missing").bytes();
-    assert!(matches!(unpack_layer(&l[..], &root), Err(UnpackError::Hardlink { .. })));
+    assert!(matches!(
+        unpack_layer(&l[..], &root),
+        Err(UnpackError::Hardlink { .. })
+    ));
     let l = T::new().file(".wh...", "").bytes();
     assert!(unpack_layer(&l[..], &root).is_err());
     assert_eq!(fs::read_dir(&outside).unwrap().count(), 1);
@@ -178,14 +220,24 @@ fn rejects_bad_hardlinks_and_whiteouts() {
 #[test]
 fn symlink_loop_is_an_error() {
     let (_d, root, _) = sandbox();
-    let l = T::new().symlink("a", "b").symlink("b", "a").file("a/x", "x").bytes();
-    assert!(matches!(unpack_layer(&l[..], &root), Err(UnpackError::SymlinkLoop(_))));
+    let l = T::new()
+        .symlink("a", "b")
+        .symlink("b", "a")
+        .file("a/x", "x")
+        .bytes();
+    assert!(matches!(
+        unpack_layer(&l[..], &root),
+        Err(UnpackError::SymlinkLoop(_))
+    ));
 }
 
 #[test]
 fn garbage_is_a_clear_error() {
     let (_d, root, _) = sandbox();
-    assert!(matches!(unpack_layer(&[0x28, 0xb5, 0x2f, 0xfd, 0][..], &root), Err(UnpackError::Compression("zstd"))));
+    assert!(matches!(
+        unpack_layer(&[0x28, 0xb5, 0x2f, 0xfd, 0][..], &root),
+        Err(UnpackError::Compression("zstd"))
+    ));
     let e = unpack_layer(&[0x1f, 0x8b, 1, 2, 3][..], &root).unwrap_err();
     assert!(matches!(e, UnpackError::Archive(_)), "{e}");
 }

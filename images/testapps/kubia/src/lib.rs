@@ -32,7 +32,10 @@ pub struct Response {
 impl Response {
     /// `200 OK` with `body`.
     pub fn ok(body: impl Into<String>) -> Self {
-        Self { status: 200, body: body.into() }
+        Self {
+            status: 200,
+            body: body.into(),
+        }
     }
 }
 
@@ -49,7 +52,10 @@ pub fn hostname() -> String {
 
 /// Port to listen on: `$KUBIA_PORT` or 8080.
 pub fn port() -> u16 {
-    std::env::var("KUBIA_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8080)
+    std::env::var("KUBIA_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(8080)
 }
 
 /// Reads one request from `r`.
@@ -58,7 +64,10 @@ pub fn read_request(r: &mut impl BufRead) -> io::Result<Request> {
     r.read_line(&mut line)?;
     let mut parts = line.split_whitespace();
     let (Some(method), Some(path)) = (parts.next(), parts.next()) else {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "bad request line"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "bad request line",
+        ));
     };
     let (method, path) = (method.to_string(), path.to_string());
     let mut len = 0usize;
@@ -73,7 +82,9 @@ pub fn read_request(r: &mut impl BufRead) -> io::Result<Request> {
         }
         if let Some((k, v)) = l.split_once(':') {
             if k.trim().eq_ignore_ascii_case("content-length") {
-                len = v.trim().parse().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad content-length"))?;
+                len = v.trim().parse().map_err(|_| {
+                    io::Error::new(io::ErrorKind::InvalidData, "bad content-length")
+                })?;
             }
         }
     }
@@ -104,8 +115,14 @@ pub fn write_response(w: &mut impl Write, resp: &Response) -> io::Result<()> {
     w.flush()
 }
 
-fn handle(stream: TcpStream, handler: &(dyn Fn(Request) -> Response + Send + Sync)) -> io::Result<()> {
-    let peer = stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+fn handle(
+    stream: TcpStream,
+    handler: &(dyn Fn(Request) -> Response + Send + Sync),
+) -> io::Result<()> {
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut stream = stream;
     let resp = match read_request(&mut reader) {
@@ -113,7 +130,10 @@ fn handle(stream: TcpStream, handler: &(dyn Fn(Request) -> Response + Send + Syn
             println!("Received request from {peer}: {} {}", req.method, req.path);
             handler(req)
         }
-        Err(e) => Response { status: 400, body: format!("{e}\n") },
+        Err(e) => Response {
+            status: 400,
+            body: format!("{e}\n"),
+        },
     };
     write_response(&mut stream, &resp)
 }
@@ -143,7 +163,14 @@ mod tests {
     fn parses_post_with_body() {
         let raw = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello";
         let req = read_request(&mut &raw[..]).unwrap();
-        assert_eq!(req, Request { method: "POST".into(), path: "/x".into(), body: b"hello".to_vec() });
+        assert_eq!(
+            req,
+            Request {
+                method: "POST".into(),
+                path: "/x".into(),
+                body: b"hello".to_vec()
+            }
+        );
     }
 
     #[test]

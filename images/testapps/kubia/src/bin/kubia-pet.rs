@@ -22,11 +22,18 @@ fn handle(req: kubia::Request) -> kubia::Response {
                 println!("New data has been received and stored.");
                 kubia::Response::ok(format!("Data stored on pod {}\n", kubia::hostname()))
             }
-            Err(e) => kubia::Response { status: 500, body: format!("cannot store data: {e}\n") },
+            Err(e) => kubia::Response {
+                status: 500,
+                body: format!("cannot store data: {e}\n"),
+            },
         }
     } else {
-        let data = std::fs::read_to_string(&file).unwrap_or_else(|_| "No data posted yet".to_string());
-        kubia::Response::ok(format!("You've hit {}\nData stored on this pod: {data}\n", kubia::hostname()))
+        let data =
+            std::fs::read_to_string(&file).unwrap_or_else(|_| "No data posted yet".to_string());
+        kubia::Response::ok(format!(
+            "You've hit {}\nData stored on this pod: {data}\n",
+            kubia::hostname()
+        ))
     }
 }
 
