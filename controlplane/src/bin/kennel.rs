@@ -1,5 +1,6 @@
 //! `kennel`: the control plane binary.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -70,8 +71,11 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
             .context("starting the API server")?;
-            println!("listening on {}", server.url);
-            println!("kubeconfig: {}", server.kubeconfig.display());
+            // A closed stdout must not stop the server.
+            let mut out = std::io::stdout();
+            let _ = writeln!(out, "listening on {}", server.url);
+            let _ = writeln!(out, "kubeconfig: {}", server.kubeconfig.display());
+            let _ = out.flush();
             tokio::signal::ctrl_c()
                 .await
                 .context("waiting for Ctrl-C")?;
