@@ -1,6 +1,7 @@
 //! Embedded store: one SQLite file in WAL mode, a `kv` table for the latest state and an `events`
 //! table (the revision log) that watches replay from, plus an in-process broadcast for live events.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -213,6 +214,51 @@ fn check_expected(
     }
 }
 
+/// For keys in `(start, end)` under `prefix` changed after `rev`: their state at `rev`
+/// (`None` when the key did not exist then).
+fn changes_since(
+    conn: &Connection,
+    prefix: &str,
+    end: &str,
+    start: &str,
+    rev: i64,
+) -> Result<BTreeMap<String, Option<KeyValue>>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT key, kind, value, create_rev, prev_value, prev_mod_rev FROM events
+         WHERE rev > ?1 AND key >= ?2 AND key < ?3 AND key > ?4 ORDER BY rev",
+    )?;
+    let mut rows = stmt.query(params![rev, prefix, end, start])?;
+    let mut out = BTreeMap::new();
+    while let Some(r) = rows.next()? {
+        let key: String = r.get(0)?;
+        if out.contains_key(&key) {
+            continue;
+        }
+        let kind: i64 = r.get(1)?;
+        let value: Vec<u8> = r.get(2)?;
+        let create_revision: i64 = r.get(3)?;
+        let prev_value: Option<Vec<u8>> = r.get(4)?;
+        let prev_mod: Option<i64> = r.get(5)?;
+        let before = match (kind, prev_mod) {
+            (_, None) => None,
+            (0, Some(m)) => prev_value.map(|v| KeyValue {
+                key: key.clone(),
+                value: v,
+                create_revision,
+                mod_revision: m,
+            }),
+            (_, Some(m)) => Some(KeyValue {
+                key: key.clone(),
+                value,
+                create_revision,
+                mod_revision: m,
+            }),
+        };
+        out.insert(key, before);
+    }
+    Ok(out)
+}
+
 /// Reads logged events with `after < rev <= upto` under `prefix`, at most [`REPLAY_BATCH`].
 fn replay(
     inner: &Inner,
@@ -344,13 +390,28 @@ impl Store for SqliteStore {
                 .unwrap_or(0);
             let revision = max_event.unwrap_or(0).max(compacted);
             let end = String::from_utf8_lossy(&prefix_end(&prefix)).into_owned();
-            // Pages after the first are read from the latest state (SQLite keeps no old versions
-            // of rows); the token keeps the first page's revision as the list's resourceVersion.
+            // Continuation pages are read as of the first page's revision: the latest rows,
+            // with keys changed since then rolled back through the event log.
             let (start, list_rev) = match &token {
                 Some((k, rv)) => (k.clone(), *rv),
                 None => (String::new(), revision),
             };
-            let fetch = if limit == 0 { -1 } else { limit as i64 + 1 };
+            if list_rev < compacted {
+                return Err(StoreError::Compacted {
+                    requested: list_rev,
+                    oldest: compacted + 1,
+                });
+            }
+            let changed = if list_rev < revision {
+                changes_since(&tx, &prefix, &end, &start, list_rev)?
+            } else {
+                BTreeMap::new()
+            };
+            let fetch = if limit == 0 {
+                -1
+            } else {
+                (limit + 1 + changed.len()) as i64
+            };
             let mut items = Vec::new();
             {
                 let mut stmt = tx.prepare_cached(
@@ -359,13 +420,21 @@ impl Store for SqliteStore {
                 )?;
                 let mut rows = stmt.query(params![prefix, end, start, fetch])?;
                 while let Some(r) = rows.next()? {
+                    let key: String = r.get(0)?;
+                    if changed.contains_key(&key) {
+                        continue;
+                    }
                     items.push(KeyValue {
-                        key: r.get(0)?,
+                        key,
                         value: r.get(1)?,
                         create_revision: r.get(2)?,
                         mod_revision: r.get(3)?,
                     });
                 }
+            }
+            if !changed.is_empty() {
+                items.extend(changed.into_values().flatten());
+                items.sort_by(|a, b| a.key.cmp(&b.key));
             }
             tx.commit()?;
             let mut continue_token = None;
