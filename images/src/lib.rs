@@ -22,4 +22,5 @@ pub mod spec;
 pub mod store;
 pub mod testimages;
 pub mod testing;
+pub mod testing_token;
 pub mod unpack;

@@ -381,7 +381,7 @@ impl Store {
         Ok(Removed::Image(rec.id))
     }
 
-    /// Deletes blobs and block images no image refers to, and stale temp files.
+    /// Deletes blobs and block images no image refers to, and temp files older than an hour.
     pub fn gc(&self) -> Result<(), StoreError> {
         let _g = self.lock("store")?;
         self.gc_locked()
@@ -418,6 +418,22 @@ impl Store {
                 });
             if busy.is_ok_and(|b| !b) {
                 let _ = fs::remove_file(&lp);
+            }
+        }
+        // temp files of pulls that crashed (live pulls touch theirs constantly)
+        let tmp = self.tmp_dir();
+        let stale = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for e in fs::read_dir(&tmp).map_err(io_err("list", &tmp))?.flatten() {
+            if e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < stale)
+            {
+                let p = e.path();
+                let _ = if p.is_dir() {
+                    fs::remove_dir_all(&p)
+                } else {
+                    fs::remove_file(&p)
+                };
             }
         }
         let blocks = self.root.join("blocks");

@@ -46,6 +46,9 @@ pub struct TestRegistryOptions {
     pub tls: bool,
     /// Require this user (htpasswd, bcrypt).
     pub basic_auth: Option<Credentials>,
+    /// Require bearer tokens from a token server started alongside, which issues RS256 JWTs (signed with
+    /// openssl) to this user only. Exclusive with `basic_auth`.
+    pub token_auth: Option<Credentials>,
 }
 
 /// A running `docker-registry`, killed on drop.
@@ -55,11 +58,13 @@ pub struct TestRegistry {
     pub addr: SocketAddr,
     /// CA (self-signed cert) PEM when TLS is on.
     pub ca_pem: Option<Vec<u8>>,
+    /// The token server, when bearer auth is on.
+    pub token_server: Option<crate::testing_token::TokenServer>,
     dir: tempfile::TempDir,
     child: Child,
 }
 
-fn run(cmd: &mut Command) -> Result<Vec<u8>, TestRegistryError> {
+pub(crate) fn run(cmd: &mut Command) -> Result<Vec<u8>, TestRegistryError> {
     let name = format!("{cmd:?}");
     let out = cmd.output().map_err(|e| TestRegistryError::Command {
         cmd: name.clone(),
@@ -143,6 +148,18 @@ impl TestRegistry {
                 path.display()
             );
         }
+        let mut token_server = None;
+        if let Some(c) = &opts.token_auth {
+            let ts = crate::testing_token::TokenServer::start(dir.path(), c.clone())?;
+            cfg += &format!(
+                "auth:\n  token:\n    realm: http://{}/token\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                ts.addr,
+                crate::testing_token::SERVICE,
+                crate::testing_token::ISSUER,
+                ts.cert_path.display()
+            );
+            token_server = Some(ts);
+        }
         let cfg_path = dir.path().join("config.yml");
         std::fs::write(&cfg_path, cfg)?;
         let log = std::fs::File::create(dir.path().join("registry.log"))?;
@@ -160,6 +177,7 @@ impl TestRegistry {
         let mut reg = TestRegistry {
             addr,
             ca_pem,
+            token_server,
             dir,
             child,
         };

@@ -219,6 +219,7 @@ async fn tls_and_basic_auth() {
     let reg = TestRegistry::start(TestRegistryOptions {
         tls: true,
         basic_auth: Some(creds.clone()),
+        ..Default::default()
     })
     .unwrap();
     let reference = format!("{}/busybox:latest", reg.host());
@@ -382,5 +383,72 @@ async fn imports_archives_written_by_skopeo() {
         let root = d.path().join(format!("root-{transport}"));
         s.unpack(&recs[0], &root).unwrap();
         assert!(root.join("app/kubia").is_file());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_token_auth() {
+    use images::auth::Credentials;
+    use images::testing::{TestRegistry, TestRegistryOptions};
+    let creds = Credentials {
+        username: "puller".into(),
+        password: "token-pw".into(),
+    };
+    let reg = TestRegistry::start(TestRegistryOptions {
+        token_auth: Some(creds.clone()),
+        ..Default::default()
+    })
+    .unwrap();
+    let reference = format!("{}/kubia:latest", reg.host());
+    let img = image("kubia");
+    let good = RegistryClient::new(reg.client_config(Some(creds.clone()))).unwrap();
+    img.push(&good, &reference).await.unwrap();
+    assert!(
+        reg.token_server
+            .as_ref()
+            .unwrap()
+            .issued
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+
+    let p = Progress::hidden();
+    let (_d, s) = store();
+    let anon = RegistryClient::new(reg.client_config(None)).unwrap();
+    let err = s.pull(&anon, &reference, &p).await.unwrap_err();
+    assert!(
+        matches!(err, PullError::Registry(RegistryError::Unauthorized { .. })),
+        "{err}"
+    );
+    let rec = s.pull(&good, &reference, &p).await.unwrap();
+    assert_eq!(rec.id, img.id());
+}
+
+/// A pull stopped at any point (task aborted, as when a CRI request is cancelled or the process dies
+/// between steps) never leaves a half image visible, and a later pull completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_pulls_leave_no_half_image() {
+    let (reg, client) = registry();
+    let img = image("kubia");
+    let reference = format!("{}/kubia:latest", reg.host());
+    img.push(&client, &reference).await.unwrap();
+    for delay_us in [0u64, 200, 1_000, 3_000, 10_000, 30_000] {
+        let (_d, s) = store();
+        let (s2, c2, r2) = (s.clone(), client.clone(), reference.clone());
+        let task = tokio::spawn(async move { s2.pull(&c2, &r2, &Progress::hidden()).await });
+        tokio::time::sleep(std::time::Duration::from_micros(delay_us)).await;
+        task.abort();
+        let _ = task.await;
+        for rec in s.list().unwrap() {
+            // visible means complete
+            assert!(s.has_blob(&rec.config.digest));
+            assert!(rec.layers.iter().all(|l| s.has_blob(&l.digest)));
+        }
+        let rec = s
+            .pull(&client, &reference, &Progress::hidden())
+            .await
+            .unwrap();
+        assert_eq!(rec.id, img.id());
+        assert_eq!(std::fs::read_dir(s.tmp_dir()).unwrap().count(), 0);
     }
 }
