@@ -116,6 +116,7 @@ fn main() {
             eprintln!("kennel-agent: {e}");
         }
         pid1::console_logging(&cli.console);
+        pid1::leave_rootfs();
         std::panic::set_hook(Box::new(|info| {
             eprintln!("kennel-agent: fatal: {info}");
             pid1::power_off();
@@ -150,6 +151,7 @@ fn main() {
 
 async fn run(cli: Cli, guest: bool) -> Result<()> {
     let reaper = reaper::Reaper::start()?;
+    let reaper_handle = reaper.clone();
     let cgroup_root = cgroup::CgroupRoot::open(&cli.cgroup_root)
         .with_context(|| format!("opening cgroup root {}", cli.cgroup_root.display()))?;
     std::fs::create_dir_all(&cli.state_dir)
@@ -159,7 +161,7 @@ async fn run(cli: Cli, guest: bool) -> Result<()> {
             cgroup_root: cgroup_root.clone(),
             state_dir: cli.state_dir.clone(),
         },
-        reaper,
+        reaper_handle,
     );
     let (shutdown_tx, mut shutdown_rx) = mpsc::channel(1);
     let service = server::AgentService {
@@ -195,7 +197,7 @@ async fn run(cli: Cli, guest: bool) -> Result<()> {
                 .with_context(|| format!("binding {}", path.display()))?;
             tracing::info!("listening on unix:{}", path.display());
             if guest {
-                pid1::signal_ready(&ready_marker);
+                pid1::signal_ready(&ready_marker, &reaper);
             }
             let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
             router
@@ -209,7 +211,7 @@ async fn run(cli: Cli, guest: bool) -> Result<()> {
                 .with_context(|| format!("binding vsock port {port}"))?;
             tracing::info!("listening on vsock:{port}");
             if guest {
-                pid1::signal_ready(&ready_marker);
+                pid1::signal_ready(&ready_marker, &reaper);
             }
             router
                 .serve_with_incoming_shutdown(listener.incoming(), stop)

@@ -72,6 +72,46 @@ pub fn mount_basics() -> Result<(), Pid1Error> {
     Ok(())
 }
 
+/// True when `/` is the namespace's root mount (the initramfs "rootfs"), which
+/// `pivot_root(2)` refuses to leave: mountinfo lists it as its own parent.
+fn root_is_rootfs() -> bool {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    info.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() > 4 && f[4] == "/" && f[0] == f[1]
+    })
+}
+
+/// When running from the initramfs, moves a bind mount of it over `/` and chroots into it
+/// (what switch_root does) so container helpers can `pivot_root`. Call after /proc is
+/// mounted; failures only cost the helpers their fallback (MS_MOVE + chroot).
+pub fn leave_rootfs() {
+    if !root_is_rootfs() {
+        return;
+    }
+    let r = (|| -> Result<(), Errno> {
+        let dir = Path::new("/.kennel-root");
+        let _ = fs::create_dir(dir);
+        mount(
+            Some("/"),
+            dir,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )?;
+        nix::unistd::chdir(dir)?;
+        mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)?;
+        nix::unistd::chroot(".")?;
+        nix::unistd::chdir("/")
+    })();
+    match r {
+        Ok(()) => eprintln!("kennel-agent: left the initramfs root mount"),
+        Err(e) => eprintln!("kennel-agent: leaving the initramfs root mount: {e}"),
+    }
+}
+
 /// Sends stdout/stderr to the console (the kernel may have started us without one).
 pub fn console_logging(console: &Path) {
     if let Ok(f) = fs::OpenOptions::new().write(true).open(console) {
@@ -79,13 +119,27 @@ pub fn console_logging(console: &Path) {
     }
 }
 
-/// Writes the "agent ready" marker to the VMM's debug I/O port (`port_dev` is /dev/port);
-/// a missing device is fine.
-pub fn signal_ready(port_dev: &Path) {
+/// Writes the "agent ready" marker (0x01) to the VMM's debug I/O port 0x440: through
+/// `port_dev` (/dev/port) when it exists, else with `ioperm` + `out` in a child process
+/// (microVM kernels without PCI have no /dev/port). Failures are only logged.
+pub fn signal_ready(port_dev: &Path, reaper: &crate::reaper::Reaper) {
     let f = fs::OpenOptions::new().write(true).open(port_dev);
     match f.and_then(|f| f.write_at(&[1], READY_PORT)) {
-        Ok(_) => tracing::info!("ready marker written to port {READY_PORT:#x}"),
-        Err(e) => tracing::debug!("no ready marker: {e}"),
+        Ok(_) => {
+            tracing::info!("ready marker written to port {READY_PORT:#x}");
+            return;
+        }
+        Err(e) => tracing::debug!("{}: {e}; using ioperm", port_dev.display()),
+    }
+    match crate::sys::port::outb_in_child(READY_PORT as u16, 1) {
+        Ok(pid) => {
+            let rx = reaper.watch(pid);
+            tokio::spawn(async move {
+                let exit = crate::reaper::wait(rx).await;
+                tracing::info!("ready marker via ioperm: {exit:?}");
+            });
+        }
+        Err(e) => tracing::warn!("no ready marker: {e}"),
     }
 }
 

@@ -183,8 +183,18 @@ fn setup_init(plan: &InitPlan) -> Result<()> {
         sethostname(h).context("setting the hostname")?;
     }
     chdir(root).context("chdir to rootfs")?;
-    pivot_root(".", ".").context("pivot_root")?;
-    umount2(".", MntFlags::MNT_DETACH).context("detaching the old root")?;
+    match pivot_root(".", ".") {
+        Ok(()) => {
+            umount2(".", MntFlags::MNT_DETACH).context("detaching the old root")?;
+        }
+        // The agent's root is the initramfs rootfs, which cannot be pivoted away from:
+        // move the new root over it and chroot (what runc does with --no-pivot).
+        Err(nix::errno::Errno::EINVAL) => {
+            mnt(Some("."), Path::new("/"), None, MsFlags::MS_MOVE, None)?;
+            nix::unistd::chroot(".").context("chroot")?;
+        }
+        Err(e) => return Err(e).context("pivot_root"),
+    }
     chdir("/").context("chdir /")?;
     for p in &plan.masked_paths {
         mask_path(p)?;
