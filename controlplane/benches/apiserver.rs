@@ -198,6 +198,7 @@ async fn run(name: &str, store: StoreConfig) -> Results {
         store,
         tls: true,
         auth: true,
+        token_file: None,
     })
     .await
     .expect("start");

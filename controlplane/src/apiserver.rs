@@ -21,6 +21,14 @@ pub enum ApiServerError {
     /// Credentials could not be created.
     #[error("pki: {0}")]
     Pki(#[from] pki::PkiError),
+    /// The token file could not be read.
+    #[error("token file {path}: {source}")]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// Binding the listen address failed.
     #[error("listen on {addr}: {source}")]
     Bind {
@@ -60,6 +68,20 @@ pub struct ApiServerConfig {
     /// Require a bearer token (default true).
     #[serde(default = "yes")]
     pub auth: bool,
+    /// Extra bearer tokens, Kubernetes static token file format (`token,user[,uid,"groups"]`).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+/// Tokens (first column) of a static token file; blank lines and `#` comments are skipped.
+pub fn parse_token_file(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split(',').next())
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect()
 }
 
 fn yes() -> bool {
@@ -110,9 +132,15 @@ pub async fn start(cfg: ApiServerConfig) -> Result<RunningApiServer, ApiServerEr
     };
     api::bootstrap(&state).await?;
     let pki = pki::ensure_pki(&cfg.data_dir, &[])?;
-    let tokens = cfg
-        .auth
-        .then(|| Arc::new(HashSet::from([pki.admin_token.clone()])));
+    let mut accepted = HashSet::from([pki.admin_token.clone()]);
+    if let Some(path) = &cfg.token_file {
+        let text = std::fs::read_to_string(path).map_err(|source| ApiServerError::TokenFile {
+            path: path.clone(),
+            source,
+        })?;
+        accepted.extend(parse_token_file(&text));
+    }
+    let tokens = cfg.auth.then(|| Arc::new(accepted));
     let tls = if cfg.tls {
         Some(pki.server_config()?)
     } else {
@@ -167,4 +195,15 @@ pub async fn start(cfg: ApiServerConfig) -> Result<RunningApiServer, ApiServerEr
         store,
         tasks: vec![server, compactor],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_file_format() {
+        let t = parse_token_file("# comment\nabc,admin,1,\"system:masters\"\n\n  def , node-1\n");
+        assert_eq!(t, vec!["abc", "def"]);
+    }
 }

@@ -2,7 +2,6 @@
 //! objects, credentials and revisions across a restart on the same data directory.
 
 use std::io::{BufRead, BufReader};
-
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -16,6 +15,8 @@ impl Drop for Server {
 }
 
 fn start(dir: &Path) -> (Server, String) {
+    let tokens = dir.join("tokens.csv");
+    std::fs::write(&tokens, "# extra users\nnode-token,system:node:n1,n1\n").unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_kennel"))
         .args([
             "apiserver",
@@ -24,6 +25,8 @@ fn start(dir: &Path) -> (Server, String) {
             "--listen",
             "127.0.0.1:0",
         ])
+        .arg("--token-file")
+        .arg(&tokens)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -104,6 +107,30 @@ fn apiserver_binary_serves_and_persists() {
     );
     assert_eq!(rv1, rv2);
     kubectl(dir.path(), &["label", "cm", "survivor", "again=yes"]);
+    // A token from --token-file is accepted, with the CA from the data dir.
+    let ca = dir.path().join("pki/ca.crt");
+    let out = Command::new("kubectl")
+        .args([
+            "--kubeconfig",
+            "/dev/null",
+            "--server",
+            &url2,
+            "--token",
+            "node-token",
+        ])
+        .arg("--certificate-authority")
+        .arg(&ca)
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache2"))
+        .args(["get", "cm", "survivor", "-o", "name"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "configmap/survivor",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rv3: i64 = kubectl(
         dir.path(),
         &[

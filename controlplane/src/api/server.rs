@@ -70,7 +70,17 @@ pub fn router(state: ApiState, tokens: Tokens) -> Router {
         )
         .route("/healthz", get(|| async { ok_text() }))
         .route("/livez", get(|| async { ok_text() }))
-        .route("/readyz", get(|| async { ok_text() }))
+        .route(
+            "/readyz",
+            get(|State(state): State<ApiState>| async move {
+                match state.store.current_revision().await {
+                    Ok(_) => ok_text(),
+                    Err(e) => {
+                        (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")).into_response()
+                    }
+                }
+            }),
+        )
         .route(
             "/api",
             get(|headers: HeaderMap| async move { discovery::core_versions(&headers) }),

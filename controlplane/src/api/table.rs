@@ -112,6 +112,21 @@ fn columns(kind: &str) -> Vec<Col> {
             ("Age", "string", 0),
         ],
         "Namespace" => vec![("Status", "string", 0), ("Age", "string", 0)],
+        "PodDisruptionBudget" => vec![
+            ("Min Available", "string", 0),
+            ("Max Unavailable", "string", 0),
+            ("Allowed Disruptions", "integer", 0),
+            ("Age", "string", 0),
+        ],
+        "Ingress" => vec![
+            ("Class", "string", 0),
+            ("Hosts", "string", 0),
+            ("Address", "string", 0),
+            ("Ports", "string", 0),
+            ("Age", "string", 0),
+        ],
+        "Lease" => vec![("Holder", "string", 0), ("Age", "string", 0)],
+        "ServiceAccount" => vec![("Secrets", "integer", 0), ("Age", "string", 0)],
         "Job" => vec![
             ("Status", "string", 0),
             ("Completions", "string", 0),
@@ -415,6 +430,43 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             ]
         }
         "Namespace" => vec![json!(s(&st["phase"])), age_v],
+        "PodDisruptionBudget" => {
+            let n = |v: &Value| if v.is_null() { "N/A".to_string() } else { s(v) };
+            vec![
+                json!(n(&spec["minAvailable"])),
+                json!(n(&spec["maxUnavailable"])),
+                json!(int(&st["disruptionsAllowed"])),
+                age_v,
+            ]
+        }
+        "Ingress" => {
+            let hosts = joined(&spec["rules"], |r| s(&r["host"]));
+            let addr = joined(&st["loadBalancer"]["ingress"], |i| {
+                if i["ip"].is_null() {
+                    s(&i["hostname"])
+                } else {
+                    s(&i["ip"])
+                }
+            });
+            let ports = if spec["tls"].as_array().is_some_and(|t| !t.is_empty()) {
+                "80, 443"
+            } else {
+                "80"
+            };
+            vec![
+                json!(or_none(s(&spec["ingressClassName"]))),
+                json!(if hosts.is_empty() {
+                    "*".to_string()
+                } else {
+                    hosts
+                }),
+                json!(addr),
+                json!(ports),
+                age_v,
+            ]
+        }
+        "Lease" => vec![json!(s(&spec["holderIdentity"])), age_v],
+        "ServiceAccount" => vec![json!(o["secrets"].as_array().map_or(0, Vec::len)), age_v],
         "Job" => {
             let done = int(&st["succeeded"]);
             let want = spec["completions"].as_i64().unwrap_or(1);

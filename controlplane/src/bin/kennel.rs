@@ -1,4 +1,5 @@
 //! `kennel`: the control plane binary.
+#![forbid(unsafe_code)]
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -34,6 +35,9 @@ enum Command {
         /// Accept requests without a bearer token (local testing only).
         #[arg(long)]
         no_auth: bool,
+        /// Extra bearer tokens (static token file: `token,user[,uid,"groups"]` per line).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
     },
 }
 
@@ -54,6 +58,7 @@ async fn main() -> anyhow::Result<()> {
             etcd_endpoints,
             insecure_http,
             no_auth,
+            token_file,
         } => {
             let store = if etcd_endpoints.is_empty() {
                 StoreConfig::Sqlite
@@ -68,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
                 store,
                 tls: !insecure_http,
                 auth: !no_auth,
+                token_file,
             })
             .await
             .context("starting the API server")?;

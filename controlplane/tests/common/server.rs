@@ -42,6 +42,7 @@ impl TestServer {
             store,
             tls: true,
             auth: true,
+            token_file: None,
         })
         .await
         .expect("start API server");
