@@ -226,6 +226,23 @@ pub struct ImageConfig {
     pub rootfs: RootFs,
 }
 
+impl ImageConfig {
+    /// The image's user split as CRI wants it: a numeric uid, or a user name (group part dropped).
+    pub fn cri_user(&self) -> (Option<i64>, Option<String>) {
+        let user = self
+            .config
+            .as_ref()
+            .and_then(|c| c.user.as_deref())
+            .unwrap_or("");
+        let user = user.split(':').next().unwrap_or("");
+        match user.parse::<i64>() {
+            Ok(uid) => (Some(uid), None),
+            Err(_) if user.is_empty() => (None, None),
+            Err(_) => (None, Some(user.to_string())),
+        }
+    }
+}
+
 /// True for manifest media types (not indexes).
 pub fn is_manifest_type(mt: &str) -> bool {
     mt == OCI_MANIFEST || mt == DOCKER_MANIFEST
@@ -353,6 +370,21 @@ mod tests {
             parse_manifest(b"{\"schemaVersion\":2,\"mediaType\":\"text/plain\"}", None),
             Err(SpecError::UnsupportedMediaType(_))
         ));
+    }
+
+    #[test]
+    fn cri_user_split() {
+        let with = |u: &str| ImageConfig {
+            config: Some(ContainerConfig {
+                user: Some(u.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(with("1000:1000").cri_user(), (Some(1000), None));
+        assert_eq!(with("nobody").cri_user(), (None, Some("nobody".into())));
+        assert_eq!(with("").cri_user(), (None, None));
+        assert_eq!(ImageConfig::default().cri_user(), (None, None));
     }
 
     #[test]

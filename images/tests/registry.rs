@@ -452,3 +452,44 @@ async fn interrupted_pulls_leave_no_half_image() {
         assert_eq!(std::fs::read_dir(s.tmp_dir()).unwrap().count(), 0);
     }
 }
+
+/// Two `kennel-images pull` processes on one store at once: both succeed, one consistent image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pull_processes_share_one_store() {
+    let (reg, client) = registry();
+    let img = image("kubia-pet");
+    let reference = format!("{}/kubia-pet:latest", reg.host());
+    img.push(&client, &reference).await.unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let store_dir = d.path().join("store");
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_kennel-images"))
+            .arg("--store")
+            .arg(&store_dir)
+            .args(["--plain-http", &reg.host(), "pull", &reference])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    for child in [a, b] {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            img.id().to_string()
+        );
+    }
+    let s = Store::open(&store_dir).unwrap();
+    let list = s.list().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].repo_tags, vec![reference.clone()]);
+    let root = d.path().join("root");
+    s.unpack(&list[0], &root).unwrap();
+    assert!(root.join("app/kubia-pet").is_file());
+}
