@@ -176,6 +176,38 @@ async fn scenario(backend: Backend) {
         other => panic!("expected 410, got {other:?}"),
     }
 
+    // Server-side apply (approximated as a merge): creates, then updates.
+    let applied = cms
+        .patch(
+            "applied",
+            &PatchParams::apply("kube-test").force(),
+            &Patch::Apply(cm("applied", "a")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied.data.as_ref().unwrap()["k"], "a");
+    let applied = cms
+        .patch(
+            "applied",
+            &PatchParams::apply("kube-test").force(),
+            &Patch::Apply(cm("applied", "b")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied.data.as_ref().unwrap()["k"], "b");
+    let err = cms
+        .patch(
+            "applied",
+            &PatchParams::default(),
+            &Patch::Apply(cm("applied", "c")),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 422),
+        "{err:?}"
+    );
+
     // Typed pods round-trip with server defaults.
     let pods: Api<Pod> = Api::namespaced(client, "default");
     let pod: Pod = serde_json::from_value(serde_json::json!({

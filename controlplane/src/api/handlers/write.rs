@@ -349,9 +349,10 @@ pub fn apply_patch(obj: &Value, patch: &Value, patch_type: &str) -> Result<Value
         }
         "application/strategic-merge-patch+json" => strategic_merge(obj, patch)
             .map_err(|e| ApiError::BadRequest(format!("invalid strategic merge patch: {e}"))),
-        "application/apply-patch+yaml" => Err(ApiError::UnsupportedMediaType(
-            "server-side apply is not supported; use client-side kubectl apply".into(),
-        )),
+        // Server-side apply, approximated: the applied configuration is merged like a strategic
+        // merge patch (no field ownership, so fields dropped from a later apply are kept).
+        "application/apply-patch+yaml" => strategic_merge(obj, patch)
+            .map_err(|e| ApiError::BadRequest(format!("invalid apply configuration: {e}"))),
         other => Err(ApiError::UnsupportedMediaType(format!(
             "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other})"
         ))),
@@ -372,8 +373,37 @@ pub async fn patch(
     let ptype = request::patch_type(headers);
     let patch_doc = request::parse_body(headers, body)?;
     let ns = ns_of(def, t);
+    let apply = ptype == "application/apply-patch+yaml";
+    if apply && query.get("fieldManager").is_none_or(|m| m.is_empty()) {
+        return Err(ApiError::Invalid {
+            kind: "PatchOptions".into(),
+            name: String::new(),
+            causes: vec![crate::api::status::Cause::required("fieldManager")],
+        });
+    }
     for _ in 0..PATCH_RETRIES {
-        let (cur, old) = read_current(state, def, ns.as_deref(), &name).await?;
+        let (cur, old) = match read_current(state, def, ns.as_deref(), &name).await {
+            Err(ApiError::NotFound { .. }) if apply && t.sub.is_none() => {
+                // Apply creates the object when it does not exist yet.
+                let mut doc = patch_doc.clone();
+                if doc["metadata"]["name"].as_str().is_some_and(|n| n != name) {
+                    return Err(ApiError::BadRequest(
+                        "the name of the object does not match the name on the URL".into(),
+                    ));
+                }
+                doc["metadata"]["name"] = Value::String(name.clone());
+                let mut json_headers = HeaderMap::new();
+                json_headers.insert(
+                    axum::http::header::CONTENT_TYPE,
+                    axum::http::HeaderValue::from_static("application/json"),
+                );
+                match create(state, t, query, &json_headers, doc.to_string().as_bytes()).await {
+                    Err(ApiError::AlreadyExists { .. }) => continue,
+                    other => return other,
+                }
+            }
+            other => other?,
+        };
         let patched = apply_patch(&old, &patch_doc, &ptype)?;
         let (new, warnings) =
             normalize(def, def.kind, &def.api_version(), patched, opts.validation)?;
