@@ -473,6 +473,67 @@ async fn scenario(backend: Backend) {
         .collect();
     assert_eq!(lines[0]["type"], "ADDED");
     assert_eq!(lines.last().unwrap()["type"], "BOOKMARK");
+
+    // A label-selected watch sees objects enter and leave the selection as ADDED/DELETED.
+    let rv = h.json(Method::GET, PODS, Value::Null).await.body["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let req = Request::builder()
+        .uri(format!(
+            "{PODS}?watch=1&labelSelector=sel%3Dyes&resourceVersion={rv}"
+        ))
+        .body(Body::empty())
+        .unwrap();
+    let mut body = h.client.send(req).await.unwrap().into_body();
+    let mut p = pod("selected");
+    p["metadata"]["labels"] = json!({"sel": "yes"});
+    h.json(Method::POST, PODS, p).await;
+    h.json(Method::POST, PODS, pod("unselected")).await;
+    let patch = |v: &str| format!(r#"{{"metadata":{{"labels":{{"sel":"{v}"}}}}}}"#).into_bytes();
+    let path = format!("{PODS}/selected");
+    let merge = "application/merge-patch+json";
+    h.call(Method::PATCH, &path, merge, "application/json", patch("no"))
+        .await;
+    h.call(
+        Method::PATCH,
+        &path,
+        merge,
+        "application/json",
+        patch("yes"),
+    )
+    .await;
+    let annotate = br#"{"metadata":{"annotations":{"a":"b"}}}"#.to_vec();
+    h.call(Method::PATCH, &path, merge, "application/json", annotate)
+        .await;
+    h.json(Method::DELETE, &path, Value::Null).await;
+    let mut buf = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while buf.lines().count() < 5 {
+        let frame = tokio::time::timeout_at(deadline, body.frame())
+            .await
+            .expect("events in time");
+        if let Ok(data) = frame.expect("frame").expect("frame ok").into_data() {
+            buf.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    let events: Vec<(String, String)> = buf
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|e| {
+            let name = e["object"]["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            (e["type"].as_str().unwrap().to_string(), name)
+        })
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        kinds,
+        vec!["ADDED", "DELETED", "ADDED", "MODIFIED", "DELETED"]
+    );
+    assert!(events.iter().all(|(_, n)| n == "selected"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
