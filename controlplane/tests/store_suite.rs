@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::etcd::EtcdServer;
-use controlplane::store::{EtcdStore, EventKind, SqliteStore, Store, StoreError, WatchStream};
+use controlplane::store::{
+    spawn_compactor, CompactionPolicy, EtcdStore, EventKind, SqliteStore, Store, StoreError,
+    WatchStream,
+};
 use futures::StreamExt;
 
 const T: Duration = Duration::from_secs(30);
@@ -219,6 +222,40 @@ async fn concurrent_cas(s: Arc<dyn Store>) {
     assert_eq!(kv.value, b"80");
 }
 
+/// The background compactor with a tiny policy: old revisions become `Compacted`, recent ones stay.
+async fn background_compaction(s: &Arc<dyn Store>) {
+    let r0 = s.current_revision().await.unwrap();
+    for i in 0..30 {
+        s.create(&format!("/t/bg/{i}"), vec![]).await.unwrap();
+    }
+    let policy = CompactionPolicy {
+        min_age: Duration::ZERO,
+        min_revisions: 10,
+        interval: Duration::from_millis(100),
+    };
+    let task = spawn_compactor(s.clone(), policy);
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let compacted = match s.watch("/t/bg/", r0).await {
+            Err(StoreError::Compacted { .. }) => true,
+            Err(e) => panic!("{e}"),
+            Ok(mut w) => matches!(next(&mut w).await, Err(StoreError::Compacted { .. })),
+        };
+        if compacted {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "compactor did not run"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    task.abort();
+    let cur = s.current_revision().await.unwrap();
+    let mut w = s.watch("/t/bg/", cur - 5).await.unwrap();
+    assert_eq!(next(&mut w).await.unwrap().revision(), cur - 4);
+}
+
 async fn suite(s: Arc<dyn Store>) {
     crud(&s).await;
     paging(&s).await;
@@ -226,6 +263,7 @@ async fn suite(s: Arc<dyn Store>) {
     concurrent_cas(s.clone()).await;
     many_events_in_order(&s).await;
     compaction(&s).await;
+    background_compaction(&s).await;
 }
 
 #[tokio::test(flavor = "current_thread")]
