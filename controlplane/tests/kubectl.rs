@@ -102,6 +102,8 @@ fn scenario(backend: Backend, version: &str) {
         "kubia-statefulset.yaml",
         "fortune-config.yaml",
         "fortune-https-secret.yaml",
+        "kubia-rc.yaml",
+        "cronjob.yaml",
     ] {
         assert!(k.ok(&["create", "-f", f]).contains("created"), "{f}");
     }
@@ -196,6 +198,10 @@ fn scenario(backend: Backend, version: &str) {
     // scale via the scale subresource
     k.ok(&["scale", "deploy", "kubia", "--replicas=5"]);
     k.ok(&["scale", "sts", "kubia", "--replicas=3"]);
+    k.ok(&["scale", "rc", "kubia", "--replicas=2"]);
+    assert_eq!(k.json(&["get", "rc", "kubia"])["spec"]["replicas"], 2);
+    let cj = k.ok(&["get", "cronjobs", "-o", "wide"]);
+    assert!(cj.contains("0,15,30,45 * * * *"), "{cj}");
     assert_eq!(k.json(&["get", "deploy", "kubia"])["spec"]["replicas"], 5);
     assert_eq!(k.json(&["get", "sts", "kubia"])["spec"]["replicas"], 3);
 

@@ -124,6 +124,33 @@ pub fn apply_defaults(kind: &str, obj: &mut Value) {
             set_default(spec, "priority", json!(0));
             set_default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
         }
+        "ReplicationController" => {
+            let spec = obj_mut(obj, "spec");
+            set_default(spec, "replicas", json!(1));
+            // An empty selector defaults to the template's labels.
+            if spec["selector"].as_object().is_none_or(Map::is_empty) {
+                if let Some(l) = spec["template"]["metadata"]["labels"].as_object() {
+                    spec["selector"] = Value::Object(l.clone());
+                }
+            }
+            if spec["template"]["spec"].is_object() {
+                pod_spec_defaults(&mut spec["template"]["spec"]);
+            }
+        }
+        "CronJob" => {
+            let spec = obj_mut(obj, "spec");
+            set_default(spec, "concurrencyPolicy", json!("Allow"));
+            set_default(spec, "suspend", json!(false));
+            set_default(spec, "successfulJobsHistoryLimit", json!(3));
+            set_default(spec, "failedJobsHistoryLimit", json!(1));
+            if spec["jobTemplate"]["spec"]["template"]["spec"].is_object() {
+                pod_spec_defaults(&mut spec["jobTemplate"]["spec"]["template"]["spec"]);
+            }
+        }
+        "StorageClass" => {
+            set_default(obj, "reclaimPolicy", json!("Delete"));
+            set_default(obj, "volumeBindingMode", json!("Immediate"));
+        }
         "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" => {
             let spec = obj_mut(obj, "spec");
             if kind != "DaemonSet" && kind != "Job" {

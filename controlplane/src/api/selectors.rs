@@ -146,6 +146,21 @@ impl LabelSelector {
         Self(reqs)
     }
 
+    /// Builds a selector from either a `LabelSelector` object or a plain label map
+    /// (ReplicationController and Service selectors).
+    pub fn from_any(sel: &Value) -> Self {
+        if sel.get("matchLabels").is_some() || sel.get("matchExpressions").is_some() {
+            return Self::from_api(sel);
+        }
+        Self(
+            sel.as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| Requirement::Eq(k.clone(), v.as_str().unwrap_or("").into()))
+                .collect(),
+        )
+    }
+
     /// Whether `labels` satisfy every requirement.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.0.iter().all(|r| match r {

@@ -27,7 +27,7 @@ fn columns(kind: &str) -> Vec<Col> {
             ("Images", "string", 1),
             ("Selector", "string", 1),
         ],
-        "ReplicaSet" => vec![
+        "ReplicaSet" | "ReplicationController" => vec![
             ("Desired", "integer", 0),
             ("Current", "integer", 0),
             ("Ready", "integer", 0),
@@ -126,6 +126,21 @@ fn columns(kind: &str) -> Vec<Col> {
             ("Age", "string", 0),
         ],
         "Lease" => vec![("Holder", "string", 0), ("Age", "string", 0)],
+        "CronJob" => vec![
+            ("Schedule", "string", 0),
+            ("Timezone", "string", 0),
+            ("Suspend", "boolean", 0),
+            ("Active", "integer", 0),
+            ("Last Schedule", "string", 0),
+            ("Age", "string", 0),
+        ],
+        "StorageClass" => vec![
+            ("Provisioner", "string", 0),
+            ("ReclaimPolicy", "string", 0),
+            ("VolumeBindingMode", "string", 0),
+            ("AllowVolumeExpansion", "boolean", 0),
+            ("Age", "string", 0),
+        ],
         "ServiceAccount" => vec![("Secrets", "integer", 0), ("Age", "string", 0)],
         "Job" => vec![
             ("Status", "string", 0),
@@ -185,18 +200,7 @@ fn joined(list: &Value, f: impl Fn(&Value) -> String) -> String {
 }
 
 fn selector_text(sel: &Value) -> String {
-    if sel.get("matchLabels").is_some() || sel.get("matchExpressions").is_some() {
-        super::selectors::LabelSelector::from_api(sel).render()
-    } else {
-        sel.as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| format!("{k}={}", s(v)))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
-            .unwrap_or_default()
-    }
+    super::selectors::LabelSelector::from_any(sel).render()
 }
 
 fn int(v: &Value) -> i64 {
@@ -271,7 +275,7 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             json!(joined(tpl_containers, |c| s(&c["image"]))),
             json!(selector_text(&spec["selector"])),
         ],
-        "ReplicaSet" => vec![
+        "ReplicaSet" | "ReplicationController" => vec![
             json!(int(&spec["replicas"])),
             json!(int(&st["replicas"])),
             json!(int(&st["readyReplicas"])),
@@ -466,6 +470,33 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             ]
         }
         "Lease" => vec![json!(s(&spec["holderIdentity"])), age_v],
+        "CronJob" => vec![
+            json!(s(&spec["schedule"])),
+            json!(or_none(s(&spec["timeZone"]))),
+            json!(spec["suspend"].as_bool().unwrap_or(false)),
+            json!(st["active"].as_array().map_or(0, Vec::len)),
+            json!(if st["lastScheduleTime"].is_null() {
+                "<none>".to_string()
+            } else {
+                age(&st["lastScheduleTime"])
+            }),
+            age_v,
+        ],
+        "StorageClass" => vec![
+            json!(s(&o["provisioner"])),
+            json!(if o["reclaimPolicy"].is_null() {
+                "Delete".to_string()
+            } else {
+                s(&o["reclaimPolicy"])
+            }),
+            json!(if o["volumeBindingMode"].is_null() {
+                "Immediate".to_string()
+            } else {
+                s(&o["volumeBindingMode"])
+            }),
+            json!(o["allowVolumeExpansion"].as_bool().unwrap_or(false)),
+            age_v,
+        ],
         "ServiceAccount" => vec![json!(o["secrets"].as_array().map_or(0, Vec::len)), age_v],
         "Job" => {
             let done = int(&st["succeeded"]);

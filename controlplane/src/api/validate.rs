@@ -1,7 +1,9 @@
 //! Schema checks through the `k8s-openapi` types (type errors, unknown fields) and the semantic
 //! validation Kubernetes answers with 422 Invalid.
 
-use k8s_openapi::api::{apps, autoscaling, batch, coordination, core, networking, policy};
+use k8s_openapi::api::{
+    apps, autoscaling, batch, coordination, core, discovery, events, networking, policy, storage,
+};
 use serde_json::Value;
 
 use super::status::{ApiError, Cause};
@@ -9,6 +11,7 @@ use super::status::{ApiError, Cause};
 /// Decodes `v` as the typed object of `kind` and encodes it again: the result keeps only known
 /// fields in canonical form. Type errors name the failing path.
 pub fn roundtrip(kind: &str, v: &Value) -> Result<Value, ApiError> {
+    let api_version = v.get("apiVersion").and_then(Value::as_str).unwrap_or("");
     macro_rules! rt {
         ($t:ty) => {{
             let typed: $t = serde_path_to_error::deserialize(v).map_err(|e| {
@@ -29,7 +32,13 @@ pub fn roundtrip(kind: &str, v: &Value) -> Result<Value, ApiError> {
         "ConfigMap" => rt!(core::v1::ConfigMap),
         "Secret" => rt!(core::v1::Secret),
         "Node" => rt!(core::v1::Node),
+        "Event" if api_version == "events.k8s.io/v1" => rt!(events::v1::Event),
         "Event" => rt!(core::v1::Event),
+        "ReplicationController" => rt!(core::v1::ReplicationController),
+        "ControllerRevision" => rt!(apps::v1::ControllerRevision),
+        "CronJob" => rt!(batch::v1::CronJob),
+        "EndpointSlice" => rt!(discovery::v1::EndpointSlice),
+        "StorageClass" => rt!(storage::v1::StorageClass),
         "ServiceAccount" => rt!(core::v1::ServiceAccount),
         "PersistentVolume" => rt!(core::v1::PersistentVolume),
         "PersistentVolumeClaim" => rt!(core::v1::PersistentVolumeClaim),
@@ -149,7 +158,7 @@ fn check_template(kind: &str, obj: &Value, causes: &mut Vec<Cause>) {
     let tpl = &spec["template"];
     check_containers("spec.template.spec", &tpl["spec"], causes);
     if !spec["selector"].is_null() {
-        let sel = super::selectors::LabelSelector::from_api(&spec["selector"]);
+        let sel = super::selectors::LabelSelector::from_any(&spec["selector"]);
         if sel.0.is_empty() && kind != "Job" {
             causes.push(Cause::invalid(
                 "spec.selector",
@@ -202,8 +211,21 @@ pub fn validate(kind: &str, obj: &Value) -> Result<(), ApiError> {
     }
     match kind {
         "Pod" => check_containers("spec", &obj["spec"], &mut causes),
-        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" => {
-            check_template(kind, obj, &mut causes)
+        "Deployment"
+        | "ReplicaSet"
+        | "StatefulSet"
+        | "DaemonSet"
+        | "Job"
+        | "ReplicationController" => check_template(kind, obj, &mut causes),
+        "CronJob" => {
+            if obj["spec"]["schedule"].as_str().unwrap_or("").is_empty() {
+                causes.push(Cause::required("spec.schedule"));
+            }
+            check_containers(
+                "spec.jobTemplate.spec.template.spec",
+                &obj["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+                &mut causes,
+            );
         }
         "Service" => {
             let spec = &obj["spec"];

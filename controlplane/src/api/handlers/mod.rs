@@ -122,9 +122,7 @@ async fn route(
         return Ok(super::discovery::group_version_resources(uri.path())?.into_response());
     };
     let query = request::parse_query(uri.query());
-    let body = axum::body::to_bytes(body, MAX_BODY)
-        .await
-        .map_err(|_| ApiError::TooLarge(MAX_BODY))?;
+    let body = read_body(body).await?;
     let t = &target;
     match (&method, t.name.is_some(), t.sub.as_deref()) {
         (&Method::GET, false, None) => {
@@ -151,6 +149,33 @@ async fn route(
         }
         _ => Err(ApiError::MethodNotAllowed),
     }
+}
+
+/// Bytes of an oversized body read (and dropped) before answering 413, so the client finishes
+/// sending and sees the response instead of a reset connection.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Reads a request body of at most [`MAX_BODY`] bytes.
+async fn read_body(body: Body) -> Result<Vec<u8>, ApiError> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut buf = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::BadRequest(format!("reading body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            total += data.len();
+            if total <= MAX_BODY {
+                buf.extend_from_slice(&data);
+            } else if total > DRAIN_LIMIT {
+                break;
+            }
+        }
+    }
+    if total > MAX_BODY {
+        return Err(ApiError::TooLarge(MAX_BODY));
+    }
+    Ok(buf)
 }
 
 /// Shared parameters for writes.

@@ -22,7 +22,7 @@ fn scale_of(obj: &Value) -> Value {
         "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(0)},
         "status": {
             "replicas": obj["status"]["replicas"].as_i64().unwrap_or(0),
-            "selector": LabelSelector::from_api(&obj["spec"]["selector"]).render(),
+            "selector": LabelSelector::from_any(&obj["spec"]["selector"]).render(),
         },
     })
 }
