@@ -47,6 +47,9 @@ pub struct VmConfig {
     /// virtio-blk slots, in order (the guest sees vda, vdb, ...).
     #[serde(default)]
     pub disks: Vec<DiskConfig>,
+    /// virtio-net devices on taps, in order (the guest sees eth0, eth1, ...).
+    #[serde(default)]
+    pub net: Vec<NetConfig>,
     /// virtio-vsock device.
     #[serde(default)]
     pub vsock: Option<VsockConfig>,
@@ -89,6 +92,51 @@ impl DiskConfig {
             }
         }
         Ok(d)
+    }
+}
+
+/// One virtio-net device, backed by a tap in the VMM's network namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetConfig {
+    /// Tap interface name (opened with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR).
+    pub tap: String,
+    /// The guest NIC's MAC (`02:00:00:00:00:01`); a stable one is derived from the tap name if unset.
+    #[serde(default)]
+    pub mac: Option<String>,
+}
+
+impl NetConfig {
+    /// Parses `tap=NAME,mac=02:00:00:00:00:01` (`mac` optional).
+    pub fn parse(spec: &str) -> Result<Self, ConfigError> {
+        let mut n = NetConfig::default();
+        for part in spec.split(',').filter(|p| !p.is_empty()) {
+            match part.split_once('=') {
+                Some(("tap", v)) => n.tap = v.into(),
+                Some(("mac", v)) => n.mac = Some(v.into()),
+                _ => {
+                    return Err(ConfigError::Invalid(format!(
+                        "--net {spec:?}: unknown part {part:?} (expected tap=NAME, mac=MAC)"
+                    )))
+                }
+            }
+        }
+        n.check()?;
+        Ok(n)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.tap.is_empty() || self.tap.len() > 15 || self.tap.contains(['/', '\0']) {
+            return Err(ConfigError::Invalid(format!(
+                "net tap name {:?} must be 1 to 15 bytes",
+                self.tap
+            )));
+        }
+        if let Some(mac) = &self.mac {
+            crate::virtio::net::parse_mac(mac)
+                .map_err(|e| ConfigError::Invalid(format!("net tap {}: {e}", self.tap)))?;
+        }
+        Ok(())
     }
 }
 
@@ -192,10 +240,13 @@ impl VmConfig {
             )));
         }
         let slots = crate::layout::VIRTIO_SLOTS as usize;
-        if self.disks.len() + usize::from(self.vsock.is_some()) > slots {
+        if self.disks.len() + self.net.len() + usize::from(self.vsock.is_some()) > slots {
             return Err(ConfigError::Invalid(format!(
-                "at most {slots} virtio devices (disks + vsock)"
+                "at most {slots} virtio devices (disks + net + vsock)"
             )));
+        }
+        for n in &self.net {
+            n.check()?;
         }
         if let Some(d) = self.disks.iter().find(|d| d.serial.len() > 20) {
             return Err(ConfigError::Invalid(format!(
@@ -252,6 +303,33 @@ mod tests {
         assert_eq!(v.cid, 3);
         assert!(VsockConfig::parse("cid=x,socket=/a").is_err());
         assert!(VsockConfig::parse("cid=3").is_err());
+    }
+
+    #[test]
+    fn net_specs() {
+        let n = NetConfig::parse("tap=ktap0,mac=02:00:00:00:00:07").unwrap();
+        assert_eq!(n.tap, "ktap0");
+        assert_eq!(n.mac.as_deref(), Some("02:00:00:00:00:07"));
+        assert!(NetConfig::parse("tap=ktap0").unwrap().mac.is_none());
+        for bad in [
+            "",
+            "mac=02:00:00:00:00:07",
+            "tap=a-very-long-tap-name",
+            "tap=t,mac=x",
+            "tap=t,mtu=9000",
+        ] {
+            assert!(NetConfig::parse(bad).is_err(), "{bad}");
+        }
+        let e = serde_json::from_str::<VmConfig>(
+            r#"{"kernel": "/k", "net": [{"tap": "t", "mtu": 1}]}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("mtu"), "{e}");
+        let c: VmConfig = serde_json::from_str(
+            r#"{"kernel": "/k", "net": [{"tap": "t", "mac": "01:00:00:00:00:00"}]}"#,
+        )
+        .unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("multicast"));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-use vmm::config::{Console, DiskConfig, VmConfig, VsockConfig};
+use vmm::config::{Console, DiskConfig, NetConfig, VmConfig, VsockConfig};
 use vmm::devices::StopReason;
 use vmm::profile::Profile;
 use vmm::vm::Vm;
@@ -59,6 +59,9 @@ struct RunArgs {
     /// virtio-blk slot: `path=FILE,ro,serial=ID` or `empty,ro` (repeatable; vda, vdb, ...).
     #[arg(long = "disk")]
     disks: Vec<String>,
+    /// virtio-net on a tap: `tap=NAME,mac=02:00:00:00:00:01` (repeatable; eth0, eth1, ...).
+    #[arg(long = "net")]
+    net: Vec<String>,
     /// virtio-vsock: `cid=N,socket=PATH` (host connects with `CONNECT <port>`).
     #[arg(long)]
     vsock: Option<String>,
@@ -106,6 +109,7 @@ fn config_from(args: &RunArgs) -> anyhow::Result<VmConfig> {
             console: Console::Stdout,
             profile: Profile::Auto,
             disks: vec![],
+            net: vec![],
             vsock: None,
             api_socket: None,
         },
@@ -139,6 +143,9 @@ fn config_from(args: &RunArgs) -> anyhow::Result<VmConfig> {
     }
     for spec in &args.disks {
         cfg.disks.push(DiskConfig::parse(spec)?);
+    }
+    for spec in &args.net {
+        cfg.net.push(NetConfig::parse(spec)?);
     }
     if let Some(spec) = &args.vsock {
         cfg.vsock = Some(VsockConfig::parse(spec)?);

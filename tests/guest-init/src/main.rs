@@ -110,6 +110,7 @@ fn checks() -> Result<(), String> {
 }
 
 mod devices;
+mod net;
 
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("child") {
@@ -127,6 +128,8 @@ fn main() {
             .any(|a| a == "kennel.test=devices")
         {
             devices::checks()
+        } else if cmdline.split_whitespace().any(|a| a == "kennel.test=net") {
+            net::checks()
         } else {
             Ok(())
         }

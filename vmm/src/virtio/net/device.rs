@@ -1,0 +1,212 @@
+//! The net device: features (VERSION_1, MAC, STATUS), configuration space (MAC, link up, one
+//! queue pair), two queues (receive, transmit), and the tap, opened when the device is created
+//! so a missing or busy tap fails the VM before boot.
+
+use super::event;
+use super::tap::{Tap, TapError};
+use crate::virtio::{
+    read_config_bytes, ActivateError, Activation, VirtioDevice, F_VERSION_1, TYPE_NET,
+};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+const QUEUE_SIZE: u16 = 256;
+/// The device has a MAC address in its configuration space.
+const F_MAC: u64 = 1 << 5;
+/// The configuration space has a link status.
+const F_STATUS: u64 = 1 << 16;
+/// Link status: up.
+const STATUS_LINK_UP: u16 = 1;
+
+/// Errors creating the net device.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// The MAC is not six hex bytes.
+    #[error("invalid MAC address {0:?} (expected six hex bytes like 02:00:00:00:00:01)")]
+    Mac(String),
+    /// The MAC is a multicast address (lowest bit of the first byte set).
+    #[error("MAC address {0:?} is a multicast address")]
+    MulticastMac(String),
+    /// The tap cannot be used.
+    #[error(transparent)]
+    Tap(#[from] TapError),
+}
+
+/// Frame counters of one device (read them any time; they only grow).
+#[derive(Debug, Default)]
+pub struct NetCounters {
+    /// Frames delivered to the guest.
+    pub rx_frames: AtomicU64,
+    /// Bytes delivered to the guest (frames without headers).
+    pub rx_bytes: AtomicU64,
+    /// Frames dropped because the guest's buffer was too small.
+    pub rx_too_big: AtomicU64,
+    /// Frames from the tap that were runts or carried an offload.
+    pub rx_bad_frames: AtomicU64,
+    /// Frames sent to the tap.
+    pub tx_frames: AtomicU64,
+    /// Bytes sent to the tap (frames without headers).
+    pub tx_bytes: AtomicU64,
+    /// Frames the tap refused.
+    pub tx_dropped: AtomicU64,
+    /// Malformed guest chains (completed with length 0 or dropped).
+    pub bad_chains: AtomicU64,
+}
+
+impl NetCounters {
+    /// One line for logs.
+    pub fn summary(&self) -> String {
+        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        format!(
+            "rx {} frames {} bytes ({} too big, {} bad), tx {} frames {} bytes ({} dropped), {} bad chains",
+            l(&self.rx_frames),
+            l(&self.rx_bytes),
+            l(&self.rx_too_big),
+            l(&self.rx_bad_frames),
+            l(&self.tx_frames),
+            l(&self.tx_bytes),
+            l(&self.tx_dropped),
+            l(&self.bad_chains)
+        )
+    }
+}
+
+/// Parses `02:00:00:00:00:01` (unicast only).
+pub fn parse_mac(s: &str) -> Result<[u8; 6], NetError> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut mac {
+        let part = parts.next().ok_or_else(|| NetError::Mac(s.into()))?;
+        if part.len() != 2 {
+            return Err(NetError::Mac(s.into()));
+        }
+        *b = u8::from_str_radix(part, 16).map_err(|_| NetError::Mac(s.into()))?;
+    }
+    if parts.next().is_some() {
+        return Err(NetError::Mac(s.into()));
+    }
+    if mac[0] & 1 != 0 {
+        return Err(NetError::MulticastMac(s.into()));
+    }
+    Ok(mac)
+}
+
+/// A stable, locally administered MAC for a tap without a configured one (FNV-1a of the name).
+pub fn default_mac(tap: &str) -> [u8; 6] {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in tap.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    let [a, b, c, _] = h.to_be_bytes();
+    [0x02, 0x4b, 0x4e, a, b, c]
+}
+
+/// The virtio-net device.
+pub struct Net {
+    mac: [u8; 6],
+    tap: Option<Tap>,
+    counters: Arc<NetCounters>,
+}
+
+impl Net {
+    /// A device on `tap` whose guest NIC has `mac`.
+    pub fn new(tap: Tap, mac: [u8; 6]) -> Self {
+        Self {
+            mac,
+            tap: Some(tap),
+            counters: Arc::new(NetCounters::default()),
+        }
+    }
+
+    /// Opens the tap `name` (in the current network namespace); without `mac`, a stable one is
+    /// derived from the tap's name.
+    pub fn open(name: &str, mac: Option<&str>) -> Result<Self, NetError> {
+        let mac = match mac {
+            Some(m) => parse_mac(m)?,
+            None => default_mac(name),
+        };
+        Ok(Self::new(Tap::open(name)?, mac))
+    }
+
+    /// The guest NIC's MAC.
+    pub fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    /// The device's frame counters.
+    pub fn counters(&self) -> Arc<NetCounters> {
+        self.counters.clone()
+    }
+
+    fn config(&self) -> [u8; 10] {
+        let mut c = [0u8; 10];
+        c[..6].copy_from_slice(&self.mac);
+        c[6..8].copy_from_slice(&STATUS_LINK_UP.to_le_bytes());
+        c[8..10].copy_from_slice(&1u16.to_le_bytes()); // max_virtqueue_pairs
+        c
+    }
+}
+
+impl VirtioDevice for Net {
+    fn device_type(&self) -> u32 {
+        TYPE_NET
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE, QUEUE_SIZE]
+    }
+
+    fn features(&self) -> u64 {
+        F_VERSION_1 | F_MAC | F_STATUS
+    }
+
+    fn ack_features(&mut self, _features: u64) {}
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        // struct virtio_net_config: mac[6], le16 status, le16 max_virtqueue_pairs.
+        read_config_bytes(&self.config(), offset, data);
+    }
+
+    fn activate(&mut self, a: Activation) -> Result<(), ActivateError> {
+        if a.queues.len() != 2 {
+            return Err(ActivateError::BadQueue(a.queues.len()));
+        }
+        let tap = self
+            .tap
+            .take()
+            .ok_or(ActivateError::Worker(std::io::Error::other(
+                "virtio-net already active",
+            )))?;
+        event::spawn(a, tap, self.counters.clone()).map_err(ActivateError::Worker)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs() {
+        assert_eq!(
+            parse_mac("02:00:0a:FF:00:01").unwrap(),
+            [2, 0, 0xa, 0xff, 0, 1]
+        );
+        for bad in [
+            "",
+            "02:00:00:00:00",
+            "02:00:00:00:00:01:02",
+            "2:0:0:0:0:1",
+            "zz:00:00:00:00:00",
+        ] {
+            assert!(matches!(parse_mac(bad), Err(NetError::Mac(_))), "{bad}");
+        }
+        assert!(matches!(
+            parse_mac("01:00:5e:00:00:01"),
+            Err(NetError::MulticastMac(_))
+        ));
+        let m = default_mac("ktap0123456789");
+        assert_eq!(m, default_mac("ktap0123456789"));
+        assert_ne!(m, default_mac("ktap0123456788"));
+        assert_eq!(m[0] & 3, 2, "locally administered unicast");
+    }
+}
