@@ -83,6 +83,19 @@ pub async fn connect_hybrid_vsock(
     Ok(RawClient::new(channel))
 }
 
+/// Connects to an agent over AF_VSOCK (`cid`, `port`): from a host with vhost-vsock, or
+/// from inside the guest itself over the loopback transport (CID 1).
+pub async fn connect_vsock(cid: u32, port: u32) -> Result<AgentClient, ClientError> {
+    let channel = endpoint()
+        .connect_with_connector(tower::service_fn(move |_: Uri| async move {
+            tokio_vsock::VsockStream::connect(tokio_vsock::VsockAddr::new(cid, port))
+                .await
+                .map(TokioIo::new)
+        }))
+        .await?;
+    Ok(RawClient::new(channel))
+}
+
 /// Opens one stream to guest vsock `port` through a hybrid vsock Unix socket.
 pub async fn hybrid_vsock_stream(path: &Path, port: u32) -> Result<UnixStream, ClientError> {
     let handshake = |reason: String| ClientError::Handshake {

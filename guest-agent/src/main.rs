@@ -84,6 +84,9 @@ struct Cli {
     /// Guest mode: the I/O port device receiving the "agent ready" byte at offset 0x440.
     #[arg(long, default_value = "/dev/port", hide = true)]
     ready_marker: PathBuf,
+    /// Debugging: run this program once the listener is up (e.g. an in-VM self test).
+    #[arg(long, hide = true)]
+    debug_exec: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -98,8 +101,28 @@ enum Command {
     ExecContainer { plan: PathBuf },
 }
 
+/// Parses the command line. As PID 1 the kernel passes unknown boot parameters as extra
+/// arguments: those are dropped (use `--flag=value` on the kernel command line after `--`).
+fn parse_cli() -> Cli {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) if std::process::id() == 1 => {
+            let kept: Vec<std::ffi::OsString> = args
+                .iter()
+                .enumerate()
+                .filter(|(i, a)| *i == 0 || a.to_string_lossy().starts_with("--"))
+                .map(|(_, a)| a.clone())
+                .collect();
+            eprintln!("kennel-agent: ignoring boot arguments: {}", e.kind());
+            Cli::try_parse_from(&kept).unwrap_or_else(|_| Cli::parse_from(&args[..1]))
+        }
+        Err(e) => e.exit(),
+    }
+}
+
 fn main() {
-    let cli = Cli::parse();
+    let cli = parse_cli();
     // The helpers must stay single-threaded: dispatch before any runtime exists.
     match &cli.command {
         Some(Command::InitContainer { plan }) => container::helper::run_init(plan),
@@ -151,7 +174,6 @@ fn main() {
 
 async fn run(cli: Cli, guest: bool) -> Result<()> {
     let reaper = reaper::Reaper::start()?;
-    let reaper_handle = reaper.clone();
     let cgroup_root = cgroup::CgroupRoot::open(&cli.cgroup_root)
         .with_context(|| format!("opening cgroup root {}", cli.cgroup_root.display()))?;
     std::fs::create_dir_all(&cli.state_dir)
@@ -161,7 +183,7 @@ async fn run(cli: Cli, guest: bool) -> Result<()> {
             cgroup_root: cgroup_root.clone(),
             state_dir: cli.state_dir.clone(),
         },
-        reaper_handle,
+        reaper.clone(),
     );
     let (shutdown_tx, mut shutdown_rx) = mpsc::channel(1);
     let service = server::AgentService {
@@ -179,6 +201,7 @@ async fn run(cli: Cli, guest: bool) -> Result<()> {
     };
     let svc = agent_proto::pb::agent_server::AgentServer::new(service);
     let ready_marker = cli.ready_marker.clone();
+    let debug_program = cli.debug_exec.clone();
     let listen = match (cli.listen, guest) {
         (Some(l), _) => l,
         (None, true) => Listen::Vsock(agent_proto::DEFAULT_VSOCK_PORT),
@@ -199,6 +222,7 @@ async fn run(cli: Cli, guest: bool) -> Result<()> {
             if guest {
                 pid1::signal_ready(&ready_marker, &reaper);
             }
+            debug_exec(debug_program.as_deref(), &reaper);
             let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
             router
                 .serve_with_incoming_shutdown(incoming, stop)
@@ -213,6 +237,7 @@ async fn run(cli: Cli, guest: bool) -> Result<()> {
             if guest {
                 pid1::signal_ready(&ready_marker, &reaper);
             }
+            debug_exec(debug_program.as_deref(), &reaper);
             router
                 .serve_with_incoming_shutdown(listener.incoming(), stop)
                 .await
@@ -225,4 +250,31 @@ async fn run(cli: Cli, guest: bool) -> Result<()> {
         cgroup_root.remove();
     }
     Ok(())
+}
+
+/// Runs `program` (no arguments, the agent's stdio) and logs how it ended.
+fn debug_exec(program: Option<&std::path::Path>, reaper: &reaper::Reaper) {
+    let Some(program) = program else { return };
+    let Ok(prog) = std::ffi::CString::new(program.as_os_str().as_encoded_bytes()) else {
+        return;
+    };
+    let env = [std::ffi::CString::new("PATH=/bin:/sbin").unwrap_or_default()];
+    let spec = sys::spawn::SpawnSpec {
+        clone_flags: 0,
+        program: &prog,
+        argv: std::slice::from_ref(&prog),
+        env: &env,
+        fds: &[(0, 0), (1, 1), (2, 2)],
+    };
+    match sys::spawn::spawn(&spec) {
+        Ok(pid) => {
+            let rx = reaper.watch(pid);
+            let name = program.display().to_string();
+            tokio::spawn(async move {
+                let exit = reaper::wait(rx).await;
+                tracing::info!("{name} ended: {exit:?}");
+            });
+        }
+        Err(e) => tracing::warn!("running {}: {e}", program.display()),
+    }
 }

@@ -28,6 +28,7 @@ fn bad(field: impl Into<String>, reason: impl Into<String>) -> PlanError {
 
 /// The process to execute (init or exec).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct ProcessPlan {
     /// argv; args[0] is looked up in PATH when it has no slash.
     pub args: Vec<String>,
@@ -47,6 +48,7 @@ pub struct ProcessPlan {
 
 /// One mount inside the container rootfs.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct MountPlan {
     /// Source (device, directory or pseudo name).
     pub source: String,
@@ -66,6 +68,7 @@ pub struct MountPlan {
 
 /// Everything the init helper does before executing the container's process.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct InitPlan {
     /// `cgroup.procs` files to join.
     pub cgroup_procs: Vec<PathBuf>,
@@ -95,6 +98,7 @@ pub struct InitPlan {
 
 /// What the exec helper does.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct ExecPlan {
     /// PID of the container's init (agent namespace) whose namespaces are joined.
     pub target_pid: i32,
