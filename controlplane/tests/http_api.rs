@@ -418,6 +418,47 @@ async fn scenario(backend: Backend) {
         StatusCode::NOT_FOUND
     );
 
+    // events.k8s.io/v1 Events share storage with core/v1 Events
+    let ev = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "ev1"},
+        "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "kennel/test", "reportingInstance": "t1",
+        "action": "Testing", "reason": "Tested", "type": "Normal", "note": "hello",
+        "regarding": {"kind": "Pod", "name": "web", "namespace": "default"}});
+    let r = h
+        .json(
+            Method::POST,
+            "/apis/events.k8s.io/v1/namespaces/default/events",
+            ev,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let r = h
+        .json(
+            Method::GET,
+            "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dweb",
+            Value::Null,
+        )
+        .await;
+    let items = r.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{}", r.body);
+    assert_eq!(
+        (
+            items[0]["message"].as_str(),
+            items[0]["reportingComponent"].as_str()
+        ),
+        (Some("hello"), Some("kennel/test"))
+    );
+    let r = h
+        .json(
+            Method::GET,
+            "/apis/events.k8s.io/v1/namespaces/default/events/ev1",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(
+        (r.body["note"].as_str(), r.body["apiVersion"].as_str()),
+        (Some("hello"), Some("events.k8s.io/v1"))
+    );
+
     // Table output
     let r = h
         .call(

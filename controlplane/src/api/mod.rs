@@ -1,6 +1,7 @@
 //! The Kubernetes-compatible API server: discovery, OpenAPI, generic CRUD/watch handlers over the
 //! resource registry, Table output, patches, TLS and bearer-token authentication.
 
+pub mod convert;
 pub mod defaults;
 pub mod discovery;
 pub mod handlers;

@@ -56,6 +56,10 @@ impl ResourceDef {
 
     /// Store key prefix for all objects of this resource.
     pub fn key_prefix(&self) -> String {
+        if self.group == "events.k8s.io" {
+            // Stored with core/v1 Events (see `convert`).
+            return "/registry/core/events/".to_string();
+        }
         let g = if self.group.is_empty() {
             "core"
         } else {

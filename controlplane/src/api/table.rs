@@ -219,14 +219,24 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
         } else {
             &o["lastTimestamp"]
         };
-        let io = &o["involvedObject"];
+        // core/v1 names first, events.k8s.io/v1 names as the fallback.
+        let io = if o["involvedObject"].is_null() {
+            &o["regarding"]
+        } else {
+            &o["involvedObject"]
+        };
+        let msg = if o["message"].is_null() {
+            &o["note"]
+        } else {
+            &o["message"]
+        };
         let kind_l = s(&io["kind"]).to_lowercase();
         return vec![
             json!(age(last)),
             json!(s(&o["type"])),
             json!(s(&o["reason"])),
             json!(format!("{kind_l}/{}", s(&io["name"]))),
-            json!(s(&o["message"])),
+            json!(s(msg)),
         ];
     }
     let mut c = vec![name];

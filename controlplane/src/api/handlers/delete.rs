@@ -6,7 +6,7 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 use super::read::{collect, Filter};
-use super::{encode, json_response, ns_of, read_current, with_rv, ApiState};
+use super::{encode_as, json_response, ns_of, read_current, with_rv, ApiState};
 use crate::api::defaults::now_rfc3339;
 use crate::api::registry::{ResourceDef, RESOURCES};
 use crate::api::request::{self, Query, Target};
@@ -99,7 +99,7 @@ async fn delete_one(
             }
             let rev = state
                 .store
-                .update(&cur.key, encode(&obj), Some(cur.mod_revision))
+                .update(&cur.key, encode_as(def, &obj), Some(cur.mod_revision))
                 .await
                 .map_err(|e| ApiError::from_store(e, &def.qualified(), name))?;
             return Ok(with_rv(obj, rev));
@@ -158,7 +158,7 @@ async fn delete_namespace(
     }
     let rev = state
         .store
-        .update(&cur.key, encode(&obj), Some(cur.mod_revision))
+        .update(&cur.key, encode_as(def, &obj), Some(cur.mod_revision))
         .await
         .map_err(|e| ApiError::from_store(e, &def.qualified(), &name))?;
     delete_namespace_contents(state, &name).await?;

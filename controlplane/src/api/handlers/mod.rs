@@ -35,6 +35,16 @@ pub fn decode(kv: &KeyValue) -> Result<Value, ApiError> {
     Ok(v)
 }
 
+/// Decodes a stored value as the form `def` serves.
+pub fn decode_as(def: &ResourceDef, kv: &KeyValue) -> Result<Value, ApiError> {
+    Ok(crate::api::convert::from_storage(def, decode(kv)?))
+}
+
+/// Encodes an object of `def` for storage.
+pub fn encode_as(def: &ResourceDef, obj: &Value) -> Vec<u8> {
+    encode(&crate::api::convert::to_storage(def, obj))
+}
+
 /// Encodes an object for storage (without `resourceVersion`, which the store assigns).
 pub fn encode(obj: &Value) -> Vec<u8> {
     let mut o = obj.clone();
@@ -93,7 +103,7 @@ pub async fn read_current(
             resource: def.qualified(),
             name: name.to_string(),
         })?;
-    let obj = decode(&kv)?;
+    let obj = decode_as(def, &kv)?;
     Ok((kv, obj))
 }
 

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{decode, json_response, ns_of, read_current, ApiState};
+use super::{decode_as, json_response, ns_of, read_current, ApiState};
 use crate::api::registry::ResourceDef;
 use crate::api::request::{self, Query, Target};
 use crate::api::selectors::{labels_of, FieldSelector, LabelSelector};
@@ -102,7 +102,7 @@ pub async fn collect(
             })?;
         revision.get_or_insert(page.revision);
         for kv in &page.items {
-            let obj = decode(kv)?;
+            let obj = decode_as(def, kv)?;
             if filter.matches(&obj) {
                 items.push(obj);
             }
@@ -274,8 +274,10 @@ pub async fn watch(
                 None => return,
             };
             last_rev = ev.revision();
-            let Ok(new) = decode(&ev.kv) else { continue };
-            let old = ev.prev.as_ref().and_then(|p| decode(p).ok());
+            let Ok(new) = decode_as(def, &ev.kv) else {
+                continue;
+            };
+            let old = ev.prev.as_ref().and_then(|p| decode_as(def, p).ok());
             let old_match = old.as_ref().is_some_and(|o| filter.matches(o));
             let new_match = filter.matches(&new);
             let kind = match ev.kind {

@@ -4,7 +4,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::{encode, json_response, ns_of, read_current, with_rv, ApiState, WriteOpts};
+use super::{encode_as, json_response, ns_of, read_current, with_rv, ApiState, WriteOpts};
 use crate::api::defaults::{self, apply_defaults, initial_status, spec_part};
 use crate::api::registry::{self, ResourceDef};
 use crate::api::request::{self, normalize, Query, Target};
@@ -187,7 +187,7 @@ pub async fn create(
     }
     let rev = state
         .store
-        .create(&key, encode(&obj))
+        .create(&key, encode_as(def, &obj))
         .await
         .map_err(|e| ApiError::from_store(e, &def.qualified(), &name))?;
     Ok(json_response(
@@ -276,7 +276,7 @@ pub async fn store_update(
     }
     let rev = state
         .store
-        .update(&cur.key, encode(&new), Some(cur.mod_revision))
+        .update(&cur.key, encode_as(def, &new), Some(cur.mod_revision))
         .await
         .map_err(|e| ApiError::from_store(e, &def.qualified(), &name))?;
     Ok(with_rv(new, rev))
