@@ -270,14 +270,26 @@ async fn suite(s: Arc<dyn Store>) {
 async fn sqlite_backend_passes_suite() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
-    suite(Arc::new(store)).await;
-    // Reopening keeps data and the revision.
-    let rev = SqliteStore::open(dir.path())
-        .unwrap()
-        .current_revision()
-        .await
-        .unwrap();
-    assert!(rev > 6000);
+    let store: Arc<dyn Store> = Arc::new(store);
+    suite(store.clone()).await;
+    // A second store on the same database is refused while the first is open.
+    assert!(matches!(
+        SqliteStore::open(dir.path()),
+        Err(StoreError::Locked(_))
+    ));
+    drop(store);
+    // Reopening keeps data and the revision (once background watch tasks let go of the store).
+    let deadline = tokio::time::Instant::now() + T;
+    let reopened = loop {
+        match SqliteStore::open(dir.path()) {
+            Ok(s) => break s,
+            Err(StoreError::Locked(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert!(reopened.current_revision().await.unwrap() > 6000);
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -60,6 +60,9 @@ pub enum StoreError {
     /// A watcher fell too far behind, or the backend closed the stream.
     #[error("watch stream ended: {0}")]
     WatchClosed(String),
+    /// Another process has the SQLite database open.
+    #[error("{0} is locked by another kennel process")]
+    Locked(String),
     /// A blocking task failed.
     #[error("store task: {0}")]
     Task(String),

@@ -44,6 +44,8 @@ struct Writer {
 }
 
 struct Inner {
+    /// Exclusive lock on `kennel.db.lock`: one server per database (live events are in-process).
+    _lock: std::fs::File,
     writer: Mutex<Writer>,
     reader: Mutex<Connection>,
     events: broadcast::Sender<WatchEvent>,
@@ -73,6 +75,15 @@ impl SqliteStore {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Task(format!("create {}: {e}", dir.display())))?;
         let path = dir.join("kennel.db");
+        let lock_path = dir.join("kennel.db.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError::Task(format!("open {}: {e}", lock_path.display())))?;
+        fs4::FileExt::try_lock(&lock)
+            .map_err(|_| StoreError::Locked(path.display().to_string()))?;
         let conn = open_conn(&path)?;
         conn.execute_batch(SCHEMA)?;
         let compacted: i64 = conn
@@ -88,6 +99,7 @@ impl SqliteStore {
         let (events, _) = broadcast::channel(4096);
         Ok(Self {
             inner: Arc::new(Inner {
+                _lock: lock,
                 writer: Mutex::new(Writer {
                     conn,
                     rev,
