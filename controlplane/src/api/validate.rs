@@ -103,17 +103,41 @@ pub fn is_dns1123_label(s: &str) -> bool {
         && b[b.len() - 1] != b'-'
 }
 
+/// Whether `s` is a qualified name (`[prefix/]name`: DNS subdomain prefix, name ≤ 63 characters of
+/// alphanumerics, `-`, `_`, `.`, starting and ending alphanumeric), as label and annotation keys.
+pub fn is_qualified_name(s: &str) -> bool {
+    let (prefix, name) = match s.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, s),
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    name_ok && prefix.is_none_or(is_dns1123_subdomain)
+}
+
+const QUALIFIED_MSG: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')";
+
 /// Whether `s` is a DNS-1123 subdomain (dot-separated labels, ≤ 253).
 pub fn is_dns1123_subdomain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
 }
 
 const LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+const DNS1035_MSG: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
 const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
 
 fn check_name(kind: &str, name: &str, field: &str, causes: &mut Vec<Cause>) {
-    let label_kinds = ["Namespace", "Service"];
-    if label_kinds.contains(&kind) {
+    if kind == "Service" {
+        // DNS-1035: a label that starts with a letter.
+        if !is_dns1123_label(name) || !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+            causes.push(Cause::invalid(field, name, DNS1035_MSG));
+        }
+    } else if kind == "Namespace" {
         if !is_dns1123_label(name) {
             causes.push(Cause::invalid(field, name, LABEL_MSG));
         }
@@ -194,6 +218,9 @@ pub fn validate(kind: &str, obj: &Value) -> Result<(), ApiError> {
         check_name(kind, name, "metadata.name", &mut causes);
     }
     for (k, v) in obj["metadata"]["labels"].as_object().into_iter().flatten() {
+        if !is_qualified_name(k) {
+            causes.push(Cause::invalid("metadata.labels", k, QUALIFIED_MSG));
+        }
         let val = v.as_str().unwrap_or("");
         let ok = val.len() <= 63
             && val
@@ -309,6 +336,13 @@ mod tests {
         assert!(!is_dns1123_label("-a"));
         assert!(is_dns1123_subdomain("a.b-c"));
         assert!(!is_dns1123_subdomain("a..b"));
+        assert!(is_qualified_name("app.kubernetes.io/name"));
+        assert!(is_qualified_name("Tier_1"));
+        assert!(!is_qualified_name("bad key"));
+        assert!(!is_qualified_name("Example.com/x"));
+        let svc =
+            serde_json::json!({"metadata": {"name": "1svc"}, "spec": {"ports": [{"port": 80}]}});
+        assert!(validate("Service", &svc).is_err());
     }
 
     #[test]
