@@ -307,6 +307,19 @@ async fn scenario(backend: Backend) {
         (Some(2), Some("busybox:2"))
     );
 
+    // a no-op patch keeps the resourceVersion
+    let before = r.body["metadata"]["resourceVersion"].clone();
+    let r = h
+        .call(
+            Method::PATCH,
+            &format!("{PODS}/web"),
+            "application/merge-patch+json",
+            "application/json",
+            br#"{"metadata":{"labels":{"a":"b"}}}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(r.body["metadata"]["resourceVersion"], before);
+
     // status subresource: status writes ignore spec; main writes ignore status
     let mut obj = r.body.clone();
     obj["status"]["phase"] = json!("Running");

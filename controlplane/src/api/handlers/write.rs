@@ -274,9 +274,17 @@ pub async fn store_update(
             .map_err(|e| ApiError::from_store(e, &def.qualified(), &name))?;
         return Ok(with_rv(new, rev));
     }
+    let encoded = encode_as(def, &new);
+    // A no-op write keeps the revision (as upstream): level-triggered controllers that write the
+    // same status again must not wake every watcher.
+    let unchanged = serde_json::from_slice::<Value>(&encoded).ok()
+        == serde_json::from_slice::<Value>(&cur.value).ok();
+    if unchanged {
+        return Ok(with_rv(new, cur.mod_revision));
+    }
     let rev = state
         .store
-        .update(&cur.key, encode_as(def, &new), Some(cur.mod_revision))
+        .update(&cur.key, encoded, Some(cur.mod_revision))
         .await
         .map_err(|e| ApiError::from_store(e, &def.qualified(), &name))?;
     Ok(with_rv(new, rev))
