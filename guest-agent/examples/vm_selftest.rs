@@ -1,5 +1,5 @@
 //! In-VM self test: runs inside the guest next to kennel-agent (started by the agent with
-//! the debugging flag `--debug-exec=/selftest`) and drives it over AF_VSOCK loopback
+//! the boot parameter `kennel_debug_exec=/selftest`) and drives it over AF_VSOCK loopback
 //! (CID 1, port 1024): sandbox setup, an image disk found by serial mounted as the overlay
 //! lower dir, a busybox container's output, an OOM kill under cgroup v2, an exec, and the
 //! create+start+wait figure for `true`; then DestroySandbox (the agent reboots the VM).

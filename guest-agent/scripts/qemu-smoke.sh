@@ -36,7 +36,7 @@ fi
 start=$(date +%s.%N)
 timeout "$timeout_s" qemu-system-x86_64 -M microvm,x-option-roms=off,rtc=off,acpi=off -accel kvm -cpu host \
   -m 256 -nodefaults -no-reboot -nographic -serial stdio -kernel "$kernel" \
-  -initrd "$work/initrd.cpio" "${extra[@]}" -append "$args${selftest:+ -- --debug-exec=/selftest}" \
+  -initrd "$work/initrd.cpio" "${extra[@]}" -append "$args${selftest:+ kennel_debug_exec=/selftest}" \
   > "$work/console.log" 2>&1 &
 qemu=$!
 status=1

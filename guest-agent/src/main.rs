@@ -84,7 +84,8 @@ struct Cli {
     /// Guest mode: the I/O port device receiving the "agent ready" byte at offset 0x440.
     #[arg(long, default_value = "/dev/port", hide = true)]
     ready_marker: PathBuf,
-    /// Debugging: run this program once the listener is up (e.g. an in-VM self test).
+    /// Debugging: run this program once the listener is up (e.g. an in-VM self test); as
+    /// PID 1 also taken from the boot parameter `kennel_debug_exec=<path>`.
     #[arg(long, hide = true)]
     debug_exec: Option<PathBuf>,
     #[command(subcommand)]
@@ -201,7 +202,11 @@ async fn run(cli: Cli, guest: bool) -> Result<()> {
     };
     let svc = agent_proto::pb::agent_server::AgentServer::new(service);
     let ready_marker = cli.ready_marker.clone();
-    let debug_program = cli.debug_exec.clone();
+    // The kernel hands unknown `name=value` boot parameters to init as environment.
+    let debug_program = cli
+        .debug_exec
+        .clone()
+        .or_else(|| std::env::var_os("kennel_debug_exec").map(PathBuf::from));
     let listen = match (cli.listen, guest) {
         (Some(l), _) => l,
         (None, true) => Listen::Vsock(agent_proto::DEFAULT_VSOCK_PORT),

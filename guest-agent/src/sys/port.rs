@@ -8,35 +8,21 @@ use std::io;
 /// (the caller's reaper collects it: exit 0 = written).
 #[cfg(target_arch = "x86_64")]
 pub fn outb_in_child(port: u16, value: u8) -> io::Result<libc::pid_t> {
-    // SAFETY: a raw clone without CLONE_VM behaves like fork(2). The child runs only the
-    // ioperm system call, one `out` instruction and _exit, all async-signal-safe, on a
-    // copy of this stack.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            libc::SIGCHLD as libc::c_ulong,
-            std::ptr::null_mut::<libc::c_void>(),
-            std::ptr::null_mut::<libc::c_int>(),
-            std::ptr::null_mut::<libc::c_int>(),
-            0usize,
-        )
-    };
-    if pid < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if pid == 0 {
-        // SAFETY: child side; ioperm grants access to exactly this port, then `out` writes
-        // one byte there. No memory is touched.
+    extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
+        let (port, value) = ((arg as usize >> 8) as u16, arg as usize as u8);
+        // SAFETY: ioperm grants access to exactly this port, then `out` writes one byte
+        // there; no memory is touched and the child ends in _exit.
         unsafe {
             if libc::ioperm(libc::c_ulong::from(port), 1, 1) != 0 {
                 libc::_exit(1);
             }
             std::arch::asm!("out dx, al", in("dx") port, in("al") value,
                 options(nomem, nostack, preserves_flags));
-            libc::_exit(0);
+            libc::_exit(0)
         }
     }
-    Ok(pid as libc::pid_t)
+    let arg = ((port as usize) << 8 | value as usize) as *mut libc::c_void;
+    super::spawn::clone_vfork(0, child, arg)
 }
 
 /// Not available off x86_64.

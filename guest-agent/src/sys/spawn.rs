@@ -47,40 +47,116 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> io::Result<libc::pid_t> {
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = spec.env.iter().map(|e| e.as_ptr()).collect();
     envp.push(std::ptr::null());
-    let flags = (spec.clone_flags | libc::SIGCHLD) as libc::c_ulong;
-
-    // SAFETY: a raw clone without CLONE_VM behaves like fork(2): the child gets a
-    // copy-on-write copy of this address space and continues on a copy of this stack.
-    // In the child only async-signal-safe functions run (dup2, execve, _exit) on memory
-    // prepared above, which stays valid in the copy.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            flags,
-            std::ptr::null_mut::<libc::c_void>(),
-            std::ptr::null_mut::<libc::c_int>(),
-            std::ptr::null_mut::<libc::c_int>(),
-            0usize,
-        )
+    let args = ChildArgs {
+        pairs: pairs.as_ptr(),
+        npairs: pairs.len(),
+        program: spec.program.as_ptr(),
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
     };
-    if pid < 0 {
-        return Err(io::Error::last_os_error());
+    let pid = clone_vfork(
+        spec.clone_flags,
+        exec_child,
+        &args as *const ChildArgs as *mut _,
+    )?;
+    drop(high);
+    Ok(pid)
+}
+
+/// What the vfork-style child needs, prepared by the parent (the child shares its memory).
+struct ChildArgs {
+    pairs: *const (RawFd, RawFd),
+    npairs: usize,
+    program: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+}
+
+extern "C" fn exec_child(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` points at the parent's ChildArgs, alive because the parent is suspended
+    // (CLONE_VFORK) until this child calls execve or exits. Only async-signal-safe calls
+    // follow, and nothing in the shared memory is written.
+    unsafe {
+        let a = &*(arg as *const ChildArgs);
+        for i in 0..a.npairs {
+            let (src, target) = *a.pairs.add(i);
+            if libc::dup2(src, target) < 0 {
+                libc::_exit(126);
+            }
+        }
+        libc::execve(a.program, a.argv, a.envp);
+        libc::_exit(127)
     }
-    if pid == 0 {
-        // SAFETY: child side, see above; all pointers refer to live copies of the parent's
-        // buffers, and the process ends in execve or _exit.
+}
+
+/// `clone(CLONE_VM | CLONE_VFORK | flags)` running `child(arg)` on a private stack, like
+/// posix_spawn: no page tables are copied, which matters for a large multi-threaded agent
+/// (and a lot under an emulating hypervisor). Signals are blocked around the clone and the
+/// child resets every handler to the default before restoring the mask, so no handler of
+/// the agent ever runs on the child's stack. `child` must only call async-signal-safe
+/// functions and end in execve or _exit.
+pub fn clone_vfork(
+    flags: libc::c_int,
+    child: extern "C" fn(*mut libc::c_void) -> libc::c_int,
+    arg: *mut libc::c_void,
+) -> io::Result<libc::pid_t> {
+    struct Trampoline {
+        child: extern "C" fn(*mut libc::c_void) -> libc::c_int,
+        arg: *mut libc::c_void,
+        old_mask: libc::sigset_t,
+    }
+    extern "C" fn trampoline(t: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: `t` is the parent's Trampoline, alive while the parent is suspended by
+        // CLONE_VFORK. Without CLONE_SIGHAND the child's handler table is its own copy, so
+        // resetting it does not affect the agent.
         unsafe {
-            for &(src, target) in &pairs {
-                if libc::dup2(src, target) < 0 {
-                    libc::_exit(126);
+            let t = &*(t as *const Trampoline);
+            for sig in 1..libc::SIGRTMAX() {
+                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                    libc::signal(sig, libc::SIG_DFL);
                 }
             }
-            libc::execve(spec.program.as_ptr(), argv.as_ptr(), envp.as_ptr());
-            libc::_exit(127);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &t.old_mask, std::ptr::null_mut());
+            (t.child)(t.arg)
         }
     }
-    drop(high);
-    Ok(pid as libc::pid_t)
+    let mut stack = vec![0u8; 64 * 1024];
+    // SAFETY: sigset manipulation on local storage; the old mask is restored below.
+    let mut t = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        Trampoline {
+            child,
+            arg,
+            old_mask: old,
+        }
+    };
+    // The stack grows down: pass its 16-byte aligned top.
+    let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
+    let clone_flags = flags | libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
+    // SAFETY: `top` is the aligned end of a live 64 KiB buffer used only by the child,
+    // which runs `trampoline` (async-signal-safe only) and ends in execve or _exit before
+    // this thread resumes (CLONE_VFORK), so `stack` and `t` outlive its use of them.
+    let pid = unsafe {
+        libc::clone(
+            trampoline,
+            top as *mut libc::c_void,
+            clone_flags,
+            &mut t as *mut Trampoline as *mut libc::c_void,
+        )
+    };
+    let err = io::Error::last_os_error();
+    // SAFETY: restores this thread's signal mask saved above.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, &t.old_mask, std::ptr::null_mut());
+    }
+    drop(stack);
+    if pid < 0 {
+        return Err(err);
+    }
+    Ok(pid)
 }
 
 /// Clones a plain child (fork semantics) that becomes a child of this process's parent
