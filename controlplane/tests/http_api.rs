@@ -472,6 +472,84 @@ async fn scenario(backend: Backend) {
         (Some("hello"), Some("events.k8s.io/v1"))
     );
 
+    // owner references: deleting an owner deletes its dependents (recursively) unless orphaned
+    let deploy = |name: &str| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"selector": {"matchLabels": {"app": name}}, "template": {"metadata": {"labels": {"app": name}},
+        "spec": {"containers": [{"name": "main", "image": "busybox"}]}}}})
+    };
+    let owned = |kind: &str, api: &str, owner: &Value, name: &str| {
+        let mut o = if kind == "Pod" {
+            pod(name)
+        } else {
+            deploy(name)
+        };
+        o["kind"] = json!(kind);
+        o["apiVersion"] = json!(api);
+        o["metadata"]["ownerReferences"] = json!([{"apiVersion": owner["apiVersion"], "kind": owner["kind"],
+            "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"], "controller": true}]);
+        o
+    };
+    const DEPLOYS: &str = "/apis/apps/v1/namespaces/default/deployments";
+    const RSS: &str = "/apis/apps/v1/namespaces/default/replicasets";
+    let d = h.json(Method::POST, DEPLOYS, deploy("owner")).await.body;
+    let rs = h
+        .json(
+            Method::POST,
+            RSS,
+            owned("ReplicaSet", "apps/v1", &d, "owner-rs"),
+        )
+        .await
+        .body;
+    assert_eq!(rs["kind"], "ReplicaSet", "{rs}");
+    let p = h
+        .json(Method::POST, PODS, owned("Pod", "v1", &rs, "owner-rs-pod"))
+        .await
+        .body;
+    assert_eq!(p["kind"], "Pod", "{p}");
+    h.json(
+        Method::DELETE,
+        &format!("{DEPLOYS}/owner"),
+        json!({"propagationPolicy": "Background"}),
+    )
+    .await;
+    assert_eq!(
+        h.json(Method::GET, &format!("{RSS}/owner-rs"), Value::Null)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        h.json(Method::GET, &format!("{PODS}/owner-rs-pod"), Value::Null)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let d = h.json(Method::POST, DEPLOYS, deploy("keeper")).await.body;
+    h.json(
+        Method::POST,
+        RSS,
+        owned("ReplicaSet", "apps/v1", &d, "keeper-rs"),
+    )
+    .await;
+    h.json(
+        Method::DELETE,
+        &format!("{DEPLOYS}/keeper?propagationPolicy=Orphan"),
+        Value::Null,
+    )
+    .await;
+    let r = h
+        .json(Method::GET, &format!("{RSS}/keeper-rs"), Value::Null)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.body["metadata"]["ownerReferences"]
+            .as_array()
+            .is_none_or(Vec::is_empty),
+        "{}",
+        r.body
+    );
+
     // Table output
     let r = h
         .call(

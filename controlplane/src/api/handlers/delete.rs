@@ -5,6 +5,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Value};
 
+use super::cascade::{cascade, propagation, Propagation};
 use super::read::{collect, Filter};
 use super::{encode_as, json_response, ns_of, read_current, with_rv, ApiState};
 use crate::api::defaults::now_rfc3339;
@@ -13,11 +14,12 @@ use crate::api::request::{self, Query, Target};
 use crate::api::status::{success, ApiError};
 
 /// Options from the DeleteOptions body and query.
-struct DeleteOpts {
-    dry_run: bool,
+pub(super) struct DeleteOpts {
+    pub(super) dry_run: bool,
     grace: Option<i64>,
     rv: Option<String>,
     uid: Option<String>,
+    propagation: Propagation,
 }
 
 fn delete_opts(query: &Query, headers: &HeaderMap, body: &[u8]) -> Result<DeleteOpts, ApiError> {
@@ -41,11 +43,12 @@ fn delete_opts(query: &Query, headers: &HeaderMap, body: &[u8]) -> Result<Delete
             .as_str()
             .map(String::from),
         uid: b["preconditions"]["uid"].as_str().map(String::from),
+        propagation: propagation(query.get("propagationPolicy").map(String::as_str), &b)?,
     })
 }
 
 /// Deletes one object; returns the deleted (or now terminating) object.
-async fn delete_one(
+pub(super) async fn delete_one(
     state: &ApiState,
     def: &ResourceDef,
     ns: Option<&str>,
@@ -180,6 +183,22 @@ pub async fn delete(
     let opts = delete_opts(query, headers, body)?;
     let name = t.name.clone().unwrap_or_default();
     let obj = delete_one(state, t.def, ns_of(t.def, t).as_deref(), &name, &opts).await?;
+    let dependent_opts = DeleteOpts {
+        rv: None,
+        uid: None,
+        ..opts
+    };
+    // Dependents go once the owner is really gone (not while finalizers hold it).
+    if obj["metadata"]["deletionTimestamp"].is_null() {
+        cascade(
+            state,
+            t.def,
+            &obj,
+            dependent_opts.propagation,
+            &dependent_opts,
+        )
+        .await?;
+    }
     Ok(json_response(StatusCode::OK, &obj, &[]))
 }
 
@@ -198,7 +217,11 @@ pub async fn delete_collection(
         let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
         let ns = obj["metadata"]["namespace"].as_str().map(String::from);
         match delete_one(state, def, ns.as_deref(), &name, &opts).await {
-            Ok(_) | Err(ApiError::NotFound { .. }) => {}
+            Ok(deleted) if deleted["metadata"]["deletionTimestamp"].is_null() => {
+                cascade(state, def, &deleted, opts.propagation, &opts).await?
+            }
+            Ok(_) => {}
+            Err(ApiError::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }
     }

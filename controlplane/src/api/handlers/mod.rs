@@ -1,6 +1,8 @@
 //! Resource handlers, generic over the registry: one dispatcher routes by method and URL shape
-//! to read (get/list/watch), write (create/update/patch), delete and subresource operations.
+//! to read (get/list/watch), write (create/update/patch), delete (+ owner cascade) and
+//! subresource operations.
 
+mod cascade;
 mod delete;
 mod read;
 mod sub;
