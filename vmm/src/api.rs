@@ -6,6 +6,7 @@
 //! {"op": "attach_disk", "slot": 2, "path": "/var/lib/kennel/images/abc.ext4", "serial": "img-abc"}
 //! {"op": "detach_disk", "slot": 2}
 //! {"op": "pause"}   {"op": "resume"}   {"op": "shutdown"}
+//! {"op": "snapshot", "dir": "/var/lib/kennel/snap"}     (the VM must be paused)
 //! ```
 
 use crate::devices::{StopReason, StopSender};
@@ -48,6 +49,11 @@ pub enum Request {
     Resume,
     /// Stops the VM; the VMM exits with status 0.
     Shutdown,
+    /// Saves the paused VM into a directory.
+    Snapshot {
+        /// Target directory (created if needed).
+        dir: PathBuf,
+    },
 }
 
 /// One disk in a status reply.
@@ -113,6 +119,8 @@ pub struct Control {
     pub stop: StopSender,
     /// VMM start.
     pub started: Instant,
+    /// Snapshot access.
+    pub snapshotter: crate::snapshot::Snapshotter,
 }
 
 impl Control {
@@ -173,6 +181,15 @@ impl Control {
             Request::Resume => {
                 self.vcpus.resume();
                 Response::ok()
+            }
+            Request::Snapshot { dir } => {
+                if !self.vcpus.is_paused() {
+                    return Response::error("pause the VM before taking a snapshot");
+                }
+                match self.snapshotter.save(&dir) {
+                    Ok(()) => Response::ok(),
+                    Err(e) => Response::error(error_chain(&e)),
+                }
             }
             Request::Shutdown => {
                 let _ = self
@@ -272,6 +289,47 @@ mod tests {
         assert!(e.error.unwrap().starts_with("invalid request"));
     }
 
+    /// A snapshotter over a real (never started) KVM VM.
+    fn snapshotter() -> crate::snapshot::Snapshotter {
+        use crate::devices::serial::SerialConsole;
+        use std::sync::Mutex;
+        let vm = kvm_ioctls::Kvm::new().unwrap().create_vm().unwrap();
+        let irq = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        crate::snapshot::Snapshotter {
+            vm: Arc::new(vm),
+            mem: crate::memory::create(16).unwrap(),
+            vcpus: Arc::new(VcpuControl::default()),
+            vcpu_count: 0,
+            transports: vec![],
+            console: Arc::new(Mutex::new(SerialConsole::new(
+                irq,
+                Box::new(std::io::sink()),
+            ))),
+            msrs: vec![],
+            kernel_sha256: String::new(),
+            mem_mib: 16,
+            profile: crate::profile::Profile::Full,
+            cmdline: String::new(),
+        }
+    }
+
+    #[test]
+    fn snapshot_needs_a_paused_vm() {
+        let (tx, _rx) = std::sync::mpsc::channel();
+        let c = Control {
+            disks: vec![],
+            vcpus: Arc::new(VcpuControl::default()),
+            vcpu_count: 0,
+            stop: tx,
+            started: Instant::now(),
+            snapshotter: snapshotter(),
+        };
+        let r = c.handle(Request::Snapshot {
+            dir: "/tmp/x".into(),
+        });
+        assert!(r.error.unwrap().contains("pause"));
+    }
+
     #[test]
     fn attach_to_a_missing_slot_or_file_is_an_error() {
         use crate::virtio::block::{Block, Disk};
@@ -283,6 +341,7 @@ mod tests {
             vcpu_count: 0,
             stop: tx,
             started: Instant::now(),
+            snapshotter: snapshotter(),
         };
         let r = c.handle(Request::AttachDisk {
             slot: 5,

@@ -28,6 +28,94 @@ struct Cli {
 enum Command {
     /// Boot a VM and run it until the guest stops (reset or power-off).
     Run(RunArgs),
+    /// Start a VM from a snapshot (memory mapped copy-on-write) and run it.
+    Restore(RestoreArgs),
+    /// Build, list or remove pod templates (booted once, snapshotted, restored per pod).
+    Template {
+        #[command(subcommand)]
+        command: TemplateCommand,
+    },
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    /// Snapshot directory (or a template directory).
+    #[arg(long)]
+    snapshot: PathBuf,
+    /// Refuse the snapshot unless it was taken with this kernel.
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    /// Disk slot, as for `run` (same number of slots as the snapshot).
+    #[arg(long = "disk")]
+    disks: Vec<String>,
+    /// vsock for this VM: `cid=N,socket=PATH` (its own CID).
+    #[arg(long)]
+    vsock: Option<String>,
+    /// Guest console: `stdout`, `none` or a file path.
+    #[arg(long)]
+    console: Option<String>,
+    /// Control API Unix socket.
+    #[arg(long)]
+    api_socket: Option<PathBuf>,
+    /// Stop the VM after this many seconds (exit status 124).
+    #[arg(long)]
+    timeout: Option<u64>,
+}
+
+#[derive(Subcommand)]
+enum TemplateCommand {
+    /// Boot the guest, wait for its ready marker, snapshot it into the cache; print its path.
+    Build(TemplateBuildArgs),
+    /// List cached templates.
+    List {
+        /// Template cache directory.
+        #[arg(long, default_value = DEFAULT_TEMPLATE_CACHE)]
+        cache: PathBuf,
+    },
+    /// Remove a cached template.
+    Rm {
+        /// Template key (from `list`).
+        key: String,
+        /// Template cache directory.
+        #[arg(long, default_value = DEFAULT_TEMPLATE_CACHE)]
+        cache: PathBuf,
+    },
+}
+
+const DEFAULT_TEMPLATE_CACHE: &str = "/var/cache/kennel/templates";
+
+#[derive(Args)]
+struct TemplateBuildArgs {
+    /// Guest kernel.
+    #[arg(long)]
+    kernel: PathBuf,
+    /// Initramfs whose init writes the ready marker.
+    #[arg(long)]
+    initrd: PathBuf,
+    /// Guest RAM in MiB.
+    #[arg(long, default_value_t = 128)]
+    mem: u64,
+    /// vCPUs.
+    #[arg(long, default_value_t = 1)]
+    vcpus: u8,
+    /// Empty disk slot: `empty,ro` or `empty` (repeatable).
+    #[arg(long = "disk")]
+    disks: Vec<String>,
+    /// Marker value that means "ready" (2 = kennel-agent ready).
+    #[arg(long, default_value_t = vmm::devices::marker::MARK_AGENT_READY)]
+    marker: u8,
+    /// Extra kernel argument (repeatable).
+    #[arg(long = "cmdline", allow_hyphen_values = true)]
+    cmdline: Vec<String>,
+    /// Host profile.
+    #[arg(long, value_enum, default_value = "auto")]
+    profile: Profile,
+    /// Template cache directory.
+    #[arg(long, default_value = DEFAULT_TEMPLATE_CACHE)]
+    cache: PathBuf,
+    /// Give up if the guest is not ready after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    timeout: u64,
 }
 
 #[derive(Args)]
@@ -83,14 +171,17 @@ fn main() -> ExitCode {
         .with_target(false)
         .init();
     let cli = Cli::parse();
-    match cli.command {
-        Command::Run(args) => match run(args, started) {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("kennel-vmm: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
+    let result = match cli.command {
+        Command::Run(args) => run(args, started),
+        Command::Restore(args) => restore(args, started),
+        Command::Template { command } => template(command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kennel-vmm: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -132,11 +223,7 @@ fn config_from(args: &RunArgs) -> anyhow::Result<VmConfig> {
             .flat_map(|a| a.split_whitespace().map(str::to_string)),
     );
     if let Some(c) = &args.console {
-        cfg.console = match c.as_str() {
-            "stdout" => Console::Stdout,
-            "none" => Console::None,
-            path => Console::File(path.into()),
-        };
+        cfg.console = console_from(c);
     }
     if let Some(p) = args.profile {
         cfg.profile = p;
@@ -157,13 +244,86 @@ fn config_from(args: &RunArgs) -> anyhow::Result<VmConfig> {
     Ok(cfg)
 }
 
+fn console_from(spec: &str) -> Console {
+    match spec {
+        "stdout" => Console::Stdout,
+        "none" => Console::None,
+        path => Console::File(path.into()),
+    }
+}
+
+fn restore(args: RestoreArgs, started: Instant) -> anyhow::Result<ExitCode> {
+    let config = vmm::vm::RestoreConfig {
+        snapshot: args.snapshot.clone(),
+        kernel: args.kernel.clone(),
+        disks: args
+            .disks
+            .iter()
+            .map(|d| DiskConfig::parse(d))
+            .collect::<Result<_, _>>()?,
+        vsock: args.vsock.as_deref().map(VsockConfig::parse).transpose()?,
+        console: args
+            .console
+            .as_deref()
+            .map(console_from)
+            .unwrap_or_default(),
+    };
+    let vm = Vm::restore(&config, started)?;
+    tracing::info!(
+        "restored {} in {:.3} ms",
+        args.snapshot.display(),
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    serve_and_wait(&vm, args.api_socket.as_deref(), args.timeout, started)
+}
+
+fn template(command: TemplateCommand) -> anyhow::Result<ExitCode> {
+    use vmm::snapshot::template;
+    match command {
+        TemplateCommand::Build(a) => {
+            let spec = template::TemplateSpec {
+                kernel: a.kernel,
+                initrd: a.initrd,
+                mem_mib: a.mem,
+                vcpus: a.vcpus,
+                disks: a
+                    .disks
+                    .iter()
+                    .map(|d| DiskConfig::parse(d))
+                    .collect::<Result<_, _>>()?,
+                ready_marker: a.marker,
+                cmdline: a
+                    .cmdline
+                    .iter()
+                    .flat_map(|c| c.split_whitespace().map(str::to_string))
+                    .collect(),
+                profile: a.profile,
+            };
+            let dir = template::ensure(&spec, &a.cache, Duration::from_secs(a.timeout))?;
+            println!("{}", dir.display());
+        }
+        TemplateCommand::List { cache } => {
+            for t in template::list(&cache)? {
+                println!(
+                    "{}  {} MiB  {} vCPU  {} disk slot(s)  cold boot {:.1} s  kernel {}  initrd {}",
+                    t.key,
+                    t.spec.mem_mib,
+                    t.spec.vcpus,
+                    t.spec.disks.len(),
+                    t.boot_seconds,
+                    t.spec.kernel.display(),
+                    t.spec.initrd.display()
+                );
+            }
+        }
+        TemplateCommand::Rm { key, cache } => template::remove(&cache, &key)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run(args: RunArgs, started: Instant) -> anyhow::Result<ExitCode> {
     let cfg = config_from(&args)?;
     let vm = Vm::boot(&cfg, started)?;
-    if let Some(path) = &cfg.api_socket {
-        vmm::api::serve(path, vm.control())
-            .with_context(|| format!("cannot serve the control API on {}", path.display()))?;
-    }
     tracing::info!(
         "booting {} ({} MiB, {} vCPU, {:?} profile)",
         cfg.kernel.display(),
@@ -172,7 +332,20 @@ fn run(args: RunArgs, started: Instant) -> anyhow::Result<ExitCode> {
         vm.profile
     );
     tracing::debug!("kernel command line: {}", vm.cmdline);
-    let reason = vm.wait(args.timeout.map(Duration::from_secs));
+    serve_and_wait(&vm, cfg.api_socket.as_deref(), args.timeout, started)
+}
+
+fn serve_and_wait(
+    vm: &Vm,
+    api_socket: Option<&std::path::Path>,
+    timeout: Option<u64>,
+    started: Instant,
+) -> anyhow::Result<ExitCode> {
+    if let Some(path) = api_socket {
+        vmm::api::serve(path, vm.control())
+            .with_context(|| format!("cannot serve the control API on {}", path.display()))?;
+    }
+    let reason = vm.wait(timeout.map(Duration::from_secs));
     let secs = started.elapsed().as_secs_f64();
     let code = match &reason {
         StopReason::Reset => {

@@ -26,6 +26,15 @@ pub enum MemoryError {
         #[source]
         source: vm_memory::mmap::FromRangesError,
     },
+    /// A snapshot's memory file cannot be mapped.
+    #[error("cannot map snapshot memory {path}")]
+    Snapshot {
+        /// File.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// KVM refused a memory slot.
     #[error("KVM refused memory slot {slot}")]
     Register {
@@ -56,6 +65,41 @@ pub fn create(mib: u64) -> Result<GuestMemoryMmap, MemoryError> {
     }
     GuestMemoryMmap::from_ranges(&ram_ranges(mib << 20))
         .map_err(|source| MemoryError::Allocate { mib, source })
+}
+
+/// Maps a snapshot's memory file copy-on-write (`MAP_PRIVATE`): the guest's writes stay in this
+/// process, and pages it never writes are shared through the page cache with every other VM
+/// restored from the same file.
+pub fn from_snapshot(path: &std::path::Path, mib: u64) -> Result<GuestMemoryMmap, MemoryError> {
+    use vm_memory::mmap::MmapRegionBuilder;
+    use vm_memory::{FileOffset, GuestRegionMmap};
+    let file = std::fs::File::open(path).map_err(|e| MemoryError::Snapshot {
+        path: path.display().to_string(),
+        source: e,
+    })?;
+    let mut regions = Vec::new();
+    let mut offset = 0u64;
+    for (addr, len) in ram_ranges(mib << 20) {
+        let f = file.try_clone().map_err(|e| MemoryError::Snapshot {
+            path: path.display().to_string(),
+            source: e,
+        })?;
+        let region = MmapRegionBuilder::new(len)
+            .with_file_offset(FileOffset::new(f, offset))
+            .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+            .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)
+            .build()
+            .map_err(|e| MemoryError::Snapshot {
+                path: path.display().to_string(),
+                source: std::io::Error::other(format!("{e:?}")),
+            })?;
+        regions.push(GuestRegionMmap::new(region, addr).ok_or(MemoryError::TooSmall(mib))?);
+        offset += len as u64;
+    }
+    GuestMemoryMmap::from_regions(regions).map_err(|e| MemoryError::Snapshot {
+        path: path.display().to_string(),
+        source: std::io::Error::other(format!("{e:?}")),
+    })
 }
 
 /// Registers every region of `mem` with KVM, one slot per region.

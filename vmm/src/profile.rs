@@ -69,6 +69,9 @@ impl Profile {
             "reboot=k",
             "panic=-1",
             "tsc=reliable",
+            // Time from kvmclock, which KVM restores from a snapshot; the TSC does not survive a
+            // restore on every host, and a clock jump makes a periodic-tick guest replay ticks.
+            "clocksource=kvm-clock",
             "no_timer_check",
             "i8042.noaux",
             "i8042.nomux",

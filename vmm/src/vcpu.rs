@@ -2,18 +2,28 @@
 
 use crate::bus::Bus;
 use crate::devices::{StopReason, StopSender};
+use crate::snapshot::cpu::VcpuState;
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// Pause/resume of all vCPUs. A paused vCPU sits outside KVM_RUN, so guest state is stable.
+/// Pause/resume of all vCPUs, and capture of their state while paused. A paused vCPU sits
+/// outside KVM_RUN with pending I/O completed, so its state is stable.
 #[derive(Default)]
 pub struct VcpuControl {
-    paused: Mutex<bool>,
-    resumed: Condvar,
+    state: Mutex<ControlState>,
+    changed: Condvar,
     parked: AtomicUsize,
     threads: Mutex<Vec<libc::pthread_t>>,
+}
+
+#[derive(Default)]
+struct ControlState {
+    paused: bool,
+    /// MSR indices to save when a capture is requested.
+    capture: Option<Arc<Vec<u32>>>,
+    captured: Vec<(u8, Result<VcpuState, String>)>,
 }
 
 /// Signal used to kick a vCPU thread out of KVM_RUN.
@@ -39,6 +49,10 @@ pub fn install_kick_handler() -> std::io::Result<()> {
 }
 
 impl VcpuControl {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ControlState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Registers the calling thread as a vCPU thread.
     fn register_current(&self) {
         // SAFETY: pthread_self has no preconditions.
@@ -49,9 +63,9 @@ impl VcpuControl {
             .push(me);
     }
 
-    /// Stops every vCPU outside KVM_RUN; returns once all `count` are parked (or after 5 s).
+    /// Stops every vCPU outside KVM_RUN; true once all `count` are parked (false after 5 s).
     pub fn pause(&self, count: usize) -> bool {
-        *self.paused.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.lock().paused = true;
         let deadline = Instant::now() + Duration::from_secs(5);
         while self.parked.load(Ordering::SeqCst) < count {
             if Instant::now() > deadline {
@@ -74,24 +88,78 @@ impl VcpuControl {
 
     /// Lets paused vCPUs run again.
     pub fn resume(&self) {
-        *self.paused.lock().unwrap_or_else(|e| e.into_inner()) = false;
-        self.resumed.notify_all();
+        self.lock().paused = false;
+        self.changed.notify_all();
     }
 
     /// Whether a pause is in effect.
     pub fn is_paused(&self) -> bool {
-        *self.paused.lock().unwrap_or_else(|e| e.into_inner())
+        self.lock().paused
     }
 
-    fn park_if_paused(&self) {
-        let mut paused = self.paused.lock().unwrap_or_else(|e| e.into_inner());
-        if !*paused {
+    /// Saves the state of all `count` paused vCPUs (saving `msrs`), ordered by vCPU id.
+    pub fn capture(&self, count: usize, msrs: Vec<u32>) -> Result<Vec<VcpuState>, String> {
+        {
+            let mut st = self.lock();
+            if !st.paused || self.parked.load(Ordering::SeqCst) < count {
+                return Err("the VM is not paused".into());
+            }
+            st.captured.clear();
+            st.capture = Some(Arc::new(msrs));
+        }
+        self.changed.notify_all();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut st = self.lock();
+        while st.captured.len() < count {
+            let (guard, _) = self
+                .changed
+                .wait_timeout(st, Duration::from_millis(10))
+                .unwrap_or_else(|e| e.into_inner());
+            st = guard;
+            if Instant::now() > deadline {
+                st.capture = None;
+                return Err("vCPUs did not report their state within 10 s".into());
+            }
+        }
+        st.capture = None;
+        let mut all = std::mem::take(&mut st.captured);
+        all.sort_by_key(|(id, _)| *id);
+        all.into_iter()
+            .map(|(id, r)| r.map_err(|e| format!("vCPU {id}: {e}")))
+            .collect()
+    }
+
+    fn park_if_paused(&self, vcpu: &mut VcpuFd, id: u8) {
+        if !self.lock().paused {
             return;
         }
+        // Complete the instruction of the last exit (e.g. an IN) so the saved state is whole.
+        vcpu.set_kvm_immediate_exit(1);
+        let _ = vcpu.run();
+        vcpu.set_kvm_immediate_exit(0);
         self.parked.fetch_add(1, Ordering::SeqCst);
-        while *paused {
-            paused = self.resumed.wait(paused).unwrap_or_else(|e| e.into_inner());
+        let mut st = self.lock();
+        let mut saved = false;
+        while st.paused {
+            if let (Some(msrs), false) = (st.capture.clone(), saved) {
+                drop(st);
+                let result = crate::snapshot::cpu::save(vcpu, &msrs).map_err(|e| e.to_string());
+                st = self.lock();
+                st.captured.push((id, result));
+                saved = true;
+                self.changed.notify_all();
+                continue;
+            }
+            if st.capture.is_none() {
+                saved = false;
+            }
+            let (guard, _) = self
+                .changed
+                .wait_timeout(st, Duration::from_millis(50))
+                .unwrap_or_else(|e| e.into_inner());
+            st = guard;
         }
+        drop(st);
         self.parked.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -131,7 +199,7 @@ pub fn run(mut vcpu: VcpuFd, ctx: VcpuContext) {
         if ctx.stopping.load(Ordering::Relaxed) {
             return;
         }
-        ctx.control.park_if_paused();
+        ctx.control.park_if_paused(&mut vcpu, ctx.id);
         match vcpu.run() {
             Ok(VcpuExit::IoOut(port, data)) => {
                 ctx.pio.write(u64::from(port), data);

@@ -89,10 +89,11 @@ fn vsock_addr(cid: u32, port: u32) -> libc::sockaddr_vm {
     addr
 }
 
-fn vsock_listen() -> Result<(), String> {
+/// A vsock stream socket listening on `port` for any CID.
+pub fn vsock_listener(port: u32) -> Result<OwnedFd, String> {
     use std::os::fd::AsRawFd;
     let sock = vsock_socket()?;
-    let addr = vsock_addr(libc::VMADDR_CID_ANY, GUEST_LISTEN_PORT);
+    let addr = vsock_addr(libc::VMADDR_CID_ANY, port);
     let len = std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t;
     // SAFETY: addr is a valid sockaddr_vm of `len` bytes; the fd is open.
     unsafe {
@@ -101,11 +102,17 @@ fn vsock_listen() -> Result<(), String> {
             &addr as *const _ as *const libc::sockaddr,
             len,
         ) != 0
-            || libc::listen(sock.as_raw_fd(), 1) != 0
+            || libc::listen(sock.as_raw_fd(), 4) != 0
         {
             return Err(format!("vsock listen: {}", std::io::Error::last_os_error()));
         }
     }
+    Ok(sock)
+}
+
+fn vsock_listen() -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let sock = vsock_listener(GUEST_LISTEN_PORT)?;
     say(&format!("vsock listening on {GUEST_LISTEN_PORT}"));
     // SAFETY: accept on a listening socket; null address pointers are allowed.
     let conn =

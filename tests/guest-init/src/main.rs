@@ -31,7 +31,7 @@ pub(crate) fn cstr(s: &str) -> CString {
     CString::new(s).expect("no NUL in literal strings")
 }
 
-fn mark(value: u8) -> Result<(), String> {
+pub(crate) fn mark(value: u8) -> Result<(), String> {
     let path = cstr("/dev/mem");
     // SAFETY: plain open of a NUL-terminated path.
     let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_SYNC) };
@@ -111,6 +111,7 @@ fn checks() -> Result<(), String> {
 
 mod devices;
 mod net;
+mod template;
 
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("child") {
@@ -130,6 +131,11 @@ fn main() {
             devices::checks()
         } else if cmdline.split_whitespace().any(|a| a == "kennel.test=net") {
             net::checks()
+        } else if cmdline
+            .split_whitespace()
+            .any(|a| a == "kennel.test=template")
+        {
+            template::serve()
         } else {
             Ok(())
         }

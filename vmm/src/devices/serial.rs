@@ -38,6 +38,22 @@ impl SerialConsole {
         }
     }
 
+    /// A UART continuing from a snapshot.
+    pub fn from_state(
+        state: &vm_superio::serial::SerialState,
+        irq: EventFd,
+        sink: ConsoleSink,
+    ) -> Result<Self, String> {
+        Serial::from_state(state, IrqTrigger(irq), vm_superio::serial::NoEvents, sink)
+            .map(|inner| Self { inner })
+            .map_err(|e| format!("serial state: {e:?}"))
+    }
+
+    /// The UART's registers.
+    pub fn state(&self) -> vm_superio::serial::SerialState {
+        self.inner.state()
+    }
+
     /// Flushes the sink.
     pub fn flush(&mut self) {
         let _ = self.inner.writer_mut().flush();

@@ -2,11 +2,12 @@
 //! Guest-written values are checked; a driver that misbehaves gets the device marked
 //! DEVICE_NEEDS_RESET instead of a crash.
 
-use super::{Activation, Interrupt, VirtioDevice};
+use super::{Activation, Interrupt, VirtioDevice, WorkerSync};
 use crate::bus::BusDevice;
 use crate::memory::GuestMemoryMmap;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::{Queue, QueueState, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
 const MAGIC: u32 = 0x7472_6976; // "virt"
@@ -43,6 +44,86 @@ pub struct MmioTransport {
     driver_features: u64,
     status: u32,
     activated: bool,
+    restart_pending: bool,
+    sync: WorkerSync,
+}
+
+/// One queue's registers and positions, as saved in a snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSnapshot {
+    /// Maximum size offered by the device.
+    pub max_size: u16,
+    /// Next available-ring index the device will read.
+    pub next_avail: u16,
+    /// Next used-ring index the device will write.
+    pub next_used: u16,
+    /// VIRTIO_F_RING_EVENT_IDX negotiated.
+    pub event_idx_enabled: bool,
+    /// Size chosen by the driver.
+    pub size: u16,
+    /// Queue ready.
+    pub ready: bool,
+    /// Descriptor table address.
+    pub desc_table: u64,
+    /// Available ring address.
+    pub avail_ring: u64,
+    /// Used ring address.
+    pub used_ring: u64,
+}
+
+impl From<QueueState> for QueueSnapshot {
+    fn from(q: QueueState) -> Self {
+        Self {
+            max_size: q.max_size,
+            next_avail: q.next_avail,
+            next_used: q.next_used,
+            event_idx_enabled: q.event_idx_enabled,
+            size: q.size,
+            ready: q.ready,
+            desc_table: q.desc_table,
+            avail_ring: q.avail_ring,
+            used_ring: q.used_ring,
+        }
+    }
+}
+
+impl From<QueueSnapshot> for QueueState {
+    fn from(q: QueueSnapshot) -> Self {
+        Self {
+            max_size: q.max_size,
+            next_avail: q.next_avail,
+            next_used: q.next_used,
+            event_idx_enabled: q.event_idx_enabled,
+            size: q.size,
+            ready: q.ready,
+            desc_table: q.desc_table,
+            avail_ring: q.avail_ring,
+            used_ring: q.used_ring,
+        }
+    }
+}
+
+/// The transport's state in a snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransportState {
+    /// virtio device type (checked on restore).
+    pub device_type: u32,
+    /// Device status.
+    pub status: u32,
+    /// Features the driver accepted.
+    pub driver_features: u64,
+    /// Selected queue.
+    pub queue_sel: u32,
+    /// Pending interrupt bits.
+    pub interrupt_status: u32,
+    /// Configuration generation.
+    pub generation: u32,
+    /// The driver set DRIVER_OK and the device runs.
+    pub activated: bool,
+    /// Queues.
+    pub queues: Vec<QueueSnapshot>,
 }
 
 impl MmioTransport {
@@ -73,7 +154,88 @@ impl MmioTransport {
             driver_features: 0,
             status: 0,
             activated: false,
+            restart_pending: false,
+            sync: WorkerSync::default(),
         })
+    }
+
+    /// Quiesces the device worker (held by the caller while it saves guest memory and state).
+    pub fn sync(&self) -> WorkerSync {
+        self.sync.clone()
+    }
+
+    /// The transport's state; call with the worker quiesced.
+    pub fn state(&self) -> TransportState {
+        let queues = if self.activated {
+            self.sync.states().into_iter().map(Into::into).collect()
+        } else {
+            self.queues.iter().map(|q| q.state().into()).collect()
+        };
+        TransportState {
+            device_type: self.device.device_type(),
+            status: self.status,
+            driver_features: self.driver_features,
+            queue_sel: self.queue_sel,
+            interrupt_status: self.interrupt.status(),
+            generation: self.interrupt.generation(),
+            activated: self.activated,
+            queues,
+        }
+    }
+
+    /// Rebuilds a transport from a snapshot and restarts its device if it was running.
+    pub fn restore(
+        device: Box<dyn VirtioDevice>,
+        mem: GuestMemoryMmap,
+        irq: EventFd,
+        state: &TransportState,
+    ) -> std::io::Result<Self> {
+        let bad = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+        if state.device_type != device.device_type() {
+            return Err(bad(format!(
+                "snapshot has virtio device type {} where the VM has {}",
+                state.device_type,
+                device.device_type()
+            )));
+        }
+        if state.queues.len() != device.queue_max_sizes().len() {
+            return Err(bad(format!(
+                "snapshot has {} queues for device type {}",
+                state.queues.len(),
+                state.device_type
+            )));
+        }
+        let mut t = Self::new(device, mem, irq)?;
+        t.status = state.status;
+        t.driver_features = state.driver_features;
+        t.queue_sel = state.queue_sel;
+        t.interrupt
+            .restore(state.interrupt_status, state.generation);
+        t.queues = state
+            .queues
+            .iter()
+            .map(|q| Queue::try_from(QueueState::from(*q)))
+            .collect::<Result<_, _>>()
+            .map_err(|e| bad(format!("snapshot queue: {e:?}")))?;
+        if t.driver_features != 0 {
+            t.device.ack_features(t.driver_features);
+        }
+        t.restart_pending = state.activated;
+        Ok(t)
+    }
+
+    /// Restarts a restored device's worker. Call after the in-kernel irqchip state is loaded,
+    /// or the worker's first interrupt would be lost.
+    pub fn finish_restore(&mut self) -> std::io::Result<()> {
+        if std::mem::take(&mut self.restart_pending) {
+            self.start_device(true);
+            if !self.activated {
+                return Err(std::io::Error::other(
+                    "device did not restart from the snapshot",
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The queue notification eventfds, for registration as KVM ioeventfds (datamatch = index).
@@ -142,6 +304,10 @@ impl MmioTransport {
             self.needs_reset("DRIVER_OK without FEATURES_OK");
             return;
         }
+        self.start_device(false);
+    }
+
+    fn start_device(&mut self, restored: bool) {
         let mut queues = Vec::new();
         for (i, q) in self.queues.iter().enumerate() {
             if !q.ready() || !q.is_valid(&self.mem) {
@@ -163,10 +329,14 @@ impl MmioTransport {
                 }
             }
         }
+        let queue_refs: Vec<&Queue> = queues.iter().map(|(q, _)| q).collect();
+        self.sync.publish(&queue_refs);
         let activation = Activation {
             mem: self.mem.clone(),
             queues,
             interrupt: self.interrupt.clone(),
+            sync: self.sync.clone(),
+            restored,
         };
         match self.device.activate(activation) {
             Ok(()) => self.activated = true,

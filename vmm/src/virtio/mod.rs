@@ -14,8 +14,8 @@ pub mod vsock;
 
 use crate::memory::GuestMemoryMmap;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
-use virtio_queue::Queue;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use virtio_queue::{Queue, QueueState};
 use vmm_sys_util::eventfd::EventFd;
 
 /// Device type ids (virtio 1.1, section 5).
@@ -93,6 +93,47 @@ impl Interrupt {
     pub fn generation(&self) -> u32 {
         self.generation.load(Ordering::SeqCst)
     }
+
+    /// Restores status bits and generation (snapshot restore).
+    pub fn restore(&self, status: u32, generation: u32) {
+        self.status.store(status, Ordering::SeqCst);
+        self.generation.store(generation, Ordering::SeqCst);
+    }
+}
+
+/// Lets a snapshot stop a device worker between batches and read its live queue positions.
+/// Workers hold [`WorkerSync::enter`] while they touch queues or guest memory and call
+/// [`WorkerSync::publish`] before releasing it.
+#[derive(Clone, Default)]
+pub struct WorkerSync {
+    gate: Arc<RwLock<()>>,
+    states: Arc<Mutex<Vec<QueueState>>>,
+}
+
+impl WorkerSync {
+    /// Worker side: held while processing a batch.
+    pub fn enter(&self) -> RwLockReadGuard<'_, ()> {
+        self.gate.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Worker side: records the queues' positions.
+    pub fn publish(&self, queues: &[&Queue]) {
+        let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        *states = queues.iter().map(|q| q.state()).collect();
+    }
+
+    /// Snapshot side: waits for the worker to finish its batch and keeps it out.
+    pub fn quiesce(&self) -> RwLockWriteGuard<'_, ()> {
+        self.gate.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The last published queue positions.
+    pub fn states(&self) -> Vec<QueueState> {
+        self.states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 /// What a device gets when the driver sets DRIVER_OK.
@@ -103,6 +144,10 @@ pub struct Activation {
     pub queues: Vec<(Queue, EventFd)>,
     /// The device's interrupt line.
     pub interrupt: Arc<Interrupt>,
+    /// Quiescing and queue positions for snapshots.
+    pub sync: WorkerSync,
+    /// The device runs again after a snapshot restore (e.g. vsock resets its transport).
+    pub restored: bool,
 }
 
 /// A virtio device behind the MMIO transport.

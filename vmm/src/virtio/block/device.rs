@@ -203,7 +203,7 @@ impl VirtioDevice for Block {
         let mut queues = a.queues;
         let (queue, notify) = queues.pop().ok_or(ActivateError::BadQueue(0))?;
         *self.interrupt.lock().unwrap_or_else(|e| e.into_inner()) = Some(a.interrupt.clone());
-        event::spawn(a.mem, queue, notify, a.interrupt, self.disk.clone())
+        event::spawn(a.mem, queue, notify, a.interrupt, self.disk.clone(), a.sync)
             .map_err(ActivateError::Worker)
     }
 }

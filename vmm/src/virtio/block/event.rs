@@ -3,7 +3,7 @@
 use super::device::Disk;
 use super::request;
 use crate::memory::GuestMemoryMmap;
-use crate::virtio::Interrupt;
+use crate::virtio::{Interrupt, WorkerSync};
 use std::sync::{Arc, Mutex};
 use virtio_queue::Queue;
 use vmm_sys_util::eventfd::EventFd;
@@ -14,6 +14,7 @@ pub(super) fn spawn(
     notify: EventFd,
     interrupt: Arc<Interrupt>,
     disk: Arc<Mutex<Disk>>,
+    sync: WorkerSync,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("virtio-blk".into())
@@ -22,7 +23,10 @@ pub(super) fn spawn(
                 tracing::error!("virtio-blk: queue eventfd: {e}");
                 return;
             }
-            match request::process_queue(&mem, &mut queue, &disk) {
+            let _batch = sync.enter();
+            let result = request::process_queue(&mem, &mut queue, &disk);
+            sync.publish(&[&queue]);
+            match result {
                 Ok(true) => interrupt.signal_used_queue(),
                 Ok(false) => {}
                 Err(e) => {

@@ -4,7 +4,7 @@
 use super::muxer::{Muxer, FIRST_DYNAMIC_TOKEN, LISTENER_TOKEN};
 use super::packet::{Header, Packet, HEADER_LEN, MAX_PAYLOAD};
 use crate::memory::GuestMemoryMmap;
-use crate::virtio::{Activation, Interrupt};
+use crate::virtio::{Activation, Interrupt, WorkerSync};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -23,7 +23,13 @@ struct Worker {
     notify: Vec<EventFd>,
     interrupt: Arc<Interrupt>,
     muxer: Muxer,
+    sync: WorkerSync,
+    transport_reset: bool,
 }
+
+/// Event id telling the guest its transport was reset (after a snapshot restore): it drops its
+/// connections and re-reads its CID.
+const EVENT_TRANSPORT_RESET: u32 = 0;
 
 pub(super) fn spawn(guest_cid: u64, a: Activation, muxer: Muxer) -> std::io::Result<()> {
     let (queues, notify): (Vec<Queue>, Vec<EventFd>) = a.queues.into_iter().unzip();
@@ -41,6 +47,8 @@ pub(super) fn spawn(guest_cid: u64, a: Activation, muxer: Muxer) -> std::io::Res
         notify,
         interrupt: a.interrupt,
         muxer,
+        sync: a.sync,
+        transport_reset: a.restored,
     };
     std::thread::Builder::new()
         .name("virtio-vsock".into())
@@ -51,8 +59,18 @@ pub(super) fn spawn(guest_cid: u64, a: Activation, muxer: Muxer) -> std::io::Res
 impl Worker {
     fn run(&mut self) {
         let mut events = vec![EpollEvent::default(); 64];
+        if self.transport_reset {
+            let sync = self.sync.clone();
+            let _batch = sync.enter();
+            if self.send_transport_reset() {
+                self.interrupt.signal_used_queue();
+            }
+            self.publish();
+        }
         loop {
-            let n = match self.muxer.epoll().wait(-1, &mut events) {
+            // While the guest has not acknowledged a transport reset, nudge it every 100 ms.
+            let timeout = if self.muxer.holding() { 100 } else { -1 };
+            let n = match self.muxer.epoll().wait(timeout, &mut events) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -64,20 +82,55 @@ impl Worker {
                 match ev.data() {
                     t if t < FIRST_DYNAMIC_TOKEN && (t as usize) < self.notify.len() => {
                         let _ = self.notify[t as usize].read();
-                        if t as usize == EVQ {
-                            // Only used on snapshot restore (transport reset events).
+                        if t as usize == EVQ && !self.transport_reset {
+                            // The guest refills its event buffer after handling the transport
+                            // reset: it knows its new CID now.
+                            self.muxer.hold_requests(false);
                         }
                     }
                     LISTENER_TOKEN => self.muxer.accept(),
                     token => self.muxer.stream_event(token, ev.event_set()),
                 }
             }
+            if n == 0 && self.muxer.holding() {
+                tracing::debug!("vsock: re-raising the interrupt for the transport reset");
+                self.interrupt.signal_used_queue();
+                continue;
+            }
+            let sync = self.sync.clone();
+            let _batch = sync.enter();
             let mut signal = self.process_tx();
             signal |= self.process_rx();
+            if self.transport_reset {
+                signal |= self.send_transport_reset();
+            }
+            self.publish();
             if signal {
                 self.interrupt.signal_used_queue();
             }
         }
+    }
+
+    fn publish(&self) {
+        let refs: Vec<&Queue> = self.queues.iter().collect();
+        self.sync.publish(&refs);
+    }
+
+    /// Puts a TRANSPORT_RESET event in the guest's event queue (once it has a buffer there).
+    fn send_transport_reset(&mut self) -> bool {
+        let Some(chain) = self.queues[EVQ].pop_descriptor_chain(&self.mem) else {
+            return false;
+        };
+        let head = chain.head_index();
+        let written = chain
+            .writer(&self.mem)
+            .map(|mut w| w.write_all(&EVENT_TRANSPORT_RESET.to_le_bytes()).is_ok());
+        let len = if matches!(written, Ok(true)) { 4 } else { 0 };
+        let _ = self.queues[EVQ].add_used(&self.mem, head, len);
+        self.transport_reset = false;
+        self.muxer.hold_requests(true);
+        tracing::debug!("vsock: transport reset sent to the guest");
+        true
     }
 
     /// Takes every packet the guest queued for sending.

@@ -41,6 +41,8 @@ pub struct Muxer {
     next_token: u64,
     next_local_port: u32,
     control: VecDeque<Packet>,
+    /// Connection requests held back until the guest has handled a transport reset.
+    held: Option<Vec<Packet>>,
 }
 
 impl Muxer {
@@ -58,6 +60,22 @@ impl Muxer {
             next_token: FIRST_DYNAMIC_TOKEN,
             next_local_port: FIRST_LOCAL_PORT,
             control: VecDeque::new(),
+            held: None,
+        }
+    }
+
+    /// Whether connection requests are held back.
+    pub fn holding(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// Holds host connection requests back (after a snapshot restore, until the guest has
+    /// re-read its CID), or releases them.
+    pub fn hold_requests(&mut self, hold: bool) {
+        match (hold, self.held.take()) {
+            (true, held) => self.held = Some(held.unwrap_or_default()),
+            (false, Some(held)) => self.control.extend(held),
+            (false, None) => {}
         }
     }
 
@@ -177,7 +195,11 @@ impl Muxer {
                 let key = (local, port);
                 let mut conn = Conn::new(hs.stream, local, port, ConnState::AwaitResponse);
                 let hdr = conn.header(self.guest_cid, OP_REQUEST, 0);
-                self.control.push_back(Packet { hdr, data: vec![] });
+                let request = Packet { hdr, data: vec![] };
+                match &mut self.held {
+                    Some(held) => held.push(request),
+                    None => self.control.push_back(request),
+                }
                 // Same fd, now a connection: re-register under the handshake's token.
                 self.tokens.insert(token, key);
                 self.conn_tokens.insert(key, token);
