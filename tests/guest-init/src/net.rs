@@ -45,6 +45,9 @@ pub fn checks() -> Result<(), String> {
     let mac = std::fs::read_to_string(format!("/sys/class/net/{IFACE}/address"))
         .map_err(|e| format!("{IFACE} is missing: {e}"))?;
     say(&format!("{IFACE} mac {}", mac.trim()));
+    let features = std::fs::read_to_string(format!("/sys/class/net/{IFACE}/device/features"))
+        .unwrap_or_default();
+    say(&format!("{IFACE} virtio features {}", features.trim()));
     configure(ip, prefix)?;
     say(&format!("{IFACE} up with {ip}/{prefix}"));
     talk(server, bulk)

@@ -1,9 +1,14 @@
-//! The net device: features (VERSION_1, MAC, STATUS), configuration space (MAC, link up, one
-//! queue pair), two queues (receive, transmit), and the tap, opened when the device is created
-//! so a missing or busy tap fails the VM before boot.
+//! The net device: features (VERSION_1, MAC, STATUS, and checksum/TSO offloads both ways),
+//! configuration space (MAC, link up, one queue pair), two queues (receive, transmit), and the
+//! tap, opened when the device is created so a missing or busy tap fails the VM before boot.
+//!
+//! Offloads matter most where guest kernel code is slow (an emulating nested KVM): with TSO a
+//! 64 KiB segment costs the guest one frame instead of 45. The tap is told at activation which
+//! offloads the guest accepted, so it only hands over frames the guest can take. Without
+//! mergeable buffers, a guest that accepts TSO posts "big" receive chains (~64 KiB each).
 
 use super::event;
-use super::tap::{Tap, TapError};
+use super::tap::{Tap, TapError, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6};
 use crate::virtio::{
     read_config_bytes, ActivateError, Activation, VirtioDevice, F_VERSION_1, TYPE_NET,
 };
@@ -11,6 +16,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 const QUEUE_SIZE: u16 = 256;
+/// The device takes frames with partial checksums (transmit).
+const F_CSUM: u64 = 1 << 0;
+/// The driver takes frames with partial checksums (receive).
+const F_GUEST_CSUM: u64 = 1 << 1;
+/// The driver takes TCPv4 segments (receive).
+const F_GUEST_TSO4: u64 = 1 << 7;
+/// The driver takes TCPv6 segments (receive).
+const F_GUEST_TSO6: u64 = 1 << 8;
+/// The device takes TCPv4 segments (transmit).
+const F_HOST_TSO4: u64 = 1 << 11;
+/// The device takes TCPv6 segments (transmit).
+const F_HOST_TSO6: u64 = 1 << 12;
 /// The device has a MAC address in its configuration space.
 const F_MAC: u64 = 1 << 5;
 /// The configuration space has a link status.
@@ -101,11 +118,53 @@ pub fn default_mac(tap: &str) -> [u8; 6] {
     [0x02, 0x4b, 0x4e, a, b, c]
 }
 
+/// The offloads the driver accepted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Offloads {
+    /// Transmit headers may ask for checksums or segmentation (CSUM).
+    pub tx: bool,
+    /// Receive headers may carry partial checksums (GUEST_CSUM).
+    pub rx_csum: bool,
+    /// Receive frames may be TCPv4 segments (GUEST_TSO4).
+    pub rx_tso4: bool,
+    /// Receive frames may be TCPv6 segments (GUEST_TSO6).
+    pub rx_tso6: bool,
+}
+
+impl Offloads {
+    /// From the accepted feature bits (TSO without the checksum feature it depends on is ignored).
+    pub fn from_acked(acked: u64) -> Self {
+        let rx_csum = acked & F_GUEST_CSUM != 0;
+        Self {
+            tx: acked & F_CSUM != 0,
+            rx_csum,
+            rx_tso4: rx_csum && acked & F_GUEST_TSO4 != 0,
+            rx_tso6: rx_csum && acked & F_GUEST_TSO6 != 0,
+        }
+    }
+
+    /// The matching `TUNSETOFFLOAD` flags.
+    pub fn tap_flags(&self) -> u32 {
+        let mut f = 0;
+        if self.rx_csum {
+            f |= TUN_F_CSUM;
+        }
+        if self.rx_tso4 {
+            f |= TUN_F_TSO4;
+        }
+        if self.rx_tso6 {
+            f |= TUN_F_TSO6;
+        }
+        f
+    }
+}
+
 /// The virtio-net device.
 pub struct Net {
     mac: [u8; 6],
     tap: Option<Tap>,
     counters: Arc<NetCounters>,
+    acked: u64,
 }
 
 impl Net {
@@ -115,6 +174,7 @@ impl Net {
             mac,
             tap: Some(tap),
             counters: Arc::new(NetCounters::default()),
+            acked: 0,
         }
     }
 
@@ -157,10 +217,20 @@ impl VirtioDevice for Net {
     }
 
     fn features(&self) -> u64 {
-        F_VERSION_1 | F_MAC | F_STATUS
+        F_VERSION_1
+            | F_MAC
+            | F_STATUS
+            | F_CSUM
+            | F_GUEST_CSUM
+            | F_GUEST_TSO4
+            | F_GUEST_TSO6
+            | F_HOST_TSO4
+            | F_HOST_TSO6
     }
 
-    fn ack_features(&mut self, _features: u64) {}
+    fn ack_features(&mut self, features: u64) {
+        self.acked = features & self.features();
+    }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         // struct virtio_net_config: mac[6], le16 status, le16 max_virtqueue_pairs.
@@ -177,7 +247,10 @@ impl VirtioDevice for Net {
             .ok_or(ActivateError::Worker(std::io::Error::other(
                 "virtio-net already active",
             )))?;
-        event::spawn(a, tap, self.counters.clone()).map_err(ActivateError::Worker)
+        let offloads = Offloads::from_acked(self.acked);
+        tap.set_offload(offloads.tap_flags())
+            .map_err(|e| ActivateError::Worker(std::io::Error::other(e.to_string())))?;
+        event::spawn(a, tap, offloads, self.counters.clone()).map_err(ActivateError::Worker)
     }
 }
 
@@ -208,5 +281,17 @@ mod tests {
         assert_eq!(m, default_mac("ktap0123456789"));
         assert_ne!(m, default_mac("ktap0123456788"));
         assert_eq!(m[0] & 3, 2, "locally administered unicast");
+    }
+
+    #[test]
+    fn offloads_follow_the_accepted_features() {
+        assert_eq!(Offloads::from_acked(F_VERSION_1).tap_flags(), 0);
+        let all = Offloads::from_acked(u64::MAX);
+        assert!(all.tx);
+        assert_eq!(all.tap_flags(), TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6);
+        // TSO without the receive checksum feature is not usable.
+        let o = Offloads::from_acked(F_GUEST_TSO4 | F_HOST_TSO4);
+        assert_eq!(o.tap_flags(), 0);
+        assert!(!o.tx);
     }
 }

@@ -4,7 +4,7 @@
 //! and the tap is left unread (frames wait in its queue) until the receive queue is notified;
 //! when the tap cannot take a frame the chain stays queued until the tap is writable again.
 
-use super::device::NetCounters;
+use super::device::{NetCounters, Offloads};
 use super::rx::{self, RxOutcome};
 use super::tap::Tap;
 use super::tx::{self, TxStatus};
@@ -37,6 +37,7 @@ struct Worker {
     epoll: Epoll,
     tap: Tap,
     counters: Arc<NetCounters>,
+    offloads: Offloads,
     /// A frame read from the tap (`rx_len` bytes of `rx_buf`) not yet in the guest.
     rx_buf: Vec<u8>,
     rx_len: usize,
@@ -49,7 +50,12 @@ struct Worker {
     more: bool,
 }
 
-pub(super) fn spawn(a: Activation, tap: Tap, counters: Arc<NetCounters>) -> std::io::Result<()> {
+pub(super) fn spawn(
+    a: Activation,
+    tap: Tap,
+    offloads: Offloads,
+    counters: Arc<NetCounters>,
+) -> std::io::Result<()> {
     let (queues, notify): (Vec<Queue>, Vec<EventFd>) = a.queues.into_iter().unzip();
     let epoll = Epoll::new()?;
     for (i, fd) in notify.iter().enumerate() {
@@ -76,6 +82,7 @@ pub(super) fn spawn(a: Activation, tap: Tap, counters: Arc<NetCounters>) -> std:
         epoll,
         tap,
         counters,
+        offloads,
         rx_buf: vec![0; RX_BUF_LEN],
         rx_len: 0,
         tap_readable: true,
@@ -141,6 +148,7 @@ impl Worker {
             status = tx::process_queue(
                 &self.mem,
                 &mut self.queues[TX],
+                self.offloads.tx,
                 &mut self.tx_buf,
                 &self.counters,
                 |buf| tap.write_frame(buf),
@@ -197,7 +205,13 @@ impl Worker {
                 }
             }
             let frame = &self.rx_buf[..self.rx_len];
-            match rx::deliver(&self.mem, &mut self.queues[RX], frame, &self.counters)? {
+            match rx::deliver(
+                &self.mem,
+                &mut self.queues[RX],
+                frame,
+                self.offloads.rx_csum,
+                &self.counters,
+            )? {
                 RxOutcome::NoBuffers => return Ok(false),
                 RxOutcome::Delivered => self.rx_len = 0,
                 RxOutcome::TooBig | RxOutcome::BadFrame => {

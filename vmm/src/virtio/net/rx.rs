@@ -1,6 +1,10 @@
 //! Receive queue logic (host → guest), independent of KVM and of the tap: puts one frame as
 //! read from the tap (vnet header + Ethernet frame) into the guest's next receive chain.
 //!
+//! Without negotiated receive offloads the header the guest sees is zero (`num_buffers` 1) and a
+//! frame that needs a checksum or segmentation is dropped; with GUEST_CSUM (and TSO) the tap's
+//! header, which then carries exactly those offloads, is passed on.
+//!
 //! Every guest value is untrusted. A chain outside guest memory or too short for even a header
 //! and an Ethernet header is returned to the guest with length 0. A frame larger than the
 //! chain's room is dropped (and counted), never truncated, and the chain stays available for
@@ -31,17 +35,18 @@ pub enum RxOutcome {
     BadFrame,
 }
 
-/// Delivers `packet` (vnet header + frame, as the tap returns it) into the next receive chain.
+/// Delivers `packet` (vnet header + frame, as the tap returns it) into the next receive chain;
+/// `offloads` tells whether the guest accepted checksum (and segmentation) offloads.
 /// Errors are used-ring writes outside guest memory: the queue is unusable.
 pub fn deliver(
     mem: &GuestMemoryMmap,
     queue: &mut Queue,
     packet: &[u8],
+    offloads: bool,
     counters: &NetCounters,
 ) -> Result<RxOutcome, virtio_queue::Error> {
     if packet.len() < VNET_HDR_LEN + ETH_HLEN
-        || packet[0] & HDR_F_NEEDS_CSUM != 0
-        || packet[1] != GSO_NONE
+        || (!offloads && (packet[0] & HDR_F_NEEDS_CSUM != 0 || packet[1] != GSO_NONE))
     {
         counters.rx_bad_frames.fetch_add(1, Ordering::Relaxed);
         return Ok(RxOutcome::BadFrame);
@@ -65,7 +70,8 @@ pub fn deliver(
             counters.rx_too_big.fetch_add(1, Ordering::Relaxed);
             return Ok(RxOutcome::TooBig);
         }
-        let written = writer.write_all(&header()).is_ok() && writer.write_all(frame).is_ok();
+        let hdr = header(offloads.then_some(&packet[..VNET_HDR_LEN]));
+        let written = writer.write_all(&hdr).is_ok() && writer.write_all(frame).is_ok();
         if !written {
             // The regions were checked when the writer was built; this is not expected.
             counters.bad_chains.fetch_add(1, Ordering::Relaxed);
@@ -82,9 +88,13 @@ pub fn deliver(
     }
 }
 
-/// The header the guest sees: no flags and no GSO (none negotiated), `num_buffers` 1.
-fn header() -> [u8; VNET_HDR_LEN] {
+/// The header the guest sees: the tap's offload fields if the guest accepted offloads, zero
+/// otherwise, and `num_buffers` 1 (no mergeable buffers).
+fn header(tap: Option<&[u8]>) -> [u8; VNET_HDR_LEN] {
     let mut h = [0u8; VNET_HDR_LEN];
+    if let Some(tap) = tap {
+        h[..10].copy_from_slice(&tap[..10]);
+    }
     h[10..12].copy_from_slice(&1u16.to_le_bytes());
     h
 }
@@ -112,11 +122,36 @@ mod tests {
         let mut q = tq.queue();
         let c = NetCounters::default();
         let p = packet(1514);
-        assert_eq!(deliver(&mem, &mut q, &p, &c).unwrap(), RxOutcome::Delivered);
+        assert_eq!(
+            deliver(&mem, &mut q, &p, false, &c).unwrap(),
+            RxOutcome::Delivered
+        );
         assert_eq!(tq.used(0), (0, 1526));
-        assert_eq!(get(&mem, BUF, 12), header().to_vec());
+        assert_eq!(get(&mem, BUF, 12), header(None).to_vec());
         assert_eq!(get(&mem, BUF + 12, 1514), p[12..].to_vec());
         assert_eq!(c.rx_frames.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn offload_header_is_passed_on_when_negotiated() {
+        let mem = memory();
+        let mut tq = TestQueue::new(&mem, 16);
+        let big = VNET_HDR_LEN + 65_000;
+        tq.add(&[(BUF, 12, WRITE), (BUF2, 0x1_0000, WRITE)]);
+        let mut q = tq.queue();
+        let c = NetCounters::default();
+        let mut p = packet(65_000);
+        p[..10].copy_from_slice(&[HDR_F_NEEDS_CSUM, 1, 66, 0, 0xa8, 5, 34, 0, 16, 0]);
+        assert_eq!(
+            deliver(&mem, &mut q, &p, true, &c).unwrap(),
+            RxOutcome::Delivered
+        );
+        assert_eq!(tq.used(0), (0, big as u32));
+        assert_eq!(
+            get(&mem, BUF, 12),
+            vec![HDR_F_NEEDS_CSUM, 1, 66, 0, 0xa8, 5, 34, 0, 16, 0, 1, 0]
+        );
+        assert_eq!(get(&mem, BUF2 + 64_000, 1000), p[12 + 64_000..].to_vec());
     }
 
     #[test]
@@ -131,7 +166,10 @@ mod tests {
         let mut q = tq.queue();
         let p = packet(600);
         let c = NetCounters::default();
-        assert_eq!(deliver(&mem, &mut q, &p, &c).unwrap(), RxOutcome::Delivered);
+        assert_eq!(
+            deliver(&mem, &mut q, &p, false, &c).unwrap(),
+            RxOutcome::Delivered
+        );
         assert_eq!(tq.used(0).1, 612);
         assert_eq!(get(&mem, BUF2, 100), p[12..112].to_vec());
         assert_eq!(get(&mem, BUF2 + 4096, 500), p[112..].to_vec());
@@ -144,7 +182,7 @@ mod tests {
         let mut q = tq.queue();
         let c = NetCounters::default();
         assert_eq!(
-            deliver(&mem, &mut q, &packet(60), &c).unwrap(),
+            deliver(&mem, &mut q, &packet(60), false, &c).unwrap(),
             RxOutcome::NoBuffers
         );
         assert_eq!(tq.used_idx(), 0);
@@ -158,14 +196,14 @@ mod tests {
         let mut q = tq.queue();
         let c = NetCounters::default();
         assert_eq!(
-            deliver(&mem, &mut q, &packet(1000), &c).unwrap(),
+            deliver(&mem, &mut q, &packet(1000), false, &c).unwrap(),
             RxOutcome::TooBig
         );
         assert_eq!(tq.used_idx(), 0);
         assert_eq!(c.rx_too_big.load(Ordering::Relaxed), 1);
         // The same buffer takes the next, smaller frame.
         assert_eq!(
-            deliver(&mem, &mut q, &packet(400), &c).unwrap(),
+            deliver(&mem, &mut q, &packet(400), false, &c).unwrap(),
             RxOutcome::Delivered
         );
         assert_eq!(tq.used(0), (0, 412));
@@ -179,19 +217,19 @@ mod tests {
         let mut q = tq.queue();
         let c = NetCounters::default();
         assert_eq!(
-            deliver(&mem, &mut q, &packet(10), &c).unwrap(),
+            deliver(&mem, &mut q, &packet(10), false, &c).unwrap(),
             RxOutcome::BadFrame
         );
         let mut gso = packet(100);
         gso[1] = 1;
         assert_eq!(
-            deliver(&mem, &mut q, &gso, &c).unwrap(),
+            deliver(&mem, &mut q, &gso, false, &c).unwrap(),
             RxOutcome::BadFrame
         );
         let mut csum = packet(100);
         csum[0] = HDR_F_NEEDS_CSUM;
         assert_eq!(
-            deliver(&mem, &mut q, &csum, &c).unwrap(),
+            deliver(&mem, &mut q, &csum, false, &c).unwrap(),
             RxOutcome::BadFrame
         );
         assert_eq!(tq.used_idx(), 0);
@@ -215,7 +253,7 @@ mod tests {
         let mut q = tq.queue();
         let c = NetCounters::default();
         assert_eq!(
-            deliver(&mem, &mut q, &packet(100), &c).unwrap(),
+            deliver(&mem, &mut q, &packet(100), false, &c).unwrap(),
             RxOutcome::Delivered
         );
         assert_eq!(tq.used_idx(), 5);
@@ -236,7 +274,7 @@ mod tests {
         tq.publish(0);
         let mut q = tq.queue();
         assert_eq!(
-            deliver(&mem, &mut q, &packet(100), &c).unwrap(),
+            deliver(&mem, &mut q, &packet(100), false, &c).unwrap(),
             RxOutcome::NoBuffers
         );
         assert_eq!(tq.used(0), (0, 0));
@@ -247,11 +285,11 @@ mod tests {
         tq.publish(0);
         let mut q = tq.queue();
         assert_eq!(
-            deliver(&mem, &mut q, &packet(1400), &c).unwrap(),
+            deliver(&mem, &mut q, &packet(1400), false, &c).unwrap(),
             RxOutcome::TooBig
         );
         assert_eq!(
-            deliver(&mem, &mut q, &packet(60), &c).unwrap(),
+            deliver(&mem, &mut q, &packet(60), false, &c).unwrap(),
             RxOutcome::Delivered
         );
         assert_eq!(tq.used(0), (0, 72));

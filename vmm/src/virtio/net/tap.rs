@@ -1,6 +1,7 @@
 //! Leaf syscall module of the net device: opens a tap (`/dev/net/tun`, `TUNSETIFF` with
 //! `IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`), sets a 12-byte vnet header (`TUNSETVNETHDRSZ`) and
-//! turns every offload off (`TUNSETOFFLOAD 0`), non-blocking. The only unsafe code of the device.
+//! turns every offload off (`TUNSETOFFLOAD 0`) until the guest accepts some, non-blocking. The
+//! only unsafe code of the device.
 
 use super::VNET_HDR_LEN;
 use std::fs::{File, OpenOptions};
@@ -19,6 +20,12 @@ const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
 const IFF_VNET_HDR: libc::c_short = 0x4000;
+/// Offload flags for `TUNSETOFFLOAD`: the tap may hand over partial checksums...
+pub const TUN_F_CSUM: u32 = 0x01;
+/// ...TCPv4 segmentation offload (large frames)...
+pub const TUN_F_TSO4: u32 = 0x02;
+/// ...and TCPv6 segmentation offload.
+pub const TUN_F_TSO6: u32 = 0x04;
 
 /// Errors opening or configuring a tap.
 #[derive(Debug, thiserror::Error)]
@@ -179,12 +186,18 @@ impl Tap {
         if rc < 0 {
             return Err(self.configure_error("TUNSETVNETHDRSZ", io::Error::last_os_error()));
         }
-        // SAFETY: TUNSETOFFLOAD takes its argument by value (no offloads); no memory is accessed.
+        self.set_offload(0)
+    }
+
+    /// Sets which offloads the tap may use in frames it hands over (`TUN_F_*`); it must match
+    /// what the guest accepted (GUEST_CSUM, GUEST_TSO4, GUEST_TSO6).
+    pub fn set_offload(&self, flags: u32) -> Result<(), TapError> {
+        // SAFETY: TUNSETOFFLOAD takes its argument by value; no memory is accessed.
         let rc = unsafe {
             libc::ioctl(
                 self.file.as_raw_fd(),
                 TUNSETOFFLOAD as _,
-                0 as libc::c_ulong,
+                libc::c_ulong::from(flags),
             )
         };
         if rc < 0 {

@@ -2,8 +2,10 @@
 //! `virtio_net_hdr_v1` + frame and hands one buffer per frame to a sender (the tap).
 //!
 //! Every guest value is untrusted: a chain outside guest memory, shorter than a header and an
-//! Ethernet header, or longer than [`MAX_FRAME`] is completed and dropped (counted). The guest's
-//! header is replaced by a zeroed one: no offload was negotiated, so none may be requested.
+//! Ethernet header, or longer than [`MAX_FRAME`] is completed and dropped (counted). Without
+//! negotiated transmit offloads (CSUM, HOST_TSO4/6) the guest's header is replaced by a zeroed
+//! one, so none can be requested; with them it is passed on and the tap's kernel side checks it
+//! as it checks any other writer's.
 
 use super::device::NetCounters;
 use super::{ETH_HLEN, VNET_HDR_LEN};
@@ -12,8 +14,9 @@ use std::io::{ErrorKind, Read};
 use std::sync::atomic::Ordering;
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 
-/// Largest frame (without the vnet header) taken from the guest.
-pub const MAX_FRAME: usize = 65_535;
+/// Largest frame (without the vnet header) taken from the guest: a 64 KiB IP packet (TSO) with
+/// Ethernet and VLAN headers.
+pub const MAX_FRAME: usize = 65_535 + 18;
 /// Chains handled per call, so a busy transmit queue cannot starve receiving.
 pub const BATCH: usize = 64;
 
@@ -42,10 +45,12 @@ pub struct TxStatus {
     pub more: bool,
 }
 
-/// Reads one chain into `buf` as the tap takes it: a zeroed vnet header, then the frame.
+/// Reads one chain into `buf` as the tap takes it: the vnet header (zeroed unless `offloads`),
+/// then the frame.
 pub fn read_frame(
     mem: &GuestMemoryMmap,
     chain: DescriptorChain<&GuestMemoryMmap>,
+    offloads: bool,
     buf: &mut Vec<u8>,
 ) -> Result<(), TxError> {
     let mut reader = chain.reader(mem).map_err(|_| TxError::Chain)?;
@@ -59,15 +64,20 @@ pub fn read_frame(
     buf.clear();
     buf.resize(len, 0);
     reader.read_exact(buf).map_err(|_| TxError::Chain)?;
-    buf[..VNET_HDR_LEN].fill(0);
+    if !offloads {
+        buf[..VNET_HDR_LEN].fill(0);
+    }
+    buf[10..VNET_HDR_LEN].fill(0); // num_buffers: receive side only
     Ok(())
 }
 
-/// Sends every available chain (up to [`BATCH`]) through `send`, which writes one whole buffer.
+/// Sends every available chain (up to [`BATCH`]) through `send`, which writes one whole buffer;
+/// `offloads` tells whether the guest negotiated transmit offloads.
 /// Errors are used-ring writes outside guest memory: the queue is unusable.
 pub fn process_queue(
     mem: &GuestMemoryMmap,
     queue: &mut Queue,
+    offloads: bool,
     buf: &mut Vec<u8>,
     counters: &NetCounters,
     mut send: impl FnMut(&[u8]) -> std::io::Result<usize>,
@@ -78,7 +88,7 @@ pub fn process_queue(
             return Ok(status);
         };
         let head = chain.head_index();
-        match read_frame(mem, chain, buf) {
+        match read_frame(mem, chain, offloads, buf) {
             Ok(()) => match send(buf) {
                 Ok(n) if n == buf.len() => {
                     counters.tx_frames.fetch_add(1, Ordering::Relaxed);
@@ -127,7 +137,7 @@ mod tests {
         let mut q = tq.queue();
         let c = NetCounters::default();
         let mut buf = Vec::new();
-        let s = process_queue(mem, &mut q, &mut buf, &c, &mut send).unwrap();
+        let s = process_queue(mem, &mut q, false, &mut buf, &c, &mut send).unwrap();
         (s, c, q)
     }
 
@@ -160,6 +170,26 @@ mod tests {
     }
 
     #[test]
+    fn offload_header_is_kept_when_negotiated() {
+        let mem = memory();
+        let hdr = [1, 1, 54, 0, 0xa8, 5, 34, 0, 16, 0, 7, 7];
+        put(&mem, HDR, &hdr);
+        put(&mem, DATA, &frame(20_000));
+        let mut tq = TestQueue::new(&mem, 16);
+        tq.add(&[(HDR, 12, 0), (DATA, 20_000, 0)]);
+        let mut q = tq.queue();
+        let mut sent = Vec::new();
+        let c = NetCounters::default();
+        process_queue(&mem, &mut q, true, &mut Vec::new(), &c, |b| {
+            sent = b.to_vec();
+            Ok(b.len())
+        })
+        .unwrap();
+        assert_eq!(&sent[..12], &[1, 1, 54, 0, 0xa8, 5, 34, 0, 16, 0, 0, 0]);
+        assert_eq!(sent.len(), 20_012);
+    }
+
+    #[test]
     fn a_busy_sender_keeps_the_chain() {
         let mem = memory();
         put(&mem, HDR, &[0; 12]);
@@ -172,7 +202,7 @@ mod tests {
         // Retried later, the same chain goes out.
         let c = NetCounters::default();
         let mut n = 0;
-        let s = process_queue(&mem, &mut q, &mut Vec::new(), &c, |b| {
+        let s = process_queue(&mem, &mut q, false, &mut Vec::new(), &c, |b| {
             n += 1;
             Ok(b.len())
         })
@@ -239,10 +269,10 @@ mod tests {
         let mut q = tq.queue();
         let c = NetCounters::default();
         let mut buf = Vec::new();
-        let s = process_queue(&mem, &mut q, &mut buf, &c, |b| Ok(b.len())).unwrap();
+        let s = process_queue(&mem, &mut q, false, &mut buf, &c, |b| Ok(b.len())).unwrap();
         assert!(s.used && s.more);
         assert_eq!(tq.used_idx() as usize, BATCH);
-        let s = process_queue(&mem, &mut q, &mut buf, &c, |b| Ok(b.len())).unwrap();
+        let s = process_queue(&mem, &mut q, false, &mut buf, &c, |b| Ok(b.len())).unwrap();
         assert!(s.used && !s.more);
         assert_eq!(tq.used_idx() as usize, BATCH + 10);
     }
