@@ -95,28 +95,38 @@ impl DiskConfig {
     }
 }
 
-/// One virtio-net device, backed by a tap in the VMM's network namespace.
+/// One virtio-net device, backed by a tap: by name in the VMM's network namespace, or an open
+/// tap descriptor handed to the VMM by its parent (which may have opened it in another namespace).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetConfig {
-    /// Tap interface name (opened with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR).
+    /// Tap interface name (opened with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR); empty with `fd`.
+    #[serde(default)]
     pub tap: String,
+    /// An inherited tap descriptor (attached with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR), instead of `tap`.
+    #[serde(default)]
+    pub fd: Option<i32>,
     /// The guest NIC's MAC (`02:00:00:00:00:01`); a stable one is derived from the tap name if unset.
     #[serde(default)]
     pub mac: Option<String>,
 }
 
 impl NetConfig {
-    /// Parses `tap=NAME,mac=02:00:00:00:00:01` (`mac` optional).
+    /// Parses `tap=NAME,mac=02:00:00:00:00:01` or `fd=N,mac=...` (`mac` optional).
     pub fn parse(spec: &str) -> Result<Self, ConfigError> {
         let mut n = NetConfig::default();
         for part in spec.split(',').filter(|p| !p.is_empty()) {
             match part.split_once('=') {
                 Some(("tap", v)) => n.tap = v.into(),
+                Some(("fd", v)) => {
+                    n.fd = Some(v.parse().map_err(|_| {
+                        ConfigError::Invalid(format!("--net: fd {v:?} is not a number"))
+                    })?)
+                }
                 Some(("mac", v)) => n.mac = Some(v.into()),
                 _ => {
                     return Err(ConfigError::Invalid(format!(
-                        "--net {spec:?}: unknown part {part:?} (expected tap=NAME, mac=MAC)"
+                        "--net {spec:?}: unknown part {part:?} (expected tap=NAME or fd=N, mac=MAC)"
                     )))
                 }
             }
@@ -126,11 +136,25 @@ impl NetConfig {
     }
 
     fn check(&self) -> Result<(), ConfigError> {
-        if self.tap.is_empty() || self.tap.len() > 15 || self.tap.contains(['/', '\0']) {
-            return Err(ConfigError::Invalid(format!(
-                "net tap name {:?} must be 1 to 15 bytes",
-                self.tap
-            )));
+        match (self.tap.is_empty(), self.fd) {
+            (true, None) | (false, Some(_)) => {
+                return Err(ConfigError::Invalid(format!(
+                    "net device needs exactly one of tap=NAME and fd=N (tap {:?}, fd {:?})",
+                    self.tap, self.fd
+                )))
+            }
+            (true, Some(fd)) if fd < 0 => {
+                return Err(ConfigError::Invalid(format!("net fd {fd} is negative")))
+            }
+            (true, Some(_)) => {}
+            (false, None) => {
+                if self.tap.len() > 15 || self.tap.contains(['/', '\0']) {
+                    return Err(ConfigError::Invalid(format!(
+                        "net tap name {:?} must be 1 to 15 bytes",
+                        self.tap
+                    )));
+                }
+            }
         }
         if let Some(mac) = &self.mac {
             crate::virtio::net::parse_mac(mac)
@@ -311,8 +335,12 @@ mod tests {
         assert_eq!(n.tap, "ktap0");
         assert_eq!(n.mac.as_deref(), Some("02:00:00:00:00:07"));
         assert!(NetConfig::parse("tap=ktap0").unwrap().mac.is_none());
+        assert_eq!(NetConfig::parse("fd=5").unwrap().fd, Some(5));
         for bad in [
             "",
+            "fd=x",
+            "fd=-1",
+            "tap=t,fd=3",
             "mac=02:00:00:00:00:07",
             "tap=a-very-long-tap-name",
             "tap=t,mac=x",

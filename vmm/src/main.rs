@@ -147,7 +147,8 @@ struct RunArgs {
     /// virtio-blk slot: `path=FILE,ro,serial=ID` or `empty,ro` (repeatable; vda, vdb, ...).
     #[arg(long = "disk")]
     disks: Vec<String>,
-    /// virtio-net on a tap: `tap=NAME,mac=02:00:00:00:00:01` (repeatable; eth0, eth1, ...).
+    /// virtio-net on a tap: `tap=NAME,mac=02:00:00:00:00:01`, or `fd=N` for an inherited tap
+    /// descriptor (repeatable; eth0, eth1, ...).
     #[arg(long = "net")]
     net: Vec<String>,
     /// virtio-vsock: `cid=N,socket=PATH` (host connects with `CONNECT <port>`).

@@ -554,7 +554,7 @@ fn virtio_devices(
         devices.push(Box::new(block));
     }
     for n in spec.net {
-        devices.push(Box::new(Net::open(&n.tap, n.mac.as_deref())?));
+        devices.push(Box::new(Net::from_config(n)?));
     }
     if let Some(v) = spec.vsock {
         devices.push(Box::new(Vsock::new(v.cid, &v.socket)?));

@@ -188,6 +188,19 @@ impl Net {
         Ok(Self::new(Tap::open(name)?, mac))
     }
 
+    /// The device a configuration describes: a tap by name, or an inherited tap descriptor.
+    pub fn from_config(config: &crate::config::NetConfig) -> Result<Self, NetError> {
+        let Some(fd) = config.fd else {
+            return Self::open(&config.tap, config.mac.as_deref());
+        };
+        let tap = Tap::from_raw_fd(fd)?;
+        let mac = match &config.mac {
+            Some(m) => parse_mac(m)?,
+            None => default_mac(tap.name()),
+        };
+        Ok(Self::new(tap, mac))
+    }
+
     /// The guest NIC's MAC.
     pub fn mac(&self) -> [u8; 6] {
         self.mac

@@ -75,6 +75,38 @@ struct IfReq {
     _pad: [u8; 22],
 }
 
+/// The interface name of tap descriptor `fd`, if it is attached with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR.
+fn tap_name(fd: RawFd) -> Result<String, TapError> {
+    let not_a_tap = |source| TapError::NotATap { fd, source };
+    // SAFETY: F_GETFD takes no pointers; it only tells whether `fd` is open.
+    if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(not_a_tap(io::Error::from_raw_os_error(libc::EBADF)));
+    }
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        flags: 0,
+        _pad: [0; 22],
+    };
+    // SAFETY: `fd` is open; TUNGETIFF writes one `struct ifreq` through the pointer, and `req` is
+    // a live, correctly sized ifreq. Any other kind of descriptor fails without side effects.
+    if unsafe { libc::ioctl(fd, TUNGETIFF as _, &mut req) } < 0 {
+        return Err(not_a_tap(io::Error::last_os_error()));
+    }
+    let wanted = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    if req.flags & wanted != wanted {
+        return Err(not_a_tap(io::Error::other(format!(
+            "tap flags {:#x}",
+            req.flags
+        ))));
+    }
+    let end = req
+        .name
+        .iter()
+        .position(|b| *b == 0)
+        .unwrap_or(req.name.len());
+    Ok(String::from_utf8_lossy(&req.name[..end]).into_owned())
+}
+
 /// An open tap queue carrying `virtio_net_hdr_v1` + frame per read and write.
 #[derive(Debug)]
 pub struct Tap {
@@ -122,31 +154,8 @@ impl Tap {
     /// Takes over a tap descriptor handed to this process (e.g. by kennel-cri). It must be a tap
     /// attached with `IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`; it is made non-blocking.
     pub fn from_fd(fd: OwnedFd) -> Result<Tap, TapError> {
-        let raw = fd.as_raw_fd();
+        let name = tap_name(fd.as_raw_fd())?;
         let file = File::from(fd);
-        let mut req = IfReq {
-            name: [0; libc::IFNAMSIZ],
-            flags: 0,
-            _pad: [0; 22],
-        };
-        // SAFETY: `file` owns an open descriptor; TUNGETIFF writes one `struct ifreq` through the
-        // pointer, and `req` is a live, correctly sized ifreq. A non-tun descriptor fails.
-        let rc = unsafe { libc::ioctl(file.as_raw_fd(), TUNGETIFF as _, &mut req) };
-        let wanted = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
-        if rc < 0 || req.flags & wanted != wanted {
-            let source = if rc < 0 {
-                io::Error::last_os_error()
-            } else {
-                io::Error::other(format!("tap flags {:#x}", req.flags))
-            };
-            return Err(TapError::NotATap { fd: raw, source });
-        }
-        let end = req
-            .name
-            .iter()
-            .position(|b| *b == 0)
-            .unwrap_or(req.name.len());
-        let name = String::from_utf8_lossy(&req.name[..end]).into_owned();
         // SAFETY: F_GETFL/F_SETFL on a descriptor `file` owns; no pointers.
         let rc = unsafe {
             let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
@@ -164,17 +173,12 @@ impl Tap {
         Ok(tap)
     }
 
-    /// Takes over descriptor number `fd` of this process (see [`Tap::from_fd`]).
+    /// Takes over descriptor number `fd` of this process (see [`Tap::from_fd`]). A descriptor
+    /// that is not such a tap is left open and untouched.
     pub fn from_raw_fd(fd: RawFd) -> Result<Tap, TapError> {
-        // SAFETY: F_GETFD takes no pointers; it only tells whether `fd` is open.
-        if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-            return Err(TapError::NotATap {
-                fd,
-                source: io::Error::last_os_error(),
-            });
-        }
-        // SAFETY: `fd` is open (checked above) and was handed to this process to own; nothing
-        // else in the VMM uses that number.
+        tap_name(fd)?;
+        // SAFETY: `fd` is an open tap (checked above) handed to this process to own; nothing
+        // else in the VMM opened it, so nothing else closes it.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
         Self::from_fd(owned)
     }
@@ -240,6 +244,126 @@ impl AsRawFd for Tap {
 mod tests {
     use super::*;
 
+    /// A network namespace made for one test (root and `ip` needed); removed on drop.
+    struct TestNs(String);
+
+    impl TestNs {
+        fn new() -> Self {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos();
+            let ns = TestNs(format!("kn-tap-{}-{nanos:x}", std::process::id()));
+            ns.ip(&["netns", "add", &ns.0]);
+            ns
+        }
+
+        fn ip(&self, args: &[&str]) {
+            let out = std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "ip {args:?}: {out:?}");
+        }
+
+        /// Opens tap `name` from a thread inside the namespace.
+        fn open_tap(&self, name: &'static str) -> Tap {
+            let path = format!("/run/netns/{}", self.0);
+            std::thread::spawn(move || {
+                let ns = File::open(&path).unwrap();
+                // SAFETY: setns takes an open descriptor and a flag; it moves only this thread.
+                assert_eq!(
+                    unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+                    0
+                );
+                Tap::open(name).unwrap()
+            })
+            .join()
+            .unwrap()
+        }
+    }
+
+    impl Drop for TestNs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &self.0])
+                .output();
+        }
+    }
+
+    fn wait_readable(tap: &Tap) {
+        let mut pfd = libc::pollfd {
+            fd: tap.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: `pfd` is a valid pollfd for the duration of the call.
+        unsafe { libc::poll(&mut pfd, 1, 200) };
+    }
+
+    /// A real tap in a namespace the test makes: an ARP request written as a guest would
+    /// (vnet header + frame) is answered by the namespace's stack, and the reply reads back
+    /// with a vnet header. The same tap handed over as a descriptor is accepted.
+    #[test]
+    fn frames_go_through_a_real_tap_by_name_and_by_fd() {
+        let ns = TestNs::new();
+        let tap = ns.open_tap("kntest0");
+        assert_eq!(tap.name(), "kntest0");
+        ns.ip(&["-n", &ns.0, "addr", "add", "10.78.0.1/24", "dev", "kntest0"]);
+        ns.ip(&["-n", &ns.0, "link", "set", "kntest0", "up"]);
+        assert_eq!(
+            tap.read_frame(&mut [0u8; 2048]).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+
+        let guest_mac = [0x02, 0, 0, 0, 0, 2];
+        let mut frame = vec![0u8; VNET_HDR_LEN];
+        frame.extend([0xff; 6]);
+        frame.extend(guest_mac);
+        frame.extend([0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]); // ARP, Ethernet/IPv4, request
+        frame.extend(guest_mac);
+        frame.extend([10, 78, 0, 2]);
+        frame.extend([0; 6]);
+        frame.extend([10, 78, 0, 1]);
+        assert_eq!(tap.write_frame(&frame).unwrap(), frame.len());
+
+        let mut buf = vec![0u8; 65_600];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let reply = loop {
+            assert!(std::time::Instant::now() < deadline, "no ARP reply");
+            match tap.read_frame(&mut buf) {
+                Ok(n) => {
+                    let f = &buf[..n];
+                    // header, dst MAC = guest, ARP, opcode 2 (reply)
+                    if n >= VNET_HDR_LEN + 42
+                        && f[VNET_HDR_LEN..VNET_HDR_LEN + 6] == guest_mac
+                        && f[VNET_HDR_LEN + 12..VNET_HDR_LEN + 14] == [0x08, 0x06]
+                        && f[VNET_HDR_LEN + 20..VNET_HDR_LEN + 22] == [0, 2]
+                    {
+                        break f.to_vec();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_readable(&tap),
+                Err(e) => panic!("read: {e}"),
+            }
+        };
+        assert_eq!(reply[1], 0, "no GSO with offloads off");
+        // Sender protocol address of the reply is the namespace's.
+        assert_eq!(
+            &reply[VNET_HDR_LEN + 28..VNET_HDR_LEN + 32],
+            &[10, 78, 0, 1]
+        );
+
+        tap.set_offload(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+            .unwrap();
+        let dup = OwnedFd::from(tap.file.try_clone().unwrap());
+        let raw = dup.as_raw_fd();
+        std::mem::forget(dup); // from_raw_fd takes it over
+        let handed = Tap::from_raw_fd(raw).unwrap();
+        assert_eq!(handed.name(), "kntest0");
+        assert_eq!(handed.write_frame(&frame).unwrap(), frame.len());
+    }
+
     #[test]
     fn bad_names_are_refused() {
         assert!(matches!(Tap::open(""), Err(TapError::Name(_))));
@@ -259,5 +383,11 @@ mod tests {
             Tap::from_raw_fd(-1),
             Err(TapError::NotATap { .. })
         ));
+        let f = tempfile::tempfile().unwrap();
+        assert!(Tap::from_raw_fd(f.as_raw_fd()).is_err());
+        // Still open: refusing it did not close it.
+        assert!(f.metadata().is_ok());
+        // SAFETY: F_GETFD on a descriptor the test owns.
+        assert!(unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFD) } >= 0);
     }
 }
