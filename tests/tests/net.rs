@@ -248,6 +248,11 @@ fn guest_reaches_a_host_address_over_a_tap() {
     assert!(!console.contains("FAILED"), "{context}");
     assert_eq!(served.greeting, "hello from the guest over virtio-net");
     assert!(log.contains("guest stopped (reset)"), "{context}");
+    if let Some(features) = console.lines().find(|l| l.contains("virtio features")) {
+        eprintln!(
+            "{features} (bit i = feature i: CSUM, GUEST_CSUM, MAC, TSO, EVENT_IDX, VERSION_1)"
+        );
+    }
     let stats = Command::new("ip")
         .args(["-n", &ns.name, "-s", "link", "show", TAP])
         .output()

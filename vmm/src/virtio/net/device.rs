@@ -14,6 +14,7 @@ use crate::virtio::{
 };
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use virtio_queue::QueueT;
 
 const QUEUE_SIZE: u16 = 256;
 /// The device takes frames with partial checksums (transmit).
@@ -28,6 +29,8 @@ const F_GUEST_TSO6: u64 = 1 << 8;
 const F_HOST_TSO4: u64 = 1 << 11;
 /// The device takes TCPv6 segments (transmit).
 const F_HOST_TSO6: u64 = 1 << 12;
+/// Notification suppression by ring indexes (used_event / avail_event).
+const F_EVENT_IDX: u64 = 1 << 29;
 /// The device has a MAC address in its configuration space.
 const F_MAC: u64 = 1 << 5;
 /// The configuration space has a link status.
@@ -239,6 +242,7 @@ impl VirtioDevice for Net {
             | F_GUEST_TSO6
             | F_HOST_TSO4
             | F_HOST_TSO6
+            | F_EVENT_IDX
     }
 
     fn ack_features(&mut self, features: u64) {
@@ -250,7 +254,7 @@ impl VirtioDevice for Net {
         read_config_bytes(&self.config(), offset, data);
     }
 
-    fn activate(&mut self, a: Activation) -> Result<(), ActivateError> {
+    fn activate(&mut self, mut a: Activation) -> Result<(), ActivateError> {
         if a.queues.len() != 2 {
             return Err(ActivateError::BadQueue(a.queues.len()));
         }
@@ -260,6 +264,9 @@ impl VirtioDevice for Net {
             .ok_or(ActivateError::Worker(std::io::Error::other(
                 "virtio-net already active",
             )))?;
+        for (q, _) in &mut a.queues {
+            q.set_event_idx(self.acked & F_EVENT_IDX != 0);
+        }
         let offloads = Offloads::from_acked(self.acked);
         tap.set_offload(offloads.tap_flags())
             .map_err(|e| ActivateError::Worker(std::io::Error::other(e.to_string())))?;

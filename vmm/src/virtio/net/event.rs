@@ -154,6 +154,11 @@ impl Worker {
                 |buf| tap.write_frame(buf),
             )?;
             self.tx_blocked = status.blocked;
+            if !status.blocked && !status.more {
+                // Drained: ask for a notification on the next chain (sets avail_event with
+                // EVENT_IDX); a chain that slipped in meanwhile means another round.
+                status.more = self.queues[TX].enable_notification(&self.mem)?;
+            }
         }
         let rx_more = self.process_rx()?;
         self.more = status.more || rx_more;
@@ -212,7 +217,14 @@ impl Worker {
                 self.offloads.rx_csum,
                 &self.counters,
             )? {
-                RxOutcome::NoBuffers => return Ok(false),
+                RxOutcome::NoBuffers => {
+                    // Ask to be notified when the driver posts buffers; if some arrived in the
+                    // meantime, go on at once.
+                    if self.queues[RX].enable_notification(&self.mem)? {
+                        continue;
+                    }
+                    return Ok(false);
+                }
                 RxOutcome::Delivered => self.rx_len = 0,
                 RxOutcome::TooBig | RxOutcome::BadFrame => {
                     tracing::debug!("virtio-net: dropped a {}-byte frame", self.rx_len);
@@ -223,8 +235,8 @@ impl Worker {
         Ok(true)
     }
 
-    /// Whether the driver wants an interrupt for queue `q` (it sets `VRING_AVAIL_F_NO_INTERRUPT`
-    /// while it polls; without EVENT_IDX that flag is the only suppression).
+    /// Whether the driver wants an interrupt for queue `q`: with EVENT_IDX its `used_event`
+    /// decides; without, it sets `VRING_AVAIL_F_NO_INTERRUPT` while it polls.
     fn wants_interrupt(&mut self, q: usize) -> bool {
         let queue = &mut self.queues[q];
         match queue.needs_notification(&self.mem) {
