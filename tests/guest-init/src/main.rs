@@ -109,6 +109,7 @@ fn checks() -> Result<(), String> {
     Ok(())
 }
 
+mod bench;
 mod devices;
 mod net;
 mod template;
@@ -136,6 +137,8 @@ fn main() {
             .any(|a| a == "kennel.test=template")
         {
             template::serve()
+        } else if cmdline.split_whitespace().any(|a| a == "kennel.test=bench") {
+            bench::run()
         } else {
             Ok(())
         }
