@@ -191,7 +191,6 @@ async fn run(cli: Cli, guest: bool) -> Result<()> {
         containers: containers.clone(),
         sandbox_paths: sandbox::Paths {
             etc: cli.etc_dir.clone(),
-            sys_class_net: "/sys/class/net".into(),
             random: "/dev/random".into(),
         },
         block_paths: storage::BlockPaths {

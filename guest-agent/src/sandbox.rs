@@ -54,8 +54,6 @@ fn io(op: impl Into<String>) -> impl FnOnce(std::io::Error) -> SandboxError {
 pub struct Paths {
     /// Directory receiving hostname, hosts and resolv.conf.
     pub etc: PathBuf,
-    /// /sys/class/net, to find interfaces by MAC.
-    pub sys_class_net: PathBuf,
     /// The kernel random device.
     pub random: PathBuf,
 }
@@ -187,22 +185,16 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     fs::rename(&tmp, path)
 }
 
-fn find_by_mac(sys_class_net: &Path, mac: [u8; 6]) -> Result<String, SandboxError> {
+fn find_by_mac(mac: [u8; 6]) -> Result<String, SandboxError> {
     let want = mac.map(|b| format!("{b:02x}")).join(":");
-    let entries =
-        fs::read_dir(sys_class_net).map_err(io(format!("listing {}", sys_class_net.display())))?;
-    for e in entries.flatten() {
-        let addr = fs::read_to_string(e.path().join("address")).unwrap_or_default();
-        if addr.trim().eq_ignore_ascii_case(&want) {
-            return Ok(e.file_name().to_string_lossy().into_owned());
-        }
-    }
-    Err(SandboxError::NotFound(format!(
-        "no interface with MAC {want}"
-    )))
+    let all = ioctl::interfaces_with_mac().map_err(io("listing interfaces"))?;
+    all.into_iter()
+        .find(|(_, m)| *m == mac)
+        .map(|(name, _)| name)
+        .ok_or_else(|| SandboxError::NotFound(format!("no interface with MAC {want}")))
 }
 
-fn configure_interface(i: usize, itf: &pb::Interface, paths: &Paths) -> Result<(), SandboxError> {
+fn configure_interface(i: usize, itf: &pb::Interface) -> Result<(), SandboxError> {
     let f = |name: &str| format!("interfaces[{i}].{name}");
     let mac = if itf.mac.is_empty() {
         None
@@ -234,7 +226,7 @@ fn configure_interface(i: usize, itf: &pb::Interface, paths: &Paths) -> Result<(
         routes.push((dst, mask, gw));
     }
     let name = match (itf.name.as_str(), mac) {
-        ("", Some(mac)) => find_by_mac(&paths.sys_class_net, mac)?,
+        ("", Some(mac)) => find_by_mac(mac)?,
         ("", None) => return Err(invalid(f("name"), "either name or mac is required")),
         (n, _) => n.to_string(),
     };
@@ -311,7 +303,7 @@ pub fn create(req: &pb::CreateSandboxRequest, paths: &Paths) -> Result<(), Sandb
             .map_err(io("writing resolv.conf"))?;
     }
     for (i, itf) in req.interfaces.iter().enumerate() {
-        configure_interface(i, itf, paths)?;
+        configure_interface(i, itf)?;
     }
     Ok(())
 }
@@ -368,7 +360,6 @@ mod tests {
         };
         let paths = Paths {
             etc: "/nonexistent".into(),
-            sys_class_net: "/nonexistent".into(),
             random: "/nonexistent".into(),
         };
         let e = create(&req, &paths).unwrap_err();

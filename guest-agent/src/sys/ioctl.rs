@@ -230,3 +230,45 @@ pub fn add_route(
         other => other,
     }
 }
+
+const SIOCGIFHWADDR: libc::c_ulong = 0x8927;
+
+/// Every interface of this network namespace with its hardware address (namespace-aware,
+/// unlike /sys/class/net, which shows the namespace sysfs was mounted in).
+pub fn interfaces_with_mac() -> io::Result<Vec<(String, [u8; 6])>> {
+    // SAFETY: if_nameindex returns a heap array terminated by a zero entry, freed below.
+    let list = unsafe { libc::if_nameindex() };
+    if list.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    let mut names = Vec::new();
+    // SAFETY: walks the array up to its terminating entry; names are NUL-terminated.
+    unsafe {
+        let mut p = list;
+        while (*p).if_index != 0 && !(*p).if_name.is_null() {
+            names.push(
+                std::ffi::CStr::from_ptr((*p).if_name)
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+            p = p.add(1);
+        }
+        libc::if_freenameindex(list);
+    }
+    let sock = inet_socket()?;
+    let mut out = Vec::new();
+    for name in names {
+        let mut req = ifreq(&name)?;
+        if ifioctl(&sock, SIOCGIFHWADDR, &mut req).is_err() {
+            continue;
+        }
+        let mut mac = [0u8; 6];
+        // SAFETY: SIOCGIFHWADDR filled the hwaddr member of the union.
+        let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
+        for (m, d) in mac.iter_mut().zip(data) {
+            *m = d as u8;
+        }
+        out.push((name, mac));
+    }
+    Ok(out)
+}

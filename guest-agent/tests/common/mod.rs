@@ -158,6 +158,30 @@ impl TestAgent {
         }
     }
 
+    /// Host PID of the agent (the child `unshare` forked), for nsenter.
+    pub fn agent_pid(&self) -> u32 {
+        let id = self.child.id();
+        let kids = std::fs::read_to_string(format!("/proc/{id}/task/{id}/children")).unwrap();
+        kids.split_whitespace().next().unwrap().parse().unwrap()
+    }
+
+    /// Runs a command in the agent's network namespace and returns its stdout.
+    pub fn in_netns(&self, args: &[&str]) -> String {
+        let out = Command::new("nsenter")
+            .arg("-t")
+            .arg(self.agent_pid().to_string())
+            .arg("-n")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     /// True while the agent process runs.
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
