@@ -61,6 +61,9 @@ fn io(op: impl Into<String>) -> impl FnOnce(std::io::Error) -> ContainerError {
     move |source| ContainerError::Io { op, source }
 }
 
+/// How long a waited exec stays queryable.
+const EXEC_RETENTION: Duration = Duration::from_secs(60);
+
 /// A process the agent started (a container's init or an exec).
 pub struct Proc {
     /// PID in the agent's namespace.
@@ -505,6 +508,18 @@ impl Containers {
     pub async fn wait(&self, id: &str, exec_id: &str) -> Result<WaitResult, ContainerError> {
         let (c, p) = self.proc(id, exec_id)?;
         let exit = reaper::wait(p.exit.clone()).await;
+        if !exec_id.is_empty() {
+            // Forget a waited exec after a grace period (late readers, repeated waits), so
+            // probes that exec every few seconds do not grow the table forever.
+            let (c2, exec_id, p2) = (c.clone(), exec_id.to_string(), p.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(EXEC_RETENTION).await;
+                let mut execs = lock(&c2.execs);
+                if execs.get(&exec_id).is_some_and(|cur| Arc::ptr_eq(cur, &p2)) {
+                    execs.remove(&exec_id);
+                }
+            });
+        }
         Ok(WaitResult {
             exit,
             oom_killed: c.cgroup.oom_kills() > p.oom_before,
