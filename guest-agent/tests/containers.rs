@@ -376,6 +376,29 @@ async fn bad_input_gets_specific_statuses() {
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("interfaces[0].address"), "{e:?}");
+    // A program that does not exist fails StartContainer with the reason.
+    c.create_container(create_req(&agent, "noexe", spec(&["/no/such/exe"], None)))
+        .await
+        .unwrap();
+    let e = c
+        .start_container(pb::ContainerRequest {
+            container_id: "noexe".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(e.message().contains("/no/such/exe"), "{e:?}");
+    let w = c
+        .wait_process(preq("noexe", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(w.exit_code, 127);
+    c.remove_container(pb::RemoveContainerRequest {
+        container_id: "noexe".into(),
+    })
+    .await
+    .unwrap();
     // A created-but-never-started container is removed cleanly.
     c.remove_container(pb::RemoveContainerRequest {
         container_id: "dup".into(),
