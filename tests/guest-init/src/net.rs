@@ -49,7 +49,7 @@ pub fn checks() -> Result<(), String> {
         .unwrap_or_default();
     say(&format!("{IFACE} virtio features {}", features.trim()));
     configure(ip, prefix)?;
-    if let Some(segs) = arg(&cmdline, "kennel.net.min_tso_segs").ok() {
+    if let Ok(segs) = arg(&cmdline, "kennel.net.min_tso_segs") {
         std::fs::write("/proc/sys/net/ipv4/tcp_min_tso_segs", segs)
             .map_err(|e| format!("tcp_min_tso_segs: {e}"))?;
         say(&format!("tcp_min_tso_segs {segs}"));
