@@ -4,8 +4,9 @@
 //!
 //! Offloads matter most where guest kernel code is slow (an emulating nested KVM): with TSO a
 //! 64 KiB segment costs the guest one frame instead of 45. The tap is told at activation which
-//! offloads the guest accepted, so it only hands over frames the guest can take. Without
-//! mergeable buffers, a guest that accepts TSO posts "big" receive chains (~64 KiB each).
+//! offloads the guest accepted, so it only hands over frames the guest can take. With mergeable
+//! receive buffers a 64 KiB segment spreads over page-sized buffers; without, a guest that
+//! accepts TSO posts "big" receive chains (~64 KiB each) and its TCP window grows slowly.
 
 use super::event;
 use super::tap::{Tap, TapError, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6};
@@ -29,6 +30,8 @@ const F_GUEST_TSO6: u64 = 1 << 8;
 const F_HOST_TSO4: u64 = 1 << 11;
 /// The device takes TCPv6 segments (transmit).
 const F_HOST_TSO6: u64 = 1 << 12;
+/// The driver posts mergeable receive buffers: a frame may span several.
+const F_MRG_RXBUF: u64 = 1 << 15;
 /// Notification suppression by ring indexes (used_event / avail_event).
 const F_EVENT_IDX: u64 = 1 << 29;
 /// The device has a MAC address in its configuration space.
@@ -132,6 +135,8 @@ pub struct Offloads {
     pub rx_tso4: bool,
     /// Receive frames may be TCPv6 segments (GUEST_TSO6).
     pub rx_tso6: bool,
+    /// Receive frames may span several buffers (MRG_RXBUF).
+    pub mergeable: bool,
 }
 
 impl Offloads {
@@ -143,6 +148,7 @@ impl Offloads {
             rx_csum,
             rx_tso4: rx_csum && acked & F_GUEST_TSO4 != 0,
             rx_tso6: rx_csum && acked & F_GUEST_TSO6 != 0,
+            mergeable: acked & F_MRG_RXBUF != 0,
         }
     }
 
@@ -243,6 +249,7 @@ impl VirtioDevice for Net {
             | F_HOST_TSO4
             | F_HOST_TSO6
             | F_EVENT_IDX
+            | F_MRG_RXBUF
     }
 
     fn ack_features(&mut self, features: u64) {

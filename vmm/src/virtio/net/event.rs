@@ -14,7 +14,6 @@ use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use virtio_queue::{Queue, QueueT};
-use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -25,8 +24,6 @@ const TAP_TOKEN: u64 = 2;
 const RX_BUF_LEN: usize = super::VNET_HDR_LEN + 65_535 + 18;
 /// Frames moved into the guest per round, so receiving cannot starve transmitting.
 const RX_BATCH: usize = 64;
-/// `VRING_AVAIL_F_NO_INTERRUPT`: the driver polls and wants no interrupt for now.
-const AVAIL_F_NO_INTERRUPT: u16 = 1;
 
 struct Worker {
     mem: GuestMemoryMmap,
@@ -166,7 +163,7 @@ impl Worker {
         self.sync.publish(&refs);
         let mut signal = false;
         for (q, before) in [RX, TX].into_iter().zip(used_before) {
-            if self.queues[q].next_used() != before && self.wants_interrupt(q) {
+            if rx::driver_wants_interrupt(&self.mem, &self.queues[q], before) {
                 signal = true;
             }
         }
@@ -210,7 +207,12 @@ impl Worker {
                 }
             }
             let frame = &self.rx_buf[..self.rx_len];
-            match rx::deliver(
+            let deliver = if self.offloads.mergeable {
+                rx::deliver_mergeable
+            } else {
+                rx::deliver
+            };
+            match deliver(
                 &self.mem,
                 &mut self.queues[RX],
                 frame,
@@ -233,20 +235,5 @@ impl Worker {
             }
         }
         Ok(true)
-    }
-
-    /// Whether the driver wants an interrupt for queue `q`: with EVENT_IDX its `used_event`
-    /// decides; without, it sets `VRING_AVAIL_F_NO_INTERRUPT` while it polls.
-    fn wants_interrupt(&mut self, q: usize) -> bool {
-        let queue = &mut self.queues[q];
-        match queue.needs_notification(&self.mem) {
-            Ok(false) => false,
-            Ok(true) if !queue.event_idx_enabled() => self
-                .mem
-                .read_obj::<u16>(GuestAddress(queue.avail_ring()))
-                .map(|flags| u16::from_le(flags) & AVAIL_F_NO_INTERRUPT == 0)
-                .unwrap_or(true),
-            _ => true,
-        }
     }
 }
