@@ -1,7 +1,7 @@
 //! virtio-net end to end on the real /dev/kvm, in one boot: the test makes a network namespace
 //! with a tap holding the gateway address, runs a TCP server there, and runs kennel-vmm inside
 //! the namespace with `--net tap=...`. The guest's `/init` (`kennel.test=net`) configures eth0,
-//! connects to the server, exchanges a line, then moves 2 MiB each way with every byte checked.
+//! connects to the server, exchanges a line, then moves 4 MiB each way with every byte checked.
 //! All traffic stays inside the namespace. Prints the throughput figures (not asserted).
 
 use images::initramfs::Initramfs;
@@ -19,7 +19,7 @@ const GATEWAY: &str = "10.77.0.1";
 const GUEST: &str = "10.77.0.2";
 const PORT: u16 = 7000;
 const MAC: &str = "02:00:00:4b:4e:0a";
-const BULK: usize = 2 << 20;
+const BULK: usize = 4 << 20;
 const IO_TIMEOUT: Duration = Duration::from_secs(600);
 /// Smallest TSO frame in segments, on both ends. Guest kernel code is emulated on this kind of
 /// host, so the round trip is long and TCP's TSO autosizing (about 1 ms of data per frame) falls

@@ -1,12 +1,13 @@
 //! virtio-net backed by a tap device (virtio 1.1, 5.1): two queues (receive, transmit), the MAC
-//! in the configuration space, checksum and TSO offloads both ways (if the driver accepts them)
-//! and no mergeable receive buffers, so every frame travels whole in one chain behind a 12-byte
-//! `virtio_net_hdr_v1`.
+//! in the configuration space, and, if the driver accepts them, checksum and TSO offloads both
+//! ways, mergeable receive buffers (a frame spread over several chains) and EVENT_IDX. Every
+//! frame carries a 12-byte `virtio_net_hdr_v1`.
 //!
 //! The tap is opened with `IFF_TAP | IFF_NO_PI | IFF_VNET_HDR` (header size 12, offloads set to
 //! what the driver accepted), so it speaks the same header: transmit chains go to the tap as one
-//! write, and each tap read is one received frame. When the guest has no receive buffers the worker stops reading the
-//! tap (frames wait in the tap's queue) until the driver posts buffers again.
+//! write, and each tap read is one received frame. When the guest has no receive buffers the
+//! worker stops reading the tap (frames wait in the tap's queue) until the driver posts buffers
+//! again.
 
 mod device;
 mod event;

@@ -1,5 +1,6 @@
 //! Receive queue logic (host → guest), independent of KVM and of the tap: puts one frame as
-//! read from the tap (vnet header + Ethernet frame) into the guest's next receive chain.
+//! read from the tap (vnet header + Ethernet frame) into the guest's next receive chain, or with
+//! mergeable buffers into as many chains as it needs ([`deliver_mergeable`]).
 //!
 //! Without negotiated receive offloads the header the guest sees is zero (`num_buffers` 1) and a
 //! frame that needs a checksum or segmentation is dropped; with GUEST_CSUM (and TSO) the tap's
@@ -7,8 +8,8 @@
 //!
 //! Every guest value is untrusted. A chain outside guest memory or too short for even a header
 //! and an Ethernet header is returned to the guest with length 0. A frame larger than the
-//! chain's room is dropped (and counted), never truncated, and the chain stays available for
-//! the next frame.
+//! chain's room (or than a whole queue of mergeable chains) is dropped (and counted), never
+//! truncated, and the chains stay available for the next frame.
 
 use super::device::NetCounters;
 use super::{ETH_HLEN, VNET_HDR_LEN};
