@@ -81,8 +81,8 @@ struct Cli {
     /// Guest mode: where logs go.
     #[arg(long, default_value = "/dev/console", hide = true)]
     console: PathBuf,
-    /// Guest mode: the I/O port device receiving the "agent ready" byte at offset 0x440.
-    #[arg(long, default_value = "/dev/port", hide = true)]
+    /// Guest mode: the memory device receiving the "agent ready" byte at the VMM's marker address.
+    #[arg(long, default_value = "/dev/mem", hide = true)]
     ready_marker: PathBuf,
     /// Debugging: run this program once the listener is up (e.g. an in-VM self test); as
     /// PID 1 also taken from the boot parameter `kennel_debug_exec=<path>`.
@@ -224,7 +224,7 @@ async fn run(cli: Cli, guest: bool) -> Result<()> {
                 .with_context(|| format!("binding {}", path.display()))?;
             tracing::info!("listening on unix:{}", path.display());
             if guest {
-                pid1::signal_ready(&ready_marker, &reaper);
+                pid1::signal_ready(&ready_marker);
             }
             debug_exec(debug_program.as_deref(), &reaper);
             let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
@@ -239,7 +239,7 @@ async fn run(cli: Cli, guest: bool) -> Result<()> {
                 .with_context(|| format!("binding vsock port {port}"))?;
             tracing::info!("listening on vsock:{port}");
             if guest {
-                pid1::signal_ready(&ready_marker, &reaper);
+                pid1::signal_ready(&ready_marker);
             }
             debug_exec(debug_program.as_deref(), &reaper);
             router

@@ -1,14 +1,15 @@
 //! Duties of PID 1 in the guest: early mounts, console, power-off, the boot marker.
 
 use std::fs;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use nix::errno::Errno;
 use nix::mount::{mount, MsFlags};
 
-/// The VMM's "agent ready" debug port (a write of 0x01 there marks boot end).
-const READY_PORT: u64 = 0x440;
+/// Guest-physical address of kennel-vmm's boot marker (an MMIO page; see `vmm::layout`).
+pub const MARKER_ADDR: u64 = 0xd000_0000;
+/// Marker value meaning "agent ready" (a VM is snapshotted into a template at this point).
+pub const MARK_AGENT_READY: u8 = 2;
 
 /// Errors of the early mounts.
 #[derive(Debug, thiserror::Error)]
@@ -119,27 +120,12 @@ pub fn console_logging(console: &Path) {
     }
 }
 
-/// Writes the "agent ready" marker (0x01) to the VMM's debug I/O port 0x440: through
-/// `port_dev` (/dev/port) when it exists, else with `ioperm` + `out` in a child process
-/// (microVM kernels without PCI have no /dev/port). Failures are only logged.
-pub fn signal_ready(port_dev: &Path, reaper: &crate::reaper::Reaper) {
-    let f = fs::OpenOptions::new().write(true).open(port_dev);
-    match f.and_then(|f| f.write_at(&[1], READY_PORT)) {
-        Ok(_) => {
-            tracing::info!("ready marker written to port {READY_PORT:#x}");
-            return;
-        }
-        Err(e) => tracing::debug!("{}: {e}; using ioperm", port_dev.display()),
-    }
-    match crate::sys::port::outb_in_child(READY_PORT as u16, 1) {
-        Ok(pid) => {
-            let rx = reaper.watch(pid);
-            tokio::spawn(async move {
-                let exit = crate::reaper::wait(rx).await;
-                tracing::info!("ready marker via ioperm: {exit:?}");
-            });
-        }
-        Err(e) => tracing::warn!("no ready marker: {e}"),
+/// Writes the "agent ready" marker: one byte at the VMM's marker address through `mem_dev`
+/// (`/dev/mem` in the guest; tests pass a plain file).
+pub fn signal_ready(mem_dev: &Path) {
+    match crate::sys::marker::write_byte(mem_dev, MARKER_ADDR, MARK_AGENT_READY) {
+        Ok(_) => tracing::info!("ready marker written at {MARKER_ADDR:#x}"),
+        Err(e) => tracing::warn!("no ready marker ({}): {e}", mem_dev.display()),
     }
 }
 

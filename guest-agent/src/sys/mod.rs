@@ -2,5 +2,5 @@
 #![allow(unsafe_code)]
 
 pub mod ioctl;
-pub mod port;
+pub mod marker;
 pub mod spawn;

@@ -105,8 +105,12 @@ impl TestAgent {
         ));
         let log_path = dir.path().join("agent.log");
         let log = std::fs::File::create(&log_path).unwrap();
-        // Stands in for /dev/port (which the agent opens without creating).
-        std::fs::write(dir.path().join("port"), b"").unwrap();
+        // Stands in for /dev/mem (which the agent opens without creating): a sparse file
+        // covering the VMM's marker page at 0xd0000000.
+        std::fs::File::create(dir.path().join("port"))
+            .unwrap()
+            .set_len(0xd000_1000)
+            .unwrap();
         let mode: Vec<std::ffi::OsString> = if guest {
             vec![
                 "--mode".into(),
