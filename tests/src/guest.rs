@@ -41,6 +41,11 @@ pub fn test_init() -> Result<PathBuf, ArtifactError> {
     from_env("KENNEL_TEST_INIT")
 }
 
+/// The static guest agent (`KENNEL_AGENT`).
+pub fn agent() -> Result<PathBuf, ArtifactError> {
+    from_env("KENNEL_AGENT")
+}
+
 /// A binary of this workspace built beside the test executable (target/<profile>/NAME).
 pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");

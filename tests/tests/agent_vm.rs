@@ -1,0 +1,272 @@
+//! kennel-agent as PID 1 of real VMs, driven from the host through kennel-vmm's hybrid vsock
+//! socket. One cold boot builds a template (the agent signals "ready" with the boot marker and
+//! the VM is snapshotted); two pod VMs are restored from it, each gets its identity through
+//! CreateSandbox (hostname, DNS, wall clock, random seed), an image disk attached after restore
+//! through the control API, and runs a busybox container whose output the host reads. The two
+//! differ in hostname, CID and /dev/urandom bytes. DestroySandbox ends each VMM process.
+
+use agent_proto::pb;
+use images::initramfs::Initramfs;
+use kennel_tests::guest;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const RPC_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// An ext4 image holding a busybox rootfs (Debian's busybox-static with its applet links).
+fn busybox_disk(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for d in ["proc", "dev", "tmp", "etc", "sys"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    // Mount point for the sandbox's resolv.conf (the runtime bind-mounts it, as CRI runtimes do).
+    std::fs::write(root.join("etc/resolv.conf"), b"").unwrap();
+    std::fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
+    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        let _ = std::os::unix::fs::symlink("busybox", bin.join(applet));
+    }
+    let img = dir.join("busybox.ext4");
+    let ok = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(&root)
+        .arg(&img)
+        .arg("16M")
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    img
+}
+
+fn vmm() -> Command {
+    Command::new(guest::workspace_bin("kennel-vmm"))
+}
+
+struct PodVm {
+    child: Child,
+    vsock: PathBuf,
+    api: PathBuf,
+    console: PathBuf,
+}
+
+fn restore(template: &Path, dir: &Path, name: &str, cid: u64) -> PodVm {
+    let vsock = dir.join(format!("{name}.vsock"));
+    let api = dir.join(format!("{name}.api"));
+    let console = dir.join(format!("{name}.console"));
+    let child = vmm()
+        .arg("restore")
+        .arg("--snapshot")
+        .arg(template)
+        .args(["--disk", "empty,ro", "--timeout", "1200", "--console"])
+        .arg(&console)
+        .arg("--vsock")
+        .arg(format!("cid={cid},socket={}", vsock.display()))
+        .arg("--api-socket")
+        .arg(&api)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    PodVm {
+        child,
+        vsock,
+        api,
+        console,
+    }
+}
+
+fn api(sock: &Path, request: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut s = loop {
+        match UnixStream::connect(sock) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("control API {}: {e}", sock.display()),
+        }
+    };
+    s.write_all(format!("{request}\n").as_bytes()).unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    line
+}
+
+fn spec(args: &[&str]) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {"args": args, "env": ["PATH=/bin"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755"]},
+            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"},
+            {"destination": "/etc/resolv.conf", "type": "bind", "source": "/etc/resolv.conf", "options": ["rbind", "ro"]}
+        ],
+        "linux": {"resources": {"pids": {"limit": 64}, "memory": {"limit": 33554432}}}
+    }))
+    .unwrap()
+}
+
+/// Sets the pod's identity, mounts its image and runs one container; returns its stdout.
+async fn run_pod(vm: &PodVm, hostname: &str, seed: u8) -> String {
+    let mut c = tokio::time::timeout(
+        RPC_TIMEOUT,
+        agent_proto::client::connect_hybrid_vsock(&vm.vsock, agent_proto::DEFAULT_VSOCK_PORT),
+    )
+    .await
+    .expect("agent reachable in time")
+    .expect("agent connection");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    c.create_sandbox(pb::CreateSandboxRequest {
+        hostname: hostname.into(),
+        dns: Some(pb::DnsConfig {
+            servers: vec!["10.96.0.10".into()],
+            searches: vec!["default.svc.cluster.local".into()],
+            options: vec!["ndots:5".into()],
+        }),
+        clock_unix_nanos: now.as_nanos() as u64,
+        random_seed: (0..32)
+            .map(|i| seed.wrapping_mul(31).wrapping_add(i))
+            .collect(),
+        ..Default::default()
+    })
+    .await
+    .expect("CreateSandbox");
+    c.mount_storage(pb::MountStorageRequest {
+        serial: "img-busybox".into(),
+        mount_point: "/run/images/busybox".into(),
+        fstype: "ext4".into(),
+        readonly: true,
+        options: String::new(),
+    })
+    .await
+    .expect("MountStorage");
+    let id = "main";
+    c.create_container(pb::CreateContainerRequest {
+        container_id: id.into(),
+        oci_spec_json: spec(&[
+            "sh",
+            "-c",
+            "echo host=$(hostname); echo year=$(date +%Y); grep nameserver /etc/resolv.conf; echo rand=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n')",
+        ]),
+        rootfs: Some(pb::Rootfs {
+            lower_dirs: vec!["/run/images/busybox".into()],
+            readonly: false,
+        }),
+        tty: false,
+    })
+    .await
+    .expect("CreateContainer");
+    let req = pb::ProcessRequest {
+        container_id: id.into(),
+        exec_id: String::new(),
+    };
+    let mut out = c.read_stdout(req.clone()).await.unwrap().into_inner();
+    let reader = tokio::spawn(async move {
+        let mut v = Vec::new();
+        while let Ok(Some(chunk)) = out.message().await {
+            v.extend_from_slice(&chunk.data);
+        }
+        v
+    });
+    c.start_container(pb::ContainerRequest {
+        container_id: id.into(),
+    })
+    .await
+    .expect("StartContainer");
+    let w = c.wait_process(req).await.expect("WaitProcess").into_inner();
+    let out = String::from_utf8_lossy(&reader.await.unwrap()).into_owned();
+    assert_eq!(w.exit_code, 0, "container output: {out}");
+    c.destroy_sandbox(pb::Empty {})
+        .await
+        .expect("DestroySandbox");
+    out
+}
+
+fn line_value(out: &str, key: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key} in {out:?}"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_runs_containers_in_vms_restored_from_a_template() {
+    let vmlinux = guest::vmlinux().unwrap();
+    let agent = guest::agent().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let initrd = dir.path().join("agent.cpio");
+    Initramfs::new()
+        .init(&agent)
+        .unwrap()
+        .write_file(&initrd)
+        .unwrap();
+    let disk = busybox_disk(dir.path());
+
+    let out = vmm()
+        .args(["template", "build", "--mem", "128", "--disk", "empty,ro"])
+        .args(["--timeout", "1200", "--kernel"])
+        .arg(&vmlinux)
+        .arg("--initrd")
+        .arg(&initrd)
+        .arg("--cache")
+        .arg(dir.path().join("templates"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "template build failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let template = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+
+    let mut outputs = Vec::new();
+    for (name, cid, seed) in [("pod-a", 31u64, 1u8), ("pod-b", 32, 2)] {
+        let mut vm = restore(&template, dir.path(), name, cid);
+        let reply = api(
+            &vm.api,
+            &format!(
+                r#"{{"op":"attach_disk","slot":0,"path":"{}","serial":"img-busybox"}}"#,
+                disk.display()
+            ),
+        );
+        assert!(reply.contains(r#""ok":true"#), "{reply}");
+        let out = run_pod(&vm, name, seed).await;
+        // DestroySandbox resets the guest, which ends the VMM with status 0.
+        let status = tokio::task::spawn_blocking(move || {
+            let st = vm.child.wait().unwrap();
+            let mut log = String::new();
+            if let Some(mut e) = vm.child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut log);
+            }
+            let console = std::fs::read_to_string(&vm.console).unwrap_or_default();
+            (st, log, console)
+        })
+        .await
+        .unwrap();
+        assert!(
+            status.0.success(),
+            "VMM exit {:?}\n{}\n{}",
+            status.0,
+            status.1,
+            status.2
+        );
+        assert!(status.1.contains("guest stopped (reset)"), "{}", status.1);
+        outputs.push(out);
+    }
+    let (a, b) = (&outputs[0], &outputs[1]);
+    assert_eq!(line_value(a, "host="), "pod-a", "{a}");
+    assert_eq!(line_value(b, "host="), "pod-b", "{b}");
+    assert!(a.contains("nameserver 10.96.0.10"), "{a}");
+    let year: u32 = line_value(a, "year=").parse().unwrap();
+    assert!(year >= 2025, "wall clock set from the host: {a}");
+    assert_ne!(line_value(a, "rand="), line_value(b, "rand="), "{a}\n{b}");
+}
