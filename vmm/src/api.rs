@@ -306,7 +306,7 @@ mod tests {
                 Box::new(std::io::sink()),
             ))),
             msrs: vec![],
-            kernel_sha256: String::new(),
+            kernel: crate::snapshot::KernelIdentity::Sha256(String::new()),
             mem_mib: 16,
             profile: crate::profile::Profile::Full,
             cmdline: String::new(),

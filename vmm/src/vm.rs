@@ -140,7 +140,7 @@ pub struct Vm {
     vcpu_count: usize,
     started: Instant,
     msrs: Vec<u32>,
-    kernel_sha256: String,
+    kernel: snapshot::KernelIdentity,
     mem_mib: u64,
     /// The profile the VM was booted with (resolved).
     pub profile: Profile,
@@ -214,7 +214,6 @@ impl Vm {
             .as_cstring()
             .map(|c| c.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let kernel_sha256 = snapshot::file_sha256(&config.kernel)?;
         let msrs = snapshot::cpu::saveable_msrs(&kvm)?;
         start(Parts {
             vm,
@@ -225,7 +224,7 @@ impl Vm {
             marks,
             started,
             msrs,
-            kernel_sha256,
+            kernel: snapshot::KernelIdentity::File(config.kernel.clone()),
             mem_mib: config.mem_mib,
             profile,
             cmdline,
@@ -294,7 +293,7 @@ impl Vm {
             marks,
             started,
             msrs,
-            kernel_sha256: state.kernel_sha256,
+            kernel: snapshot::KernelIdentity::Sha256(state.kernel_sha256),
             mem_mib: state.mem_mib,
             profile: state.profile,
             cmdline: state.cmdline,
@@ -357,7 +356,7 @@ impl Vm {
             transports: self.transports.clone(),
             console: self.console.clone(),
             msrs: self.msrs.clone(),
-            kernel_sha256: self.kernel_sha256.clone(),
+            kernel: self.kernel.clone(),
             mem_mib: self.mem_mib,
             profile: self.profile,
             cmdline: self.cmdline.clone(),
@@ -391,7 +390,7 @@ struct Parts {
     marks: Marks,
     started: Instant,
     msrs: Vec<u32>,
-    kernel_sha256: String,
+    kernel: snapshot::KernelIdentity,
     mem_mib: u64,
     profile: Profile,
     cmdline: String,
@@ -434,7 +433,7 @@ fn start(p: Parts) -> Result<Vm, VmError> {
         vcpu_count,
         started: p.started,
         msrs: p.msrs,
-        kernel_sha256: p.kernel_sha256,
+        kernel: p.kernel,
         mem_mib: p.mem_mib,
         profile: p.profile,
         cmdline: p.cmdline,

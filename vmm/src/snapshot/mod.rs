@@ -176,6 +176,26 @@ pub fn file_sha256(path: &Path) -> Result<String, SnapshotError> {
     Ok(hex::encode(sha2::Sha256::digest(&bytes)))
 }
 
+/// Which kernel a VM runs: its file (hashed only when a snapshot is taken, to keep boot fast) or
+/// the hash a restored VM inherited from its snapshot.
+#[derive(Debug, Clone)]
+pub enum KernelIdentity {
+    /// The kernel file the VM booted.
+    File(PathBuf),
+    /// SHA-256 from the snapshot the VM was restored from.
+    Sha256(String),
+}
+
+impl KernelIdentity {
+    /// The kernel's SHA-256, hex.
+    pub fn sha256(&self) -> Result<String, SnapshotError> {
+        match self {
+            KernelIdentity::File(path) => file_sha256(path),
+            KernelIdentity::Sha256(h) => Ok(h.clone()),
+        }
+    }
+}
+
 /// What a running VM lends the snapshot code.
 #[derive(Clone)]
 pub struct Snapshotter {
@@ -193,8 +213,8 @@ pub struct Snapshotter {
     pub console: Arc<Mutex<SerialConsole>>,
     /// MSRs to save.
     pub msrs: Vec<u32>,
-    /// Kernel hash.
-    pub kernel_sha256: String,
+    /// The kernel.
+    pub kernel: KernelIdentity,
     /// Guest RAM in MiB.
     pub mem_mib: u64,
     /// Profile.
@@ -247,7 +267,7 @@ impl Snapshotter {
         }
         let kvm = |what| move |source| SnapshotError::Kvm { what, source };
         let state = VmState {
-            kernel_sha256: self.kernel_sha256.clone(),
+            kernel_sha256: self.kernel.sha256()?,
             mem_mib: self.mem_mib,
             profile: self.profile,
             cmdline: self.cmdline.clone(),
