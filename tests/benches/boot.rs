@@ -5,7 +5,6 @@
 //! Run with `bash scripts/bench` (it builds the guest and exports KENNEL_VMLINUX, KENNEL_TEST_INIT).
 //! Figures only; nothing here is asserted.
 
-use images::initramfs::Initramfs;
 use kennel_tests::{guest, procfs};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -68,12 +67,7 @@ fn main() {
     let vmlinux = guest::vmlinux().expect("KENNEL_VMLINUX");
     let init = guest::test_init().expect("KENNEL_TEST_INIT");
     let dir = tempfile::tempdir().unwrap();
-    let initrd = dir.path().join("initrd.cpio");
-    Initramfs::new()
-        .init(&init)
-        .unwrap()
-        .write_file(&initrd)
-        .unwrap();
+    let initrd = guest::initramfs(dir.path(), "initrd.cpio", &init);
     let runs: usize = std::env::var("KENNEL_BENCH_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -5,7 +5,6 @@
 //!
 //! Run with `bash scripts/bench`. Figures only; nothing is asserted.
 
-use images::initramfs::Initramfs;
 use kennel_tests::guest;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -24,12 +23,7 @@ fn main() {
     let vmlinux = guest::vmlinux().expect("KENNEL_VMLINUX");
     let init = guest::test_init().expect("KENNEL_TEST_INIT");
     let dir = tempfile::tempdir().unwrap();
-    let initrd = dir.path().join("initrd.cpio");
-    Initramfs::new()
-        .init(&init)
-        .unwrap()
-        .write_file(&initrd)
-        .unwrap();
+    let initrd = guest::initramfs(dir.path(), "initrd.cpio", &init);
     let disk = dir.path().join("disk.img");
     let data: Vec<u8> = (0..DISK_MIB << 20).map(|i| (i * 31 % 251) as u8).collect();
     std::fs::write(&disk, data).unwrap();

@@ -4,7 +4,6 @@
 //!
 //! Run with `bash scripts/bench`. Figures only; nothing is asserted.
 
-use images::initramfs::Initramfs;
 use kennel_tests::guest;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -132,12 +131,7 @@ fn main() {
     let vmlinux = guest::vmlinux().expect("KENNEL_VMLINUX");
     let init = guest::test_init().expect("KENNEL_TEST_INIT");
     let dir = tempfile::tempdir().unwrap();
-    let initrd = dir.path().join("initrd.cpio");
-    Initramfs::new()
-        .init(&init)
-        .unwrap()
-        .write_file(&initrd)
-        .unwrap();
+    let initrd = guest::initramfs(dir.path(), "initrd.cpio", &init);
     let count: usize = std::env::var("KENNEL_BENCH_VMS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -46,6 +46,17 @@ pub fn agent() -> Result<PathBuf, ArtifactError> {
     from_env("KENNEL_AGENT")
 }
 
+/// Packs `init` as `/init` of an initramfs `name` in `dir`; returns its path.
+pub fn initramfs(dir: &Path, name: &str, init: &Path) -> PathBuf {
+    let path = dir.join(name);
+    images::initramfs::Initramfs::new()
+        .init(init)
+        .expect("init binary readable")
+        .write_file(&path)
+        .expect("initramfs written");
+    path
+}
+
 /// A binary of this workspace built beside the test executable (target/<profile>/NAME).
 pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");

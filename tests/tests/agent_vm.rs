@@ -6,7 +6,6 @@
 //! differ in hostname, CID and /dev/urandom bytes. DestroySandbox ends each VMM process.
 
 use agent_proto::pb;
-use images::initramfs::Initramfs;
 use kennel_tests::guest;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -203,12 +202,7 @@ async fn agent_runs_containers_in_vms_restored_from_a_template() {
     let vmlinux = guest::vmlinux().unwrap();
     let agent = guest::agent().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let initrd = dir.path().join("agent.cpio");
-    Initramfs::new()
-        .init(&agent)
-        .unwrap()
-        .write_file(&initrd)
-        .unwrap();
+    let initrd = guest::initramfs(dir.path(), "agent.cpio", &agent);
     let disk = busybox_disk(dir.path());
 
     let out = vmm()

@@ -5,7 +5,6 @@
 //! attached after boot through the control API, and finally resets the machine, which ends the VMM
 //! with status 0.
 
-use images::initramfs::Initramfs;
 use kennel_tests::guest;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -48,12 +47,7 @@ fn guest_boots_runs_init_and_uses_its_devices() {
     let vmlinux = guest::vmlinux().unwrap();
     let init = guest::test_init().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let initrd = dir.path().join("initrd.cpio");
-    Initramfs::new()
-        .init(&init)
-        .unwrap()
-        .write_file(&initrd)
-        .unwrap();
+    let initrd = guest::initramfs(dir.path(), "initrd.cpio", &init);
     let disk_a = ext4_image(dir.path(), "a", &[("hello.txt", "hello from disk a\n")]);
     let disk_b = ext4_image(dir.path(), "b", &[]);
     let disk_c = ext4_image(dir.path(), "c", &[("hello.txt", "hello from disk c\n")]);

@@ -4,7 +4,6 @@
 //! connects to the server, exchanges a line, then moves 4 MiB each way with every byte checked.
 //! All traffic stays inside the namespace. Prints the throughput figures (not asserted).
 
-use images::initramfs::Initramfs;
 use kennel_tests::guest;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -192,12 +191,7 @@ fn guest_reaches_a_host_address_over_a_tap() {
     let vmlinux = guest::vmlinux().unwrap();
     let init = guest::test_init().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let initrd = dir.path().join("initrd.cpio");
-    Initramfs::new()
-        .init(&init)
-        .unwrap()
-        .write_file(&initrd)
-        .unwrap();
+    let initrd = guest::initramfs(dir.path(), "initrd.cpio", &init);
 
     let ns = Namespace::new();
     let listener = ns.listen(&format!("{GATEWAY}:{PORT}"));

@@ -5,7 +5,6 @@
 //! snapshots (truncated memory, flipped state byte, another format version, another kernel)
 //! are refused before any vCPU runs.
 
-use images::initramfs::Initramfs;
 use kennel_tests::{guest, procfs};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -102,12 +101,7 @@ fn template_restores_two_distinct_vms_and_refuses_damaged_snapshots() {
     let vmlinux = guest::vmlinux().unwrap();
     let init = guest::test_init().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let initrd = dir.path().join("initrd.cpio");
-    Initramfs::new()
-        .init(&init)
-        .unwrap()
-        .write_file(&initrd)
-        .unwrap();
+    let initrd = guest::initramfs(dir.path(), "initrd.cpio", &init);
     let cache = dir.path().join("templates");
 
     let cold = Instant::now();
