@@ -11,7 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const DISK_MIB: usize = 64;
+const DISK_MIB: usize = 16;
 
 fn blk_line(line: &str) -> Option<String> {
     line.split("blkbench: ")
