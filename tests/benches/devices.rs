@@ -89,7 +89,7 @@ fn main() {
     let mut q = Command::new("qemu-system-x86_64")
         .args([
             "-M",
-            "microvm,x-option-roms=off,rtc=off",
+            "microvm,x-option-roms=off,rtc=off,acpi=off",
             "-accel",
             "kvm",
             "-cpu",
