@@ -195,7 +195,12 @@ fn main() {
         .map(|i| spawn_restore(dir.path(), i, &template))
         .collect();
     memory_table("restored from one template", &mut warm);
-    let mut cold: Vec<Vm> = (0..count)
+    // Cold boots are slow here (each emulates ~30 s of guest kernel); allow fewer of them.
+    let cold_count: usize = std::env::var("KENNEL_BENCH_COLD_VMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(count);
+    let mut cold: Vec<Vm> = (0..cold_count)
         .map(|i| spawn_cold(dir.path(), i, &vmlinux, &initrd))
         .collect();
     memory_table("cold-booted", &mut cold);
