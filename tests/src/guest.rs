@@ -57,6 +57,30 @@ pub fn initramfs(dir: &Path, name: &str, init: &Path) -> PathBuf {
     path
 }
 
+/// Runs `kennel-vmm template build` (128 MiB, one empty read-only disk slot, the given extra
+/// kernel arguments) with its cache in `cache`; panics with the VMM's stderr on failure and
+/// returns the template directory.
+pub fn build_template(vmlinux: &Path, initrd: &Path, cmdline: &[&str], cache: &Path) -> PathBuf {
+    let mut cmd = std::process::Command::new(workspace_bin("kennel-vmm"));
+    cmd.args(["template", "build", "--mem", "128", "--disk", "empty,ro"])
+        .args(["--timeout", "1200", "--kernel"])
+        .arg(vmlinux)
+        .arg("--initrd")
+        .arg(initrd)
+        .arg("--cache")
+        .arg(cache);
+    for arg in cmdline {
+        cmd.args(["--cmdline", arg]);
+    }
+    let out = cmd.output().expect("kennel-vmm runs");
+    assert!(
+        out.status.success(),
+        "template build failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
 /// A binary of this workspace built beside the test executable (target/<profile>/NAME).
 pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");

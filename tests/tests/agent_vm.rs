@@ -205,22 +205,7 @@ async fn agent_runs_containers_in_vms_restored_from_a_template() {
     let initrd = guest::initramfs(dir.path(), "agent.cpio", &agent);
     let disk = busybox_disk(dir.path());
 
-    let out = vmm()
-        .args(["template", "build", "--mem", "128", "--disk", "empty,ro"])
-        .args(["--timeout", "1200", "--kernel"])
-        .arg(&vmlinux)
-        .arg("--initrd")
-        .arg(&initrd)
-        .arg("--cache")
-        .arg(dir.path().join("templates"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "template build failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let template = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let template = guest::build_template(&vmlinux, &initrd, &[], &dir.path().join("templates"));
 
     let mut outputs = Vec::new();
     for (name, cid, seed) in [("pod-a", 31u64, 1u8), ("pod-b", 32, 2)] {

@@ -105,24 +105,8 @@ fn template_restores_two_distinct_vms_and_refuses_damaged_snapshots() {
     let cache = dir.path().join("templates");
 
     let cold = Instant::now();
-    let out = vmm()
-        .args(["template", "build", "--mem", "128", "--disk", "empty,ro"])
-        .args(["--cmdline", "kennel.test=template", "--timeout", "900"])
-        .arg("--kernel")
-        .arg(&vmlinux)
-        .arg("--initrd")
-        .arg(&initrd)
-        .arg("--cache")
-        .arg(&cache)
-        .output()
-        .unwrap();
+    let template = guest::build_template(&vmlinux, &initrd, &["kennel.test=template"], &cache);
     let cold = cold.elapsed();
-    assert!(
-        out.status.success(),
-        "template build failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let template = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     assert!(template.join("memory").is_file() && template.join("state").is_file());
     let key = template.file_name().unwrap().to_string_lossy().into_owned();
     let list = vmm()
