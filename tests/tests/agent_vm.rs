@@ -1,9 +1,12 @@
 //! kennel-agent as PID 1 of real VMs, driven from the host through kennel-vmm's hybrid vsock
 //! socket. One cold boot builds a template (the agent signals "ready" with the boot marker and
-//! the VM is snapshotted); two pod VMs are restored from it, each gets its identity through
-//! CreateSandbox (hostname, DNS, wall clock, random seed), an image disk attached after restore
-//! through the control API, and runs a busybox container whose output the host reads. The two
-//! differ in hostname, CID and /dev/urandom bytes. DestroySandbox ends each VMM process.
+//! the VM is snapshotted with an unplugged NIC); two pod VMs are restored from it inside a
+//! network namespace the test makes (a bridge with one tap per pod), each NIC plugged into its
+//! pod's tap. Each gets its identity through CreateSandbox (hostname, DNS, eth0 with the pod's
+//! MAC and IP, wall clock, random seed), answers ping from the namespace at its own IP, gets an
+//! image disk attached after restore through the control API, and runs a busybox container whose
+//! output the host reads. The two differ in hostname, IP, MAC, CID and /dev/urandom bytes.
+//! DestroySandbox ends each VMM process.
 
 use agent_proto::pb;
 use kennel_tests::guest;
@@ -43,8 +46,84 @@ fn busybox_disk(dir: &Path) -> PathBuf {
     img
 }
 
-fn vmm() -> Command {
-    Command::new(guest::workspace_bin("kennel-vmm"))
+const GATEWAY: &str = "10.78.0.1";
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("ip runs");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A network namespace with a bridge holding the gateway address and a tap per pod; removed on
+/// drop (taking its links with it).
+struct PodNetwork {
+    ns: String,
+}
+
+impl PodNetwork {
+    fn new(taps: &[&str]) -> Self {
+        let ns = format!("kn-agent-{}", std::process::id());
+        ip(&["netns", "add", &ns]);
+        let net = Self { ns };
+        let n = net.ns.as_str();
+        ip(&["-n", n, "link", "set", "lo", "up"]);
+        ip(&["-n", n, "link", "add", "knbr0", "type", "bridge"]);
+        ip(&[
+            "-n",
+            n,
+            "addr",
+            "add",
+            &format!("{GATEWAY}/24"),
+            "dev",
+            "knbr0",
+        ]);
+        ip(&["-n", n, "link", "set", "knbr0", "up"]);
+        for tap in taps {
+            ip(&["-n", n, "tuntap", "add", "dev", tap, "mode", "tap"]);
+            ip(&["-n", n, "link", "set", tap, "master", "knbr0"]);
+            ip(&["-n", n, "link", "set", tap, "up"]);
+        }
+        net
+    }
+
+    /// Pings `addr` from the namespace until it answers (or ten minutes pass); returns whether
+    /// it answered.
+    fn ping(&self, addr: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while Instant::now() < deadline {
+            let ok = Command::new("ip")
+                .args([
+                    "netns", "exec", &self.ns, "busybox", "ping", "-c", "1", "-W", "5", addr,
+                ])
+                .output()
+                .expect("busybox ping runs")
+                .status
+                .success();
+            if ok {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+impl Drop for PodNetwork {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+/// One pod's identity.
+struct Pod {
+    name: &'static str,
+    cid: u64,
+    seed: u8,
+    tap: &'static str,
+    mac: &'static str,
+    ip: &'static str,
 }
 
 struct PodVm {
@@ -54,12 +133,19 @@ struct PodVm {
     console: PathBuf,
 }
 
-fn restore(template: &Path, dir: &Path, name: &str, cid: u64) -> PodVm {
+fn restore(template: &Path, dir: &Path, pod: &Pod, ns: &str) -> PodVm {
+    let name = pod.name;
+    let cid = pod.cid;
     let vsock = dir.join(format!("{name}.vsock"));
     let api = dir.join(format!("{name}.api"));
     let console = dir.join(format!("{name}.console"));
-    let child = vmm()
+    // The VMM runs in the pod network's namespace, where it opens the pod's tap by name.
+    let child = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(guest::workspace_bin("kennel-vmm"))
         .arg("restore")
+        .arg("--net")
+        .arg(format!("tap={}", pod.tap))
         .arg("--snapshot")
         .arg(template)
         .args(["--disk", "empty,ro", "--timeout", "1200", "--console"])
@@ -112,8 +198,10 @@ fn spec(args: &[&str]) -> Vec<u8> {
     .unwrap()
 }
 
-/// Sets the pod's identity, mounts its image and runs one container; returns its stdout.
-async fn run_pod(vm: &PodVm, hostname: &str, seed: u8) -> String {
+/// Sets the pod's identity, checks its IP answers from the namespace, mounts its image and runs
+/// one container; returns its stdout.
+async fn run_pod(vm: &PodVm, pod: &Pod, net: &PodNetwork) -> String {
+    let (hostname, seed) = (pod.name, pod.seed);
     let mut c = tokio::time::timeout(
         RPC_TIMEOUT,
         agent_proto::client::connect_hybrid_vsock(&vm.vsock, agent_proto::DEFAULT_VSOCK_PORT),
@@ -131,6 +219,15 @@ async fn run_pod(vm: &PodVm, hostname: &str, seed: u8) -> String {
             searches: vec!["default.svc.cluster.local".into()],
             options: vec!["ndots:5".into()],
         }),
+        interfaces: vec![pb::Interface {
+            name: "eth0".into(),
+            mac: pod.mac.into(),
+            address: pod.ip.into(),
+            prefix_len: 24,
+            mtu: 1500,
+            gateway: GATEWAY.into(),
+            routes: vec![],
+        }],
         clock_unix_nanos: now.as_nanos() as u64,
         random_seed: (0..32)
             .map(|i| seed.wrapping_mul(31).wrapping_add(i))
@@ -139,6 +236,19 @@ async fn run_pod(vm: &PodVm, hostname: &str, seed: u8) -> String {
     })
     .await
     .expect("CreateSandbox");
+    let started = Instant::now();
+    assert!(
+        net.ping(pod.ip),
+        "{} does not answer ping at {}",
+        pod.name,
+        pod.ip
+    );
+    println!(
+        "{}: {} answered ping {:.1} s after CreateSandbox",
+        pod.name,
+        pod.ip,
+        started.elapsed().as_secs_f64()
+    );
     c.mount_storage(pb::MountStorageRequest {
         serial: "img-busybox".into(),
         mount_point: "/run/images/busybox".into(),
@@ -154,7 +264,7 @@ async fn run_pod(vm: &PodVm, hostname: &str, seed: u8) -> String {
         oci_spec_json: spec(&[
             "sh",
             "-c",
-            "echo host=$(hostname); echo year=$(date +%Y); grep nameserver /etc/resolv.conf; echo rand=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n')",
+            "echo host=$(hostname); echo year=$(date +%Y); grep nameserver /etc/resolv.conf; echo addr=$(ip -4 addr show eth0 | grep -o 'inet [0-9./]*'); echo mac=$(ip link show eth0 | grep -o 'ether [0-9a-f:]*'); echo rand=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n')",
         ]),
         rootfs: Some(pb::Rootfs {
             lower_dirs: vec!["/run/images/busybox".into()],
@@ -207,9 +317,28 @@ async fn agent_runs_containers_in_vms_restored_from_a_template() {
 
     let template = guest::build_template(&vmlinux, &initrd, &[], &dir.path().join("templates"));
 
+    let pods = [
+        Pod {
+            name: "pod-a",
+            cid: 31,
+            seed: 1,
+            tap: "kntapa",
+            mac: "02:4b:00:00:00:0a",
+            ip: "10.78.0.10",
+        },
+        Pod {
+            name: "pod-b",
+            cid: 32,
+            seed: 2,
+            tap: "kntapb",
+            mac: "02:4b:00:00:00:0b",
+            ip: "10.78.0.11",
+        },
+    ];
+    let net = PodNetwork::new(&[pods[0].tap, pods[1].tap]);
     let mut outputs = Vec::new();
-    for (name, cid, seed) in [("pod-a", 31u64, 1u8), ("pod-b", 32, 2)] {
-        let mut vm = restore(&template, dir.path(), name, cid);
+    for pod in &pods {
+        let mut vm = restore(&template, dir.path(), pod, &net.ns);
         let reply = api(
             &vm.api,
             &format!(
@@ -218,7 +347,7 @@ async fn agent_runs_containers_in_vms_restored_from_a_template() {
             ),
         );
         assert!(reply.contains(r#""ok":true"#), "{reply}");
-        let out = run_pod(&vm, name, seed).await;
+        let out = run_pod(&vm, pod, &net).await;
         // DestroySandbox resets the guest, which ends the VMM with status 0.
         let status = tokio::task::spawn_blocking(move || {
             let st = vm.child.wait().unwrap();
@@ -245,6 +374,10 @@ async fn agent_runs_containers_in_vms_restored_from_a_template() {
     assert_eq!(line_value(a, "host="), "pod-a", "{a}");
     assert_eq!(line_value(b, "host="), "pod-b", "{b}");
     assert!(a.contains("nameserver 10.96.0.10"), "{a}");
+    assert_eq!(line_value(a, "addr="), "inet 10.78.0.10/24", "{a}");
+    assert_eq!(line_value(b, "addr="), "inet 10.78.0.11/24", "{b}");
+    assert_eq!(line_value(a, "mac="), "ether 02:4b:00:00:00:0a", "{a}");
+    assert_eq!(line_value(b, "mac="), "ether 02:4b:00:00:00:0b", "{b}");
     let year: u32 = line_value(a, "year=").parse().unwrap();
     assert!(year >= 2025, "wall clock set from the host: {a}");
     assert_ne!(line_value(a, "rand="), line_value(b, "rand="), "{a}\n{b}");

@@ -96,7 +96,9 @@ impl DiskConfig {
 }
 
 /// One virtio-net device, backed by a tap: by name in the VMM's network namespace, or an open
-/// tap descriptor handed to the VMM by its parent (which may have opened it in another namespace).
+/// tap descriptor handed to the VMM by its parent (which may have opened it in another namespace),
+/// or unplugged (a template's NIC: frames the guest sends are dropped, none arrive; a restore
+/// plugs it into the pod's tap).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetConfig {
@@ -109,10 +111,23 @@ pub struct NetConfig {
     /// The guest NIC's MAC (`02:00:00:00:00:01`); a stable one is derived from the tap name if unset.
     #[serde(default)]
     pub mac: Option<String>,
+    /// No backend: the NIC exists for the guest, its frames go nowhere.
+    #[serde(default)]
+    pub unplugged: bool,
 }
 
 impl NetConfig {
-    /// Parses `tap=NAME,mac=02:00:00:00:00:01` or `fd=N,mac=...` (`mac` optional).
+    /// An unplugged NIC with `mac`.
+    pub fn unplugged(mac: &str) -> Self {
+        Self {
+            mac: Some(mac.into()),
+            unplugged: true,
+            ..Self::default()
+        }
+    }
+
+    /// Parses `tap=NAME,mac=02:00:00:00:00:01`, `fd=N,mac=...` or `unplugged,mac=...` (`mac`
+    /// optional).
     pub fn parse(spec: &str) -> Result<Self, ConfigError> {
         let mut n = NetConfig::default();
         for part in spec.split(',').filter(|p| !p.is_empty()) {
@@ -124,9 +139,10 @@ impl NetConfig {
                     })?)
                 }
                 Some(("mac", v)) => n.mac = Some(v.into()),
+                None if part == "unplugged" => n.unplugged = true,
                 _ => {
                     return Err(ConfigError::Invalid(format!(
-                        "--net {spec:?}: unknown part {part:?} (expected tap=NAME or fd=N, mac=MAC)"
+                        "--net {spec:?}: unknown part {part:?} (expected tap=NAME, fd=N or unplugged, mac=MAC)"
                     )))
                 }
             }
@@ -137,12 +153,17 @@ impl NetConfig {
 
     fn check(&self) -> Result<(), ConfigError> {
         match (self.tap.is_empty(), self.fd) {
-            (true, None) | (false, Some(_)) => {
+            (true, None) if self.unplugged => {}
+            _ if self.unplugged => {
                 return Err(ConfigError::Invalid(format!(
-                    "net device needs exactly one of tap=NAME and fd=N (tap {:?}, fd {:?})",
+                    "an unplugged net device has no tap or fd (tap {:?}, fd {:?})",
                     self.tap, self.fd
                 )))
             }
+            (true, None) | (false, Some(_)) => return Err(ConfigError::Invalid(format!(
+                "net device needs exactly one of tap=NAME, fd=N and unplugged (tap {:?}, fd {:?})",
+                self.tap, self.fd
+            ))),
             (true, Some(fd)) if fd < 0 => {
                 return Err(ConfigError::Invalid(format!("net fd {fd} is negative")))
             }
@@ -336,11 +357,17 @@ mod tests {
         assert_eq!(n.mac.as_deref(), Some("02:00:00:00:00:07"));
         assert!(NetConfig::parse("tap=ktap0").unwrap().mac.is_none());
         assert_eq!(NetConfig::parse("fd=5").unwrap().fd, Some(5));
+        let u = NetConfig::parse("unplugged,mac=02:00:00:00:00:08").unwrap();
+        assert!(u.unplugged && u.tap.is_empty() && u.fd.is_none());
+        assert_eq!(u, NetConfig::unplugged("02:00:00:00:00:08"));
         for bad in [
             "",
             "fd=x",
             "fd=-1",
             "tap=t,fd=3",
+            "tap=t,unplugged",
+            "fd=3,unplugged",
+            "unplugged=1",
             "mac=02:00:00:00:00:07",
             "tap=a-very-long-tap-name",
             "tap=t,mac=x",

@@ -48,6 +48,10 @@ struct RestoreArgs {
     /// Disk slot, as for `run` (same number of slots as the snapshot).
     #[arg(long = "disk")]
     disks: Vec<String>,
+    /// Backend of the snapshot's next NIC: `tap=NAME` or `fd=N` (repeatable, in NIC order; NICs
+    /// not given stay unplugged). The guest keeps the MAC it had; the agent sets the pod's.
+    #[arg(long = "net")]
+    net: Vec<String>,
     /// vsock for this VM: `cid=N,socket=PATH` (its own CID).
     #[arg(long)]
     vsock: Option<String>,
@@ -101,6 +105,9 @@ struct TemplateBuildArgs {
     /// Empty disk slot: `empty,ro` or `empty` (repeatable).
     #[arg(long = "disk")]
     disks: Vec<String>,
+    /// Unplugged NICs (eth0, ...) that a restore plugs into the pod's taps.
+    #[arg(long, default_value_t = 1)]
+    nics: u8,
     /// Marker value that means "ready" (2 = kennel-agent ready).
     #[arg(long, default_value_t = vmm::devices::marker::MARK_AGENT_READY)]
     marker: u8,
@@ -262,6 +269,11 @@ fn restore(args: RestoreArgs, started: Instant) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|d| DiskConfig::parse(d))
             .collect::<Result<_, _>>()?,
+        net: args
+            .net
+            .iter()
+            .map(|n| NetConfig::parse(n))
+            .collect::<Result<_, _>>()?,
         vsock: args.vsock.as_deref().map(VsockConfig::parse).transpose()?,
         console: args
             .console
@@ -292,6 +304,7 @@ fn template(command: TemplateCommand) -> anyhow::Result<ExitCode> {
                     .iter()
                     .map(|d| DiskConfig::parse(d))
                     .collect::<Result<_, _>>()?,
+                nics: a.nics,
                 ready_marker: a.marker,
                 cmdline: a
                     .cmdline

@@ -118,6 +118,9 @@ pub struct RestoreConfig {
     pub kernel: Option<PathBuf>,
     /// Disk slots; same count and order as when the snapshot was taken.
     pub disks: Vec<DiskConfig>,
+    /// Backends for the snapshot's NICs, in order (the pod's taps); NICs beyond these stay
+    /// unplugged. More than the snapshot has is refused.
+    pub net: Vec<NetConfig>,
     /// vsock (a new CID and socket for this VM).
     pub vsock: Option<VsockConfig>,
     /// Console destination.
@@ -235,11 +238,15 @@ impl Vm {
     pub fn restore(config: &RestoreConfig, started: Instant) -> Result<Vm, VmError> {
         let loaded = snapshot::load(&config.snapshot, config.kernel.as_deref())?;
         let state = loaded.state;
-        if state.devices.len() != config.disks.len() + usize::from(config.vsock.is_some()) {
+        let net = plug_nics(&state.devices, &config.net)?;
+        if state.devices.len()
+            != config.disks.len() + net.len() + usize::from(config.vsock.is_some())
+        {
             return Err(SnapshotError::Invalid(format!(
-                "the snapshot has {} virtio devices, this VM asks for {} disks and {} vsock",
+                "the snapshot has {} virtio devices, this VM asks for {} disks, {} NICs and {} vsock",
                 state.devices.len(),
                 config.disks.len(),
+                net.len(),
                 usize::from(config.vsock.is_some())
             ))
             .into());
@@ -257,7 +264,7 @@ impl Vm {
             DeviceSpec {
                 console: &config.console,
                 disks: &config.disks,
-                net: &[],
+                net: &net,
                 vsock: config.vsock.as_ref(),
                 serial_state: Some(&serial_state),
                 transport_states: Some(&state.devices),
@@ -464,6 +471,29 @@ fn create_vm(kvm: &Kvm) -> Result<VmFd, VmError> {
     Ok(vm)
 }
 
+/// The backends of a snapshot's NICs: the given ones in order, the rest unplugged (with the
+/// snapshot's MAC unknown here, the guest keeps the one it read at boot either way).
+fn plug_nics(states: &[TransportState], given: &[NetConfig]) -> Result<Vec<NetConfig>, VmError> {
+    let nics = states
+        .iter()
+        .filter(|s| s.device_type == crate::virtio::TYPE_NET)
+        .count();
+    if given.len() > nics {
+        return Err(SnapshotError::Invalid(format!(
+            "{} NICs given, the snapshot has {nics}",
+            given.len()
+        ))
+        .into());
+    }
+    let mut net = given.to_vec();
+    net.resize(nics, NetConfig::unplugged(TEMPLATE_MAC));
+    Ok(net)
+}
+
+/// The MAC of a template's NIC and of a restored NIC without a backend; the agent gives the
+/// guest interface the pod's MAC after restore.
+pub const TEMPLATE_MAC: &str = "02:00:00:00:00:01";
+
 /// What devices to build, and (on restore) their saved state.
 struct DeviceSpec<'a> {
     console: &'a Console,
@@ -583,4 +613,33 @@ fn virtio_devices(
         args.push(format!("virtio_mmio.device=4K@{base:#x}:{irq}"));
     }
     Ok((handles, transports, args))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn states(types: &[u32]) -> Vec<TransportState> {
+        types
+            .iter()
+            .map(|&device_type| TransportState {
+                device_type,
+                ..TransportState::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn nics_are_plugged_in_order_and_the_rest_stay_unplugged() {
+        let s = states(&[2, crate::virtio::TYPE_NET, crate::virtio::TYPE_NET, 19]);
+        let tap = NetConfig::parse("tap=ktap0").unwrap();
+        let net = plug_nics(&s, std::slice::from_ref(&tap)).unwrap();
+        assert_eq!(net, vec![tap.clone(), NetConfig::unplugged(TEMPLATE_MAC)]);
+        assert_eq!(plug_nics(&s, &[]).unwrap().len(), 2);
+        let err = plug_nics(&states(&[2, 19]), &[tap]).unwrap_err();
+        assert!(
+            err.to_string().contains("1 NICs given, the snapshot has 0"),
+            "{err}"
+        );
+    }
 }

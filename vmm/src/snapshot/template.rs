@@ -3,7 +3,7 @@
 //! is then a restore of it. Cached under `<cache>/<key>/`, where the key hashes every input.
 
 use super::{file_sha256, SnapshotError, VERSION};
-use crate::config::{Console, DiskConfig, VmConfig, VsockConfig};
+use crate::config::{Console, DiskConfig, NetConfig, VmConfig, VsockConfig};
 use crate::devices::StopReason;
 use crate::profile::Profile;
 use crate::vm::{Vm, VmError};
@@ -67,6 +67,9 @@ pub struct TemplateSpec {
     pub vcpus: u8,
     /// Empty disk slots (read-only or not) that pods fill after restore.
     pub disks: Vec<DiskConfig>,
+    /// Unplugged NICs (after the disks) that each restore plugs into its pod's tap.
+    #[serde(default)]
+    pub nics: u8,
     /// Marker value the guest writes when it is ready to be snapshotted.
     pub ready_marker: u8,
     /// Extra kernel arguments.
@@ -147,7 +150,9 @@ fn build(
             socket: work.path().join("vsock.sock"),
         }),
         api_socket: None,
-        net: vec![],
+        net: (0..spec.nics)
+            .map(|_| NetConfig::unplugged(crate::vm::TEMPLATE_MAC))
+            .collect(),
     };
     let vm = Vm::boot(&config, started)?;
     let ready = wait_for_marker(&vm, spec.ready_marker, timeout).map_err(|why| {

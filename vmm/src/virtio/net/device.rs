@@ -168,10 +168,18 @@ impl Offloads {
     }
 }
 
+/// Where the device's frames go.
+enum Backend {
+    Tap(Tap),
+    /// No tap: transmitted frames are dropped (and counted), nothing is received.
+    Unplugged,
+}
+
 /// The virtio-net device.
 pub struct Net {
     mac: [u8; 6],
-    tap: Option<Tap>,
+    /// Taken by `activate`.
+    backend: Option<Backend>,
     counters: Arc<NetCounters>,
     acked: u64,
 }
@@ -181,7 +189,7 @@ impl Net {
     pub fn new(tap: Tap, mac: [u8; 6]) -> Self {
         Self {
             mac,
-            tap: Some(tap),
+            backend: Some(Backend::Tap(tap)),
             counters: Arc::new(NetCounters::default()),
             acked: 0,
         }
@@ -197,8 +205,26 @@ impl Net {
         Ok(Self::new(Tap::open(name)?, mac))
     }
 
-    /// The device a configuration describes: a tap by name, or an inherited tap descriptor.
+    /// A device without a tap (a template's NIC, plugged into a pod's tap on restore).
+    pub fn unplugged(mac: [u8; 6]) -> Self {
+        Self {
+            mac,
+            backend: Some(Backend::Unplugged),
+            counters: Arc::new(NetCounters::default()),
+            acked: 0,
+        }
+    }
+
+    /// The device a configuration describes: a tap by name, an inherited tap descriptor, or
+    /// unplugged.
     pub fn from_config(config: &crate::config::NetConfig) -> Result<Self, NetError> {
+        if config.unplugged {
+            let mac = match &config.mac {
+                Some(m) => parse_mac(m)?,
+                None => default_mac("unplugged"),
+            };
+            return Ok(Self::unplugged(mac));
+        }
         let Some(fd) = config.fd else {
             return Self::open(&config.tap, config.mac.as_deref());
         };
@@ -265,8 +291,8 @@ impl VirtioDevice for Net {
         if a.queues.len() != 2 {
             return Err(ActivateError::BadQueue(a.queues.len()));
         }
-        let tap = self
-            .tap
+        let backend = self
+            .backend
             .take()
             .ok_or(ActivateError::Worker(std::io::Error::other(
                 "virtio-net already active",
@@ -275,8 +301,14 @@ impl VirtioDevice for Net {
             q.set_event_idx(self.acked & F_EVENT_IDX != 0);
         }
         let offloads = Offloads::from_acked(self.acked);
-        tap.set_offload(offloads.tap_flags())
-            .map_err(|e| ActivateError::Worker(std::io::Error::other(e.to_string())))?;
+        let tap = match backend {
+            Backend::Tap(tap) => {
+                tap.set_offload(offloads.tap_flags())
+                    .map_err(|e| ActivateError::Worker(std::io::Error::other(e.to_string())))?;
+                Some(tap)
+            }
+            Backend::Unplugged => None,
+        };
         event::spawn(a, tap, offloads, self.counters.clone()).map_err(ActivateError::Worker)
     }
 }

@@ -3,6 +3,8 @@
 //! frames into receive chains. When the guest has no receive buffer the frame in hand is kept
 //! and the tap is left unread (frames wait in its queue) until the receive queue is notified;
 //! when the tap cannot take a frame the chain stays queued until the tap is writable again.
+//! Without a tap (an unplugged NIC) transmitted frames are consumed and dropped, and nothing is
+//! received.
 
 use super::device::{NetCounters, Offloads};
 use super::rx::{self, RxOutcome};
@@ -32,7 +34,7 @@ struct Worker {
     interrupt: Arc<Interrupt>,
     sync: WorkerSync,
     epoll: Epoll,
-    tap: Tap,
+    tap: Option<Tap>,
     counters: Arc<NetCounters>,
     offloads: Offloads,
     /// A frame read from the tap (`rx_len` bytes of `rx_buf`) not yet in the guest.
@@ -49,7 +51,7 @@ struct Worker {
 
 pub(super) fn spawn(
     a: Activation,
-    tap: Tap,
+    tap: Option<Tap>,
     offloads: Offloads,
     counters: Arc<NetCounters>,
 ) -> std::io::Result<()> {
@@ -62,14 +64,17 @@ pub(super) fn spawn(
             EpollEvent::new(EventSet::IN, i as u64),
         )?;
     }
-    epoll.ctl(
-        ControlOperation::Add,
-        tap.as_raw_fd(),
-        EpollEvent::new(
-            EventSet::IN | EventSet::OUT | EventSet::EDGE_TRIGGERED,
-            TAP_TOKEN,
-        ),
-    )?;
+    if let Some(tap) = &tap {
+        epoll.ctl(
+            ControlOperation::Add,
+            tap.as_raw_fd(),
+            EpollEvent::new(
+                EventSet::IN | EventSet::OUT | EventSet::EDGE_TRIGGERED,
+                TAP_TOKEN,
+            ),
+        )?;
+    }
+    let tap_present = tap.is_some();
     let mut worker = Worker {
         mem: a.mem,
         queues,
@@ -82,7 +87,7 @@ pub(super) fn spawn(
         offloads,
         rx_buf: vec![0; RX_BUF_LEN],
         rx_len: 0,
-        tap_readable: true,
+        tap_readable: tap_present,
         tx_blocked: false,
         tx_buf: Vec::with_capacity(2048),
         more: true,
@@ -148,7 +153,10 @@ impl Worker {
                 self.offloads.tx,
                 &mut self.tx_buf,
                 &self.counters,
-                |buf| tap.write_frame(buf),
+                |buf| match tap {
+                    Some(tap) => tap.write_frame(buf),
+                    None => Ok(buf.len()),
+                },
             )?;
             self.tx_blocked = status.blocked;
             if !status.blocked && !status.more {
@@ -180,7 +188,11 @@ impl Worker {
                 if !self.tap_readable {
                     return Ok(false);
                 }
-                match self.tap.read_frame(&mut self.rx_buf) {
+                let Some(tap) = &self.tap else {
+                    self.tap_readable = false;
+                    return Ok(false);
+                };
+                match tap.read_frame(&mut self.rx_buf) {
                     Ok(0) => {
                         self.tap_readable = false;
                         return Ok(false);
@@ -200,7 +212,7 @@ impl Worker {
                     }
                     Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                     Err(e) => {
-                        tracing::warn!("virtio-net: reading tap {}: {e}", self.tap.name());
+                        tracing::warn!("virtio-net: reading tap {}: {e}", tap.name());
                         self.tap_readable = false;
                         return Ok(false);
                     }
