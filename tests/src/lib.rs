@@ -3,3 +3,4 @@
 
 pub mod guest;
 pub mod procfs;
+pub mod runc;
