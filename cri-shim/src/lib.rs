@@ -1,1 +1,19 @@
-//! kennel-cri: CRI runtime, one microVM per pod sandbox
+//! kennel-cri: a CRI runtime giving every pod sandbox its own microVM.
+//!
+//! [`server`] serves `runtime.v1` RuntimeService and ImageService on a Unix socket; the
+//! runtime ([`runtime::Runtime`]) keeps sandboxes and containers in [`state`], starts one
+//! `kennel-vmm` per sandbox ([`vm`], [`sandbox`]) and drives the kennel-agent inside it
+//! ([`container`]); [`oci`] turns CRI container configs into OCI specs; [`logs`] writes
+//! CRI-format log files; [`image_service`] serves images from the `images` store.
+#![forbid(unsafe_code)]
+
+pub mod container;
+pub mod convert;
+pub mod image_service;
+pub mod logs;
+pub mod oci;
+pub mod runtime;
+pub mod sandbox;
+pub mod server;
+pub mod state;
+pub mod vm;
