@@ -445,3 +445,43 @@ async fn tls_and_basic_auth() {
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     assert!(e.message().contains("absent.pem"), "{}", e.message());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_token_auth() {
+    let imgs = test_images();
+    let creds = Credentials {
+        username: "puller".into(),
+        password: "token-pw".into(),
+    };
+    let reg = TestRegistry::start(TestRegistryOptions {
+        token_auth: Some(creds.clone()),
+        ..Default::default()
+    })
+    .expect("start docker-registry with a token server");
+    let host = reg.host();
+    let push = RegistryClient::new(reg.client_config(Some(creds.clone()))).unwrap();
+    let reference = format!("{host}/busybox:latest");
+    imgs.busybox.push(&push, &reference).await.unwrap();
+    let mut cri = serve(ImageServiceOptions {
+        plain_http: vec![host.clone()],
+        extra_ca: None,
+    })
+    .await;
+    let auth = |p: &str| AuthConfig {
+        username: "puller".into(),
+        password: p.into(),
+        ..Default::default()
+    };
+    for a in [None, Some(auth("wrong"))] {
+        let e = cri.pull(&reference, a.clone()).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated, "{a:?}: {e:?}");
+    }
+    let started = std::time::Instant::now();
+    let id = cri.pull(&reference, Some(auth("token-pw"))).await.unwrap();
+    println!(
+        "PullImage busybox (token auth, pull + block image): {:.1} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    assert_eq!(id, imgs.busybox.id().to_string());
+    assert!(cri.status(&reference).await.unwrap().is_some());
+}
