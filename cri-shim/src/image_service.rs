@@ -577,6 +577,46 @@ mod tests {
     }
 
     #[test]
+    fn errors_map_to_specific_codes() {
+        let pull = |source| ImageServiceError::Pull {
+            image: "x".into(),
+            source,
+        };
+        let cases = [
+            (
+                pull(PullError::Registry(RegistryError::Unauthorized {
+                    url: "u".into(),
+                })),
+                tonic::Code::Unauthenticated,
+            ),
+            (
+                pull(PullError::Registry(RegistryError::NotFound("m".into()))),
+                tonic::Code::NotFound,
+            ),
+            (
+                pull(PullError::Reference(ReferenceError::Empty)),
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                pull(PullError::Layout("nested".into())),
+                tonic::Code::FailedPrecondition,
+            ),
+            (
+                ImageServiceError::Store(StoreError::NotFound("x".into())),
+                tonic::Code::NotFound,
+            ),
+            (ImageServiceError::NoImage, tonic::Code::InvalidArgument),
+            (
+                ImageServiceError::Task("panicked".into()),
+                tonic::Code::Internal,
+            ),
+        ];
+        for (e, code) in cases {
+            assert_eq!(e.code(), code, "{e}");
+        }
+    }
+
+    #[test]
     fn status_messages_carry_the_chain() {
         let e = ImageServiceError::Pull {
             image: "x".into(),
