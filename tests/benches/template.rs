@@ -1,6 +1,8 @@
-//! Template benchmark: cold boot to ready vs restore to ready (both measured the same way: from
-//! spawning kennel-vmm until the guest's vsock listener answers a `CONNECT`), and host memory of
-//! N VMs restored from one template vs N cold-booted VMs (RSS and PSS per VM process).
+//! Template benchmark with kennel-agent as the guest's PID 1: cold boot to agent-ready vs restore
+//! to agent-ready (both measured the same way: from spawning kennel-vmm until the agent's vsock
+//! listener answers a `CONNECT`), and host memory of N VMs restored from one template vs N
+//! cold-booted VMs (RSS and PSS per VM process). Every VM has the pod layout: one empty image
+//! slot and one NIC (unplugged: the bench makes no taps).
 //!
 //! Run with `bash scripts/bench`. Figures only; nothing is asserted.
 
@@ -17,13 +19,15 @@ fn vmm() -> Command {
     Command::new(guest::workspace_bin("kennel-vmm"))
 }
 
-/// Waits until the guest answers `CONNECT 5000` on `sock`.
+/// Waits until the guest agent answers `CONNECT 1024` on `sock`.
 fn ready(sock: &Path, deadline: Duration) -> Option<Duration> {
     let start = Instant::now();
     while start.elapsed() < deadline {
         if let Ok(mut s) = UnixStream::connect(sock) {
             let _ = s.set_read_timeout(Some(deadline));
-            if s.write_all(b"CONNECT 5000\n").is_ok() {
+            if s.write_all(format!("CONNECT {}\n", agent_proto::DEFAULT_VSOCK_PORT).as_bytes())
+                .is_ok()
+            {
                 let mut line = String::new();
                 let mut r = BufReader::new(s);
                 if r.read_line(&mut line).is_ok() && line.starts_with("OK ") {
@@ -64,8 +68,10 @@ fn spawn_cold(dir: &Path, i: usize, vmlinux: &Path, initrd: &Path) -> Vm {
             "none",
             "--disk",
             "empty,ro",
+            "--net",
+            "unplugged",
         ])
-        .args(["--cmdline", "kennel.test=template", "--kernel"])
+        .arg("--kernel")
         .arg(vmlinux)
         .arg("--initrd")
         .arg(initrd)
@@ -129,9 +135,9 @@ fn memory_table(label: &str, vms: &mut [Vm]) {
 
 fn main() {
     let vmlinux = guest::vmlinux().expect("KENNEL_VMLINUX");
-    let init = guest::test_init().expect("KENNEL_TEST_INIT");
+    let agent = guest::agent().expect("KENNEL_AGENT");
     let dir = tempfile::tempdir().unwrap();
-    let initrd = guest::initramfs(dir.path(), "initrd.cpio", &init);
+    let initrd = guest::initramfs(dir.path(), "agent.cpio", &agent);
     let count: usize = std::env::var("KENNEL_BENCH_VMS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -146,7 +152,7 @@ fn main() {
             "--disk",
             "empty,ro",
         ])
-        .args(["--cmdline", "kennel.test=template", "--kernel"])
+        .arg("--kernel")
         .arg(&vmlinux)
         .arg("--initrd")
         .arg(&initrd)
@@ -162,7 +168,7 @@ fn main() {
     let template = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
 
     println!(
-        "template benchmark: {MEM_MIB} MiB guest, 1 vCPU; ready = guest vsock listener answers"
+        "template benchmark: {MEM_MIB} MiB guest, 1 vCPU, kennel-agent as PID 1; ready = the agent's vsock listener answers"
     );
     let mut cold = spawn_cold(dir.path(), 0, &vmlinux, &initrd);
     let cold_t = ready(&cold.sock, Duration::from_secs(1800)).expect("cold boot ready");
