@@ -225,6 +225,15 @@ pub async fn connect_agent(
     vsock: &std::path::Path,
     timeout: Duration,
 ) -> Result<AgentClient, CriError> {
+    connect_agent_while(vsock, timeout, || Ok(())).await
+}
+
+/// As [`connect_agent`], giving up early when `check` fails (e.g. the VMM exited).
+pub async fn connect_agent_while(
+    vsock: &std::path::Path,
+    timeout: Duration,
+    check: impl Fn() -> Result<(), CriError>,
+) -> Result<AgentClient, CriError> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let last = match agent_proto::client::connect_hybrid_vsock(vsock, agent_proto::DEFAULT_VSOCK_PORT)
@@ -236,6 +245,7 @@ pub async fn connect_agent(
             },
             Err(e) => chain(&e),
         };
+        check()?;
         if tokio::time::Instant::now() >= deadline {
             return Err(CriError::Unavailable(format!(
                 "agent at {} not reachable: {last}",

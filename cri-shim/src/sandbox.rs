@@ -1,7 +1,8 @@
 //! Pod sandboxes: RunPodSandbox (network, VM from a template or a cold boot, agent identity),
 //! StopPodSandbox, RemovePodSandbox, liveness of their VMs and recovery after a restart.
 
-use crate::runtime::{agent_error, chain, connect_agent, CriError, Runtime, AGENT_TIMEOUT};
+use crate::runtime::{agent_error, chain, connect_agent, connect_agent_while, CriError, Runtime};
+use crate::runtime::AGENT_TIMEOUT;
 use crate::runtime::{DEFAULT_MEM_MIB, GUEST_OVERHEAD_MIB, MEM_STEP_MIB};
 use crate::state::{
     new_id, now_ns, sandbox_name, ContainerState, SandboxRecord, SandboxState, VmmInfo,
@@ -163,7 +164,20 @@ impl Runtime {
             }
         }
 
-        let mut agent = connect_agent(&spec.vsock_socket(), AGENT_TIMEOUT).await?;
+        let log = spec.dir.join("vmm.log");
+        let mut agent = connect_agent_while(&spec.vsock_socket(), AGENT_TIMEOUT, || {
+            if vm::alive(pid, start_time) {
+                return Ok(());
+            }
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(5).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            Err(CriError::Unavailable(format!(
+                "kennel-vmm exited before its agent answered: {}",
+                tail.join(" | ")
+            )))
+        })
+        .await?;
         let dns = rec.config.dns_config.clone().unwrap_or_default();
         let mut seed = vec![0u8; 64];
         crate::state::fill_random(&mut seed);

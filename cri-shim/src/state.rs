@@ -254,8 +254,9 @@ impl StateStore {
     }
 
     /// Directory of one sandbox's runtime files (sockets, console).
+    /// (Named by the first 16 hex digits of the id: socket paths must stay under 108 bytes.)
     pub fn sandbox_dir(&self, id: &str) -> PathBuf {
-        self.dir.join("pods").join(id)
+        self.dir.join("pods").join(&id[..16.min(id.len())])
     }
 
     fn sandbox_file(&self, id: &str) -> PathBuf {
