@@ -5,9 +5,7 @@ use crate::image_service::image_ref_for;
 use crate::logs::{CriLogWriter, LogStream};
 use crate::oci;
 use crate::runtime::{agent_error, chain, CriError, Runtime};
-use crate::state::{
-    new_id, now_ns, AttachedImage, ContainerRecord, ContainerState, SandboxState,
-};
+use crate::state::{new_id, now_ns, AttachedImage, ContainerRecord, ContainerState, SandboxState};
 use crate::vm;
 use agent_proto::pb;
 use k8s_cri::v1::ContainerConfig;
@@ -97,7 +95,11 @@ impl Runtime {
                 other.id
             )));
         }
-        let image = config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
+        let image = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
         let store = self.images.clone();
         let image2 = image.clone();
         let image_rec = tokio::task::spawn_blocking(move || image_ref_for(&store, &image2))
@@ -111,8 +113,12 @@ impl Runtime {
             .images
             .config(&image_rec)
             .map_err(|e| CriError::Internal(format!("image config: {}", chain(&e))))?;
-        let spec = oci::container_spec(&config, &image_config, &crate::sandbox::hostname(&sandbox.config))
-            .map_err(|e| CriError::InvalidArgument(e.to_string()))?;
+        let spec = oci::container_spec(
+            &config,
+            &image_config,
+            &crate::sandbox::hostname(&sandbox.config),
+        )
+        .map_err(|e| CriError::InvalidArgument(e.to_string()))?;
 
         let lock = self.sandbox_lock(&sandbox.id);
         let _guard = lock.lock().await;
@@ -322,7 +328,10 @@ impl Runtime {
                 let _ = w.lock().unwrap_or_else(|p| p.into_inner()).flush_partial();
             }
             let (reason, message) = if w.oom_killed {
-                ("OOMKilled", "the container's memory limit was exceeded".to_string())
+                (
+                    "OOMKilled",
+                    "the container's memory limit was exceeded".to_string(),
+                )
             } else if w.exit_code == 0 {
                 ("Completed", String::new())
             } else if w.signal != 0 {
@@ -490,27 +499,27 @@ impl Runtime {
             container_id: c.id.clone(),
             exec_id: exec_id.clone(),
         };
-        let collect = |s: Result<tonic::Response<tonic::Streaming<pb::OutputChunk>>, tonic::Status>| {
-            tokio::spawn(async move {
-                let mut out = Vec::new();
-                if let Ok(s) = s {
-                    let mut s = s.into_inner();
-                    while let Ok(Some(chunk)) = s.message().await {
-                        let room = EXEC_OUTPUT_CAP.saturating_sub(out.len());
-                        out.extend_from_slice(&chunk.data[..chunk.data.len().min(room)]);
+        let collect =
+            |s: Result<tonic::Response<tonic::Streaming<pb::OutputChunk>>, tonic::Status>| {
+                tokio::spawn(async move {
+                    let mut out = Vec::new();
+                    if let Ok(s) = s {
+                        let mut s = s.into_inner();
+                        while let Ok(Some(chunk)) = s.message().await {
+                            let room = EXEC_OUTPUT_CAP.saturating_sub(out.len());
+                            out.extend_from_slice(&chunk.data[..chunk.data.len().min(room)]);
+                        }
                     }
-                }
-                out
-            })
-        };
+                    out
+                })
+            };
         let stdout = collect(agent.read_stdout(req.clone()).await);
         let stderr = collect(agent.read_stderr(req.clone()).await);
         let wait = agent.wait_process(req);
         let waited = if timeout > 0 {
-            match tokio::time::timeout(Duration::from_secs(timeout as u64), wait).await {
-                Ok(w) => Some(w),
-                Err(_) => None,
-            }
+            tokio::time::timeout(Duration::from_secs(timeout as u64), wait)
+                .await
+                .ok()
         } else {
             Some(wait.await)
         };
@@ -595,7 +604,10 @@ mod tests {
     #[test]
     fn config_checks_name_the_field() {
         let mut c = ContainerConfig::default();
-        assert!(validate_config(Some(&c)).unwrap_err().to_string().contains("metadata"));
+        assert!(validate_config(Some(&c))
+            .unwrap_err()
+            .to_string()
+            .contains("metadata"));
         c.metadata = Some(ContainerMetadata {
             name: "x".into(),
             attempt: 0,

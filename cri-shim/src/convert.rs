@@ -180,10 +180,9 @@ pub fn container_stats(
         memory: s.map(|s| cri::MemoryUsage {
             timestamp: now,
             working_set_bytes: v(s.memory_usage_bytes),
-            available_bytes: (s.memory_limit_bytes > 0)
-                .then(|| cri::UInt64Value {
-                    value: s.memory_limit_bytes.saturating_sub(s.memory_usage_bytes),
-                }),
+            available_bytes: (s.memory_limit_bytes > 0).then(|| cri::UInt64Value {
+                value: s.memory_limit_bytes.saturating_sub(s.memory_usage_bytes),
+            }),
             usage_bytes: v(s.memory_usage_bytes),
             rss_bytes: None,
             page_faults: None,
@@ -203,11 +202,17 @@ mod tests {
         let labels: HashMap<String, String> =
             [("app".into(), "web".into()), ("tier".into(), "fe".into())].into();
         let sel = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
         };
         assert!(labels_match(&labels, &sel(&[])));
         assert!(labels_match(&labels, &sel(&[("app", "web")])));
-        assert!(!labels_match(&labels, &sel(&[("app", "web"), ("tier", "be")])));
+        assert!(!labels_match(
+            &labels,
+            &sel(&[("app", "web"), ("tier", "be")])
+        ));
         assert!(!labels_match(&labels, &sel(&[("x", "y")])));
     }
 }

@@ -29,7 +29,11 @@ struct Cli {
     #[arg(long)]
     kernel: PathBuf,
     /// Static kennel-agent binary, packed as /init of the guest initramfs.
-    #[arg(long, conflicts_with = "initramfs", required_unless_present = "initramfs")]
+    #[arg(
+        long,
+        conflicts_with = "initramfs",
+        required_unless_present = "initramfs"
+    )]
     agent: Option<PathBuf>,
     /// Ready-made initramfs with kennel-agent as /init (instead of --agent).
     #[arg(long)]

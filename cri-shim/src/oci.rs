@@ -9,7 +9,9 @@ use serde_json::{json, Value};
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum OciError {
     /// Neither the request nor the image names a program.
-    #[error("no command: the container config has no command/args and the image no entrypoint/cmd")]
+    #[error(
+        "no command: the container config has no command/args and the image no entrypoint/cmd"
+    )]
     NoCommand,
     /// A user name that is not numeric (kennel does not read the image's /etc/passwd).
     #[error("user {0:?}: only numeric users are supported")]
@@ -73,7 +75,10 @@ fn user(cfg: &ContainerConfig, image: &ImageConfig) -> Result<(u32, u32, Vec<u32
     if let Some(uid) = sc.and_then(|s| s.run_as_user.as_ref()) {
         return Ok((uid.value as u32, gid.unwrap_or(0), groups));
     }
-    if let Some(name) = sc.map(|s| s.run_as_username.as_str()).filter(|n| !n.is_empty()) {
+    if let Some(name) = sc
+        .map(|s| s.run_as_username.as_str())
+        .filter(|n| !n.is_empty())
+    {
         return Err(OciError::UserName(name.to_string()));
     }
     let image_user = image
@@ -213,12 +218,21 @@ mod tests {
     #[test]
     fn command_and_args_follow_docker_rules() {
         let img = image(&["/ep"], &["c1", "c2"], &[]);
-        assert_eq!(process_args(&cfg(&[], &[]), &img).unwrap(), ["/ep", "c1", "c2"]);
+        assert_eq!(
+            process_args(&cfg(&[], &[]), &img).unwrap(),
+            ["/ep", "c1", "c2"]
+        );
         assert_eq!(process_args(&cfg(&[], &["a"]), &img).unwrap(), ["/ep", "a"]);
         assert_eq!(process_args(&cfg(&["/x"], &[]), &img).unwrap(), ["/x"]);
-        assert_eq!(process_args(&cfg(&["/x"], &["y"]), &img).unwrap(), ["/x", "y"]);
+        assert_eq!(
+            process_args(&cfg(&["/x"], &["y"]), &img).unwrap(),
+            ["/x", "y"]
+        );
         let empty = image(&[], &[], &[]);
-        assert_eq!(process_args(&cfg(&[], &[]), &empty), Err(OciError::NoCommand));
+        assert_eq!(
+            process_args(&cfg(&[], &[]), &empty),
+            Err(OciError::NoCommand)
+        );
     }
 
     #[test]

@@ -141,7 +141,10 @@ pub struct Runtime {
 
 impl Runtime {
     /// Opens the state and sets up the node network (a failure leaves the network not ready).
-    pub fn new(opts: RuntimeOptions, images: Arc<images::store::Store>) -> Result<Arc<Self>, CriError> {
+    pub fn new(
+        opts: RuntimeOptions,
+        images: Arc<images::store::Store>,
+    ) -> Result<Arc<Self>, CriError> {
         let state = StateStore::open(&opts.state_dir)?;
         let network = setup_network(&opts);
         if let Err(e) = &network {
@@ -236,15 +239,16 @@ pub async fn connect_agent_while(
 ) -> Result<AgentClient, CriError> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let last = match agent_proto::client::connect_hybrid_vsock(vsock, agent_proto::DEFAULT_VSOCK_PORT)
-            .await
-        {
-            Ok(mut c) => match c.health(agent_proto::pb::Empty {}).await {
-                Ok(_) => return Ok(c),
-                Err(s) => s.to_string(),
-            },
-            Err(e) => chain(&e),
-        };
+        let last =
+            match agent_proto::client::connect_hybrid_vsock(vsock, agent_proto::DEFAULT_VSOCK_PORT)
+                .await
+            {
+                Ok(mut c) => match c.health(agent_proto::pb::Empty {}).await {
+                    Ok(_) => return Ok(c),
+                    Err(s) => s.to_string(),
+                },
+                Err(e) => chain(&e),
+            };
         check()?;
         if tokio::time::Instant::now() >= deadline {
             return Err(CriError::Unavailable(format!(

@@ -1,8 +1,8 @@
 //! Pod sandboxes: RunPodSandbox (network, VM from a template or a cold boot, agent identity),
 //! StopPodSandbox, RemovePodSandbox, liveness of their VMs and recovery after a restart.
 
-use crate::runtime::{agent_error, chain, connect_agent, connect_agent_while, CriError, Runtime};
 use crate::runtime::AGENT_TIMEOUT;
+use crate::runtime::{agent_error, chain, connect_agent, connect_agent_while, CriError, Runtime};
 use crate::runtime::{DEFAULT_MEM_MIB, GUEST_OVERHEAD_MIB, MEM_STEP_MIB};
 use crate::state::{
     new_id, now_ns, sandbox_name, ContainerState, SandboxRecord, SandboxState, VmmInfo,

@@ -147,11 +147,14 @@ impl RuntimeService for RuntimeServiceImpl {
             .state
             .sandbox(&r.pod_sandbox_id)
             .map_err(CriError::from)?
-            .ok_or_else(|| {
-                CriError::NotFound(format!("sandbox {} not found", r.pod_sandbox_id))
-            })?;
+            .ok_or_else(|| CriError::NotFound(format!("sandbox {} not found", r.pod_sandbox_id)))?;
         self.rt.refresh(&rec).await;
-        let rec = self.rt.state.sandbox(&rec.id).map_err(CriError::from)?.unwrap_or(rec);
+        let rec = self
+            .rt
+            .state
+            .sandbox(&rec.id)
+            .map_err(CriError::from)?
+            .unwrap_or(rec);
         let mut info = HashMap::new();
         if r.verbose {
             let vmm = rec.vmm.as_ref().map(|v| {
@@ -202,10 +205,7 @@ impl RuntimeService for RuntimeServiceImpl {
         let config = r
             .config
             .ok_or_else(|| CriError::InvalidArgument("config is required".into()))?;
-        let id = self
-            .rt
-            .create_container(&r.pod_sandbox_id, config)
-            .await?;
+        let id = self.rt.create_container(&r.pod_sandbox_id, config).await?;
         ok(cri::CreateContainerResponse { container_id: id })
     }
 
@@ -267,7 +267,9 @@ impl RuntimeService for RuntimeServiceImpl {
                 .state
                 .container(&r.container_id)
                 .map_err(CriError::from)?
-                .ok_or_else(|| CriError::NotFound(format!("container {} not found", r.container_id)))
+                .ok_or_else(|| {
+                    CriError::NotFound(format!("container {} not found", r.container_id))
+                })
         };
         let c = find()?;
         if let Ok(Some(s)) = self.rt.state.sandbox(&c.sandbox_id) {
@@ -314,10 +316,7 @@ impl RuntimeService for RuntimeServiceImpl {
         req: Request<cri::ExecSyncRequest>,
     ) -> Result<Response<cri::ExecSyncResponse>, Status> {
         let r = req.into_inner();
-        let out = self
-            .rt
-            .exec_sync(&r.container_id, r.cmd, r.timeout)
-            .await?;
+        let out = self.rt.exec_sync(&r.container_id, r.cmd, r.timeout).await?;
         ok(cri::ExecSyncResponse {
             stdout: out.stdout,
             stderr: out.stderr,

@@ -474,7 +474,11 @@ mod tests {
         let s = StateStore::open(dir.path()).unwrap();
         let got = s.sandbox(&id).unwrap().unwrap();
         assert_eq!(got.config, sandbox(&id).config);
-        assert_eq!(s.sandbox(&id[..12]).unwrap().unwrap().id, id, "prefix lookup");
+        assert_eq!(
+            s.sandbox(&id[..12]).unwrap().unwrap().id,
+            id,
+            "prefix lookup"
+        );
         assert!(s.sandbox("zz").unwrap().is_none());
         s.delete_sandbox(&id).unwrap();
         s.delete_sandbox(&id).unwrap();
@@ -494,8 +498,10 @@ mod tests {
     fn ambiguous_prefix_is_an_error_and_corrupt_files_are_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let s = StateStore::open(dir.path()).unwrap();
-        s.put_sandbox(&sandbox(&format!("ab{}", "0".repeat(62)))).unwrap();
-        s.put_sandbox(&sandbox(&format!("ab{}", "1".repeat(62)))).unwrap();
+        s.put_sandbox(&sandbox(&format!("ab{}", "0".repeat(62))))
+            .unwrap();
+        s.put_sandbox(&sandbox(&format!("ab{}", "1".repeat(62))))
+            .unwrap();
         assert!(matches!(s.sandbox("ab"), Err(StateError::Ambiguous(_))));
         std::fs::write(dir.path().join("sandboxes/bad.json"), b"{not json").unwrap();
         let s = StateStore::open(dir.path()).unwrap();

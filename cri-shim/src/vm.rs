@@ -332,7 +332,10 @@ mod tests {
         let me = std::process::id() as i32;
         let t = start_time(me).expect("own start time");
         assert!(alive(me, t));
-        assert!(!alive(me, t + 1), "a different start time means a reused pid");
+        assert!(
+            !alive(me, t + 1),
+            "a different start time means a reused pid"
+        );
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id() as i32;
         child.wait().unwrap();

@@ -41,9 +41,8 @@ async fn kennel_round(c: &mut harness::Cri, image: &str, i: usize) -> Vec<Durati
         hostname: format!("bench-{i}"),
         ..Default::default()
     };
-    let pod = c
-        .rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
+    let pod =
+        c.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
             config: Some(cfg.clone()),
             runtime_handler: String::new(),
         })
@@ -52,9 +51,8 @@ async fn kennel_round(c: &mut harness::Cri, image: &str, i: usize) -> Vec<Durati
         .into_inner()
         .pod_sandbox_id;
     lap(&mut times);
-    let id = c
-        .rt
-        .create_container(cri::CreateContainerRequest {
+    let id =
+        c.rt.create_container(cri::CreateContainerRequest {
             pod_sandbox_id: pod.clone(),
             config: Some(cri::ContainerConfig {
                 metadata: Some(cri::ContainerMetadata {
@@ -152,7 +150,11 @@ async fn main() {
     let mut kennel: Vec<Vec<Duration>> = vec![Vec::new(); STEPS.len()];
     let mut runc_steps: Vec<(&'static str, Vec<Duration>)> = Vec::new();
     for i in 1..=rounds {
-        for (k, d) in kennel_round(&mut c, &image, i).await.into_iter().enumerate() {
+        for (k, d) in kennel_round(&mut c, &image, i)
+            .await
+            .into_iter()
+            .enumerate()
+        {
             kennel[k].push(d);
         }
         let r = runc
@@ -171,7 +173,11 @@ async fn main() {
         let m = median(kennel[k].clone());
         total += m;
         let all: Vec<String> = kennel[k].iter().map(|d| format!("{:.0}", ms(*d))).collect();
-        println!("  {step:<18} {:>10.1} ms   (runs: {} ms)", ms(m), all.join(", "));
+        println!(
+            "  {step:<18} {:>10.1} ms   (runs: {} ms)",
+            ms(m),
+            all.join(", ")
+        );
     }
     println!("  {:<18} {:>10.1} ms", "total", ms(total));
     println!("\nrunc, the same image on the host (median of {rounds}):");

@@ -21,11 +21,17 @@ const POD_TIMEOUT: Duration = Duration::from_secs(900);
 fn sandbox_config(cri: &Cri, name: &str) -> cri::PodSandboxConfig {
     let labels: HashMap<String, String> = [
         ("app".to_string(), "web".to_string()),
-        ("odd/key.é".to_string(), " spaced \"quoted\"\n\u{1F600} ".to_string()),
+        (
+            "odd/key.é".to_string(),
+            " spaced \"quoted\"\n\u{1F600} ".to_string(),
+        ),
     ]
     .into();
     let annotations: HashMap<String, String> = [
-        ("kennel.test/blob".to_string(), "{\"a\": [1, 2]}\t\\".to_string()),
+        (
+            "kennel.test/blob".to_string(),
+            "{\"a\": [1, 2]}\t\\".to_string(),
+        ),
         ("empty".to_string(), String::new()),
     ]
     .into();
@@ -40,7 +46,10 @@ fn sandbox_config(cri: &Cri, name: &str) -> cri::PodSandboxConfig {
         log_directory: cri.log_dir(name).display().to_string(),
         dns_config: Some(cri::DnsConfig {
             servers: vec!["10.96.0.10".into()],
-            searches: vec!["default.svc.cluster.local".into(), "svc.cluster.local".into()],
+            searches: vec![
+                "default.svc.cluster.local".into(),
+                "svc.cluster.local".into(),
+            ],
             options: vec!["ndots:5".into()],
         }),
         labels,
@@ -133,7 +142,12 @@ async fn create_start(
     id
 }
 
-async fn exec(cri: &mut Cri, id: &str, cmd: &[&str], timeout: i64) -> Result<cri::ExecSyncResponse, tonic::Status> {
+async fn exec(
+    cri: &mut Cri,
+    id: &str,
+    cmd: &[&str],
+    timeout: i64,
+) -> Result<cri::ExecSyncResponse, tonic::Status> {
     cri.rt
         .exec_sync(cri::ExecSyncRequest {
             container_id: id.into(),
@@ -160,27 +174,81 @@ async fn cri_runtime_end_to_end() {
     let mut cri = Cri::start("t").await;
 
     // --- runtime info ---
-    let v = cri.rt.version(cri::VersionRequest::default()).await.unwrap().into_inner();
-    assert_eq!((v.runtime_name.as_str(), v.runtime_api_version.as_str()), ("kennel", "v1"));
-    let st = cri.rt.status(cri::StatusRequest { verbose: true }).await.unwrap().into_inner();
+    let v = cri
+        .rt
+        .version(cri::VersionRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (v.runtime_name.as_str(), v.runtime_api_version.as_str()),
+        ("kennel", "v1")
+    );
+    let st = cri
+        .rt
+        .status(cri::StatusRequest { verbose: true })
+        .await
+        .unwrap()
+        .into_inner();
     let conds = st.status.unwrap().conditions;
     for c in ["RuntimeReady", "NetworkReady"] {
-        assert!(conds.iter().any(|x| x.r#type == c && x.status), "{c}: {conds:?}\n{}", cri.server_log());
+        assert!(
+            conds.iter().any(|x| x.r#type == c && x.status),
+            "{c}: {conds:?}\n{}",
+            cri.server_log()
+        );
     }
     assert!(st.info["config"].contains("cgroupfs"));
-    let rc = cri.rt.runtime_config(cri::RuntimeConfigRequest {}).await.unwrap().into_inner();
-    assert_eq!(rc.linux.unwrap().cgroup_driver, cri::CgroupDriver::Cgroupfs as i32);
+    let rc = cri
+        .rt
+        .runtime_config(cri::RuntimeConfigRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        rc.linux.unwrap().cgroup_driver,
+        cri::CgroupDriver::Cgroupfs as i32
+    );
     let e = cri.rt.exec(cri::ExecRequest::default()).await.unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented, "{e}");
 
     // --- unknown ids ---
     let unknown = "0".repeat(64);
-    cri.rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: unknown.clone() }).await.expect("stop unknown sandbox is OK");
-    cri.rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: unknown.clone() }).await.expect("remove unknown sandbox is OK");
-    cri.rt.remove_container(cri::RemoveContainerRequest { container_id: unknown.clone() }).await.expect("remove unknown container is OK");
-    let e = cri.rt.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: unknown.clone(), verbose: false }).await.unwrap_err();
+    cri.rt
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: unknown.clone(),
+        })
+        .await
+        .expect("stop unknown sandbox is OK");
+    cri.rt
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: unknown.clone(),
+        })
+        .await
+        .expect("remove unknown sandbox is OK");
+    cri.rt
+        .remove_container(cri::RemoveContainerRequest {
+            container_id: unknown.clone(),
+        })
+        .await
+        .expect("remove unknown container is OK");
+    let e = cri
+        .rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: unknown.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
-    let e = cri.rt.run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(cri::PodSandboxConfig::default()), runtime_handler: String::new() }).await.unwrap_err();
+    let e = cri
+        .rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(cri::PodSandboxConfig::default()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e}");
     assert!(e.message().contains("metadata"), "{e}");
 
@@ -188,97 +256,270 @@ async fn cri_runtime_end_to_end() {
     let busybox = format!("{}/busybox:latest", cri.registry_host);
     let kubia = format!("{}/kubia:latest", cri.registry_host);
     for image in [&busybox, &kubia] {
-        let r = cri.img.pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec { image: image.clone(), ..Default::default() }),
-            ..Default::default()
-        }).await.unwrap_or_else(|e| panic!("pull {image}: {e}\n{}", cri.server_log())).into_inner();
+        let r = cri
+            .img
+            .pull_image(cri::PullImageRequest {
+                image: Some(cri::ImageSpec {
+                    image: image.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("pull {image}: {e}\n{}", cri.server_log()))
+            .into_inner();
         assert!(r.image_ref.starts_with("sha256:"), "{r:?}");
-        let by_id = cri.img.image_status(cri::ImageStatusRequest {
-            image: Some(cri::ImageSpec { image: r.image_ref.clone(), ..Default::default() }),
-            verbose: false,
-        }).await.unwrap().into_inner();
+        let by_id = cri
+            .img
+            .image_status(cri::ImageStatusRequest {
+                image: Some(cri::ImageSpec {
+                    image: r.image_ref.clone(),
+                    ..Default::default()
+                }),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
         assert!(by_id.image.unwrap().repo_tags.contains(image));
     }
-    let list = cri.img.list_images(cri::ListImagesRequest { filter: None }).await.unwrap().into_inner();
+    let list = cri
+        .img
+        .list_images(cri::ListImagesRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(list.images.len(), 2);
 
     // --- sandbox ---
     let cfg = sandbox_config(&cri, "pod-a");
     let t0 = Instant::now();
-    let pod = cri.rt.run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(cfg.clone()), runtime_handler: String::new() })
+    let pod = cri
+        .rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(cfg.clone()),
+            runtime_handler: String::new(),
+        })
         .await
         .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", cri.server_log()))
         .into_inner()
         .pod_sandbox_id;
     eprintln!("RunPodSandbox took {:?}", t0.elapsed());
     assert_eq!(pod.len(), 64);
-    let e = cri.rt.run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(cfg.clone()), runtime_handler: String::new() }).await.unwrap_err();
+    let e = cri
+        .rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(cfg.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::AlreadyExists, "{e}");
-    let s = cri.rt.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: pod[..12].into(), verbose: true })
-        .await.unwrap().into_inner();
+    let s = cri
+        .rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod[..12].into(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let pst = s.status.unwrap();
     assert_eq!(pst.id, pod);
     assert_eq!(pst.state, cri::PodSandboxState::SandboxReady as i32);
     assert_eq!(pst.labels, cfg.labels, "labels byte-for-byte");
-    assert_eq!(pst.annotations, cfg.annotations, "annotations byte-for-byte");
+    assert_eq!(
+        pst.annotations, cfg.annotations,
+        "annotations byte-for-byte"
+    );
     assert_eq!(pst.metadata, cfg.metadata);
     assert!(pst.created_at > 0);
     let ip = pst.network.unwrap().ip;
     let prefix = cri.pod_cidr.trim_end_matches("0/24").to_string();
     assert!(ip.starts_with(&prefix), "pod IP {ip} in {}", cri.pod_cidr);
     assert!(s.info["info"].contains("from_template"));
-    let sel = |k: &str, v: &str| -> HashMap<String, String> { [(k.to_string(), v.to_string())].into() };
-    assert_eq!(list_sandboxes(&mut cri, cri::PodSandboxFilter { label_selector: sel("app", "web"), ..Default::default() }).await.len(), 1);
-    assert_eq!(list_sandboxes(&mut cri, cri::PodSandboxFilter { label_selector: sel("app", "db"), ..Default::default() }).await.len(), 0);
-    assert_eq!(list_sandboxes(&mut cri, cri::PodSandboxFilter { state: Some(cri::PodSandboxStateValue { state: cri::PodSandboxState::SandboxNotready as i32 }), ..Default::default() }).await.len(), 0);
-    assert_eq!(list_sandboxes(&mut cri, cri::PodSandboxFilter { id: pod[..8].into(), ..Default::default() }).await.len(), 1);
+    let sel =
+        |k: &str, v: &str| -> HashMap<String, String> { [(k.to_string(), v.to_string())].into() };
+    assert_eq!(
+        list_sandboxes(
+            &mut cri,
+            cri::PodSandboxFilter {
+                label_selector: sel("app", "web"),
+                ..Default::default()
+            }
+        )
+        .await
+        .len(),
+        1
+    );
+    assert_eq!(
+        list_sandboxes(
+            &mut cri,
+            cri::PodSandboxFilter {
+                label_selector: sel("app", "db"),
+                ..Default::default()
+            }
+        )
+        .await
+        .len(),
+        0
+    );
+    assert_eq!(
+        list_sandboxes(
+            &mut cri,
+            cri::PodSandboxFilter {
+                state: Some(cri::PodSandboxStateValue {
+                    state: cri::PodSandboxState::SandboxNotready as i32
+                }),
+                ..Default::default()
+            }
+        )
+        .await
+        .len(),
+        0
+    );
+    assert_eq!(
+        list_sandboxes(
+            &mut cri,
+            cri::PodSandboxFilter {
+                id: pod[..8].into(),
+                ..Default::default()
+            }
+        )
+        .await
+        .len(),
+        1
+    );
 
     // --- a container that writes and exits: logs in the CRI format, Completed ---
     let t0 = Instant::now();
-    let echo = create_start(&mut cri, &pod, &cfg, container_config("echo", &busybox, &["sh", "-c", "echo hello; echo oops >&2; printf partial"], 0)).await;
+    let echo = create_start(
+        &mut cri,
+        &pod,
+        &cfg,
+        container_config(
+            "echo",
+            &busybox,
+            &["sh", "-c", "echo hello; echo oops >&2; printf partial"],
+            0,
+        ),
+    )
+    .await;
     let s = wait_state(&mut cri, &echo, cri::ContainerState::ContainerExited).await;
     eprintln!("echo container create→exited took {:?}", t0.elapsed());
     assert_eq!((s.exit_code, s.reason.as_str()), (0, "Completed"), "{s:?}");
-    assert!(s.started_at >= s.created_at && s.finished_at >= s.started_at, "{s:?}");
+    assert!(
+        s.started_at >= s.created_at && s.finished_at >= s.started_at,
+        "{s:?}"
+    );
     assert_eq!(s.image_ref, status_image_ref(&mut cri, &busybox).await);
     assert_eq!(s.labels["container"], "echo");
     assert_eq!(s.annotations["note"], "echo ✓");
     let log_path = cri.log_dir("pod-a").join("echo/0.log");
     assert_eq!(s.log_path, log_path.display().to_string());
     let log = std::fs::read_to_string(&log_path).expect("container log");
-    let lines: Vec<_> = log.lines().map(|l| cri_shim::logs::parse_line(l).unwrap()).collect();
-    let find = |stream: &str, tag: bool, content: &str| lines.iter().any(|l| l.stream.as_str() == stream && l.partial == tag && l.content == content);
+    let lines: Vec<_> = log
+        .lines()
+        .map(|l| cri_shim::logs::parse_line(l).unwrap())
+        .collect();
+    let find = |stream: &str, tag: bool, content: &str| {
+        lines
+            .iter()
+            .any(|l| l.stream.as_str() == stream && l.partial == tag && l.content == content)
+    };
     assert!(find("stdout", false, "hello"), "{log}");
     assert!(find("stderr", false, "oops"), "{log}");
     assert!(find("stdout", true, "partial"), "{log}");
-    let e = cri.rt.start_container(cri::StartContainerRequest { container_id: echo.clone() }).await.unwrap_err();
+    let e = cri
+        .rt
+        .start_container(cri::StartContainerRequest {
+            container_id: echo.clone(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
 
     // --- a long-running container: exec, DNS, hostname, stats, stop ---
-    let sleeper = create_start(&mut cri, &pod, &cfg, container_config("sleeper", &busybox, &["sleep", "3600"], 0)).await;
+    let sleeper = create_start(
+        &mut cri,
+        &pod,
+        &cfg,
+        container_config("sleeper", &busybox, &["sleep", "3600"], 0),
+    )
+    .await;
     wait_state(&mut cri, &sleeper, cri::ContainerState::ContainerRunning).await;
-    let r = exec(&mut cri, &sleeper, &["cat", "/etc/resolv.conf"], 0).await.expect("ExecSync");
+    let r = exec(&mut cri, &sleeper, &["cat", "/etc/resolv.conf"], 0)
+        .await
+        .expect("ExecSync");
     let resolv = String::from_utf8_lossy(&r.stdout).into_owned();
     assert!(resolv.contains("nameserver 10.96.0.10"), "{resolv}");
-    assert!(resolv.contains("search default.svc.cluster.local svc.cluster.local"), "{resolv}");
+    assert!(
+        resolv.contains("search default.svc.cluster.local svc.cluster.local"),
+        "{resolv}"
+    );
     assert!(resolv.contains("options ndots:5"), "{resolv}");
     let r = exec(&mut cri, &sleeper, &["hostname"], 0).await.unwrap();
     assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "pod-a");
-    let r = exec(&mut cri, &sleeper, &["sh", "-c", "echo out; echo err >&2; exit 7"], 30).await.unwrap();
-    assert_eq!((r.exit_code, r.stdout.as_slice(), r.stderr.as_slice()), (7, &b"out\n"[..], &b"err\n"[..]));
-    let e = exec(&mut cri, &sleeper, &["sleep", "60"], 2).await.unwrap_err();
+    let r = exec(
+        &mut cri,
+        &sleeper,
+        &["sh", "-c", "echo out; echo err >&2; exit 7"],
+        30,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (r.exit_code, r.stdout.as_slice(), r.stderr.as_slice()),
+        (7, &b"out\n"[..], &b"err\n"[..])
+    );
+    let e = exec(&mut cri, &sleeper, &["sleep", "60"], 2)
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::DeadlineExceeded, "{e}");
-    let stats = cri.rt.container_stats(cri::ContainerStatsRequest { container_id: sleeper.clone() }).await.unwrap().into_inner().stats.unwrap();
+    let stats = cri
+        .rt
+        .container_stats(cri::ContainerStatsRequest {
+            container_id: sleeper.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
     assert!(stats.memory.unwrap().working_set_bytes.unwrap().value > 0);
-    let running = cri.rt.list_containers(cri::ListContainersRequest { filter: Some(cri::ContainerFilter {
-        state: Some(cri::ContainerStateValue { state: cri::ContainerState::ContainerRunning as i32 }),
-        ..Default::default()
-    }) }).await.unwrap().into_inner().containers;
-    assert_eq!(running.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), [sleeper.as_str()]);
-    cri.rt.reopen_container_log(cri::ReopenContainerLogRequest { container_id: sleeper.clone() }).await.expect("ReopenContainerLog");
+    let running = cri
+        .rt
+        .list_containers(cri::ListContainersRequest {
+            filter: Some(cri::ContainerFilter {
+                state: Some(cri::ContainerStateValue {
+                    state: cri::ContainerState::ContainerRunning as i32,
+                }),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(
+        running.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        [sleeper.as_str()]
+    );
+    cri.rt
+        .reopen_container_log(cri::ReopenContainerLogRequest {
+            container_id: sleeper.clone(),
+        })
+        .await
+        .expect("ReopenContainerLog");
 
     // --- kubia on the pod IP, reached from the node's namespace ---
-    let web = create_start(&mut cri, &pod, &cfg, container_config("web", &kubia, &[], 0)).await;
+    let web = create_start(
+        &mut cri,
+        &pod,
+        &cfg,
+        container_config("web", &kubia, &[], 0),
+    )
+    .await;
     let deadline = Instant::now() + Duration::from_secs(120);
     let body = loop {
         match cri.http_get(&format!("http://{ip}:8080/")) {
@@ -306,55 +547,181 @@ async fn cri_runtime_end_to_end() {
 
     // --- restart: kennel-cri re-attaches to the running VM and its agent ---
     cri.restart().await;
-    let s = cri.rt.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: pod.clone(), verbose: false }).await.unwrap().into_inner();
-    assert_eq!(s.status.unwrap().state, cri::PodSandboxState::SandboxReady as i32, "{}", cri.server_log());
-    let r = exec(&mut cri, &sleeper, &["echo", "still here"], 60).await.expect("ExecSync after restart");
+    let s = cri
+        .rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        s.status.unwrap().state,
+        cri::PodSandboxState::SandboxReady as i32,
+        "{}",
+        cri.server_log()
+    );
+    let r = exec(&mut cri, &sleeper, &["echo", "still here"], 60)
+        .await
+        .expect("ExecSync after restart");
     assert_eq!(r.stdout, b"still here\n");
 
     // --- stop (SIGTERM ignored by sleep as PID 1 → SIGKILL after the timeout), remove ---
-    cri.rt.stop_container(cri::StopContainerRequest { container_id: sleeper.clone(), timeout: 1 }).await.expect("StopContainer");
+    cri.rt
+        .stop_container(cri::StopContainerRequest {
+            container_id: sleeper.clone(),
+            timeout: 1,
+        })
+        .await
+        .expect("StopContainer");
     let s = status(&mut cri, &sleeper).await;
-    assert_eq!(s.state, cri::ContainerState::ContainerExited as i32, "{s:?}");
+    assert_eq!(
+        s.state,
+        cri::ContainerState::ContainerExited as i32,
+        "{s:?}"
+    );
     assert_eq!(s.exit_code, 137, "{s:?}");
-    cri.rt.stop_container(cri::StopContainerRequest { container_id: sleeper.clone(), timeout: 1 }).await.expect("stop again is fine");
-    cri.rt.remove_container(cri::RemoveContainerRequest { container_id: sleeper.clone() }).await.expect("RemoveContainer");
-    let e = cri.rt.container_status(cri::ContainerStatusRequest { container_id: sleeper.clone(), verbose: false }).await.unwrap_err();
+    cri.rt
+        .stop_container(cri::StopContainerRequest {
+            container_id: sleeper.clone(),
+            timeout: 1,
+        })
+        .await
+        .expect("stop again is fine");
+    cri.rt
+        .remove_container(cri::RemoveContainerRequest {
+            container_id: sleeper.clone(),
+        })
+        .await
+        .expect("RemoveContainer");
+    let e = cri
+        .rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: sleeper.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
-    cri.rt.remove_container(cri::RemoveContainerRequest { container_id: sleeper.clone() }).await.expect("remove again is fine");
+    cri.rt
+        .remove_container(cri::RemoveContainerRequest {
+            container_id: sleeper.clone(),
+        })
+        .await
+        .expect("remove again is fine");
 
     // created, never started: removable
-    let idle = cri.rt.create_container(cri::CreateContainerRequest {
-        pod_sandbox_id: pod.clone(),
-        config: Some(container_config("idle", &busybox, &["true"], 0)),
-        sandbox_config: Some(cfg.clone()),
-    }).await.unwrap().into_inner().container_id;
-    assert_eq!(status(&mut cri, &idle).await.state, cri::ContainerState::ContainerCreated as i32);
-    cri.rt.remove_container(cri::RemoveContainerRequest { container_id: idle.clone() }).await.expect("remove created");
+    let idle = cri
+        .rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(container_config("idle", &busybox, &["true"], 0)),
+            sandbox_config: Some(cfg.clone()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    assert_eq!(
+        status(&mut cri, &idle).await.state,
+        cri::ContainerState::ContainerCreated as i32
+    );
+    cri.rt
+        .remove_container(cri::RemoveContainerRequest {
+            container_id: idle.clone(),
+        })
+        .await
+        .expect("remove created");
 
     // --- OOM: a 16 MiB limit and a shell doubling a string ---
-    let hog = create_start(&mut cri, &pod, &cfg, container_config("hog", &busybox, &["sh", "-c", "a=0123456789abcdef; while :; do a=\"$a$a\"; done"], 16 << 20)).await;
+    let hog = create_start(
+        &mut cri,
+        &pod,
+        &cfg,
+        container_config(
+            "hog",
+            &busybox,
+            &[
+                "sh",
+                "-c",
+                "a=0123456789abcdef; while :; do a=\"$a$a\"; done",
+            ],
+            16 << 20,
+        ),
+    )
+    .await;
     let s = wait_state(&mut cri, &hog, cri::ContainerState::ContainerExited).await;
     assert_eq!(s.reason, "OOMKilled", "{s:?}");
 
     // --- stop and remove the sandbox (idempotent) ---
-    cri.rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.expect("StopPodSandbox");
-    let s = cri.rt.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: pod.clone(), verbose: false }).await.unwrap().into_inner();
-    assert_eq!(s.status.unwrap().state, cri::PodSandboxState::SandboxNotready as i32);
+    cri.rt
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .expect("StopPodSandbox");
+    let s = cri
+        .rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        s.status.unwrap().state,
+        cri::PodSandboxState::SandboxNotready as i32
+    );
     let s = status(&mut cri, &web).await;
-    assert_eq!(s.state, cri::ContainerState::ContainerExited as i32, "{s:?}");
-    assert!(cri.http_get(&format!("http://{ip}:8080/")).is_err(), "pod IP answers after stop");
-    cri.rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.expect("stop again");
-    cri.rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod.clone() }).await.expect("RemovePodSandbox");
-    cri.rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod.clone() }).await.expect("remove again");
-    assert!(list_sandboxes(&mut cri, cri::PodSandboxFilter::default()).await.is_empty());
-    let left = cri.rt.list_containers(cri::ListContainersRequest { filter: None }).await.unwrap().into_inner().containers;
+    assert_eq!(
+        s.state,
+        cri::ContainerState::ContainerExited as i32,
+        "{s:?}"
+    );
+    assert!(
+        cri.http_get(&format!("http://{ip}:8080/")).is_err(),
+        "pod IP answers after stop"
+    );
+    cri.rt
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .expect("stop again");
+    cri.rt
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .expect("RemovePodSandbox");
+    cri.rt
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .expect("remove again");
+    assert!(list_sandboxes(&mut cri, cri::PodSandboxFilter::default())
+        .await
+        .is_empty());
+    let left = cri
+        .rt
+        .list_containers(cri::ListContainersRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
     assert!(left.is_empty(), "{left:?}");
 }
 
 async fn status_image_ref(cri: &mut Cri, image: &str) -> String {
     cri.img
         .image_status(cri::ImageStatusRequest {
-            image: Some(cri::ImageSpec { image: image.into(), ..Default::default() }),
+            image: Some(cri::ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
             verbose: false,
         })
         .await

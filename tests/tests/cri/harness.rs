@@ -72,12 +72,9 @@ async fn push_test_images(registry: &TestRegistry) {
     .unwrap();
     let client =
         images::registry::RegistryClient::new(registry.client_config(None)).expect("client");
-    let built = images::testimages::test_images(
-        images::testimages::HOST_BUSYBOX.as_ref(),
-        &kubia,
-        &pet,
-    )
-    .expect("test images");
+    let built =
+        images::testimages::test_images(images::testimages::HOST_BUSYBOX.as_ref(), &kubia, &pet)
+            .expect("test images");
     for (name, img) in built {
         if name.starts_with("kubia-pet") {
             continue;
@@ -202,7 +199,18 @@ impl Cri {
     /// HTTP GET from inside the node network namespace (curl); the body or the error.
     pub fn http_get(&self, url: &str) -> Result<String, String> {
         let out = Command::new("ip")
-            .args(["netns", "exec", &self.netns, "curl", "-sS", "--noproxy", "*", "-m", "10", url])
+            .args([
+                "netns",
+                "exec",
+                &self.netns,
+                "curl",
+                "-sS",
+                "--noproxy",
+                "*",
+                "-m",
+                "10",
+                url,
+            ])
             .output()
             .map_err(|e| e.to_string())?;
         if out.status.success() {
@@ -230,8 +238,12 @@ impl Drop for Cri {
         // this test's runtime left (a failed assertion skips the sandbox removal).
         if let Ok(entries) = std::fs::read_dir(self.state_dir().join("sandboxes")) {
             for e in entries.flatten() {
-                let Ok(data) = std::fs::read(e.path()) else { continue };
-                let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data) else { continue };
+                let Ok(data) = std::fs::read(e.path()) else {
+                    continue;
+                };
+                let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data) else {
+                    continue;
+                };
                 if let Some(pid) = v["vmm"]["pid"].as_i64() {
                     nix_kill(pid as i32, libc::SIGKILL);
                 }
