@@ -193,6 +193,57 @@ pub fn container_stats(
     }
 }
 
+/// Pod stats: its containers' figures and their sums (the guest's own overhead is not counted).
+pub fn pod_sandbox_stats(
+    r: &SandboxRecord,
+    containers: Vec<cri::ContainerStats>,
+    now: i64,
+) -> cri::PodSandboxStats {
+    let sum = |f: &dyn Fn(&cri::ContainerStats) -> Option<u64>| -> Option<cri::UInt64Value> {
+        let vals: Vec<u64> = containers.iter().filter_map(f).collect();
+        (!vals.is_empty()).then(|| cri::UInt64Value {
+            value: vals.iter().sum(),
+        })
+    };
+    let cpu = sum(&|c| {
+        c.cpu
+            .as_ref()
+            .and_then(|u| u.usage_core_nano_seconds.as_ref())
+            .map(|v| v.value)
+    });
+    let mem = sum(&|c| {
+        c.memory
+            .as_ref()
+            .and_then(|u| u.working_set_bytes.as_ref())
+            .map(|v| v.value)
+    });
+    cri::PodSandboxStats {
+        attributes: Some(cri::PodSandboxAttributes {
+            id: r.id.clone(),
+            metadata: r.config.metadata.clone(),
+            labels: r.config.labels.clone(),
+            annotations: r.config.annotations.clone(),
+        }),
+        linux: Some(cri::LinuxPodSandboxStats {
+            cpu: Some(cri::CpuUsage {
+                timestamp: now,
+                usage_core_nano_seconds: cpu,
+                usage_nano_cores: None,
+            }),
+            memory: Some(cri::MemoryUsage {
+                timestamp: now,
+                working_set_bytes: mem,
+                usage_bytes: mem,
+                ..Default::default()
+            }),
+            network: None,
+            process: None,
+            containers,
+        }),
+        windows: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -79,6 +79,20 @@ pub async fn serve(
     Ok(())
 }
 
+impl RuntimeServiceImpl {
+    async fn sandbox_stats(&self, rec: &crate::state::SandboxRecord) -> cri::PodSandboxStats {
+        let now = now_ns();
+        let mut containers = Vec::new();
+        for c in self.rt.state.containers_of(&rec.id) {
+            let s = self.rt.container_stats(&c.id).await.ok().flatten();
+            if s.is_some() {
+                containers.push(convert::container_stats(&c, s.as_ref(), now));
+            }
+        }
+        convert::pod_sandbox_stats(rec, containers, now)
+    }
+}
+
 fn unimplemented(what: &str) -> Status {
     Status::unimplemented(format!("{what} is not supported by kennel"))
 }
@@ -384,16 +398,34 @@ impl RuntimeService for RuntimeServiceImpl {
 
     async fn pod_sandbox_stats(
         &self,
-        _req: Request<cri::PodSandboxStatsRequest>,
+        req: Request<cri::PodSandboxStatsRequest>,
     ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
-        Err(unimplemented("PodSandboxStats"))
+        let id = req.into_inner().pod_sandbox_id;
+        let rec = self
+            .rt
+            .state
+            .sandbox(&id)
+            .map_err(CriError::from)?
+            .ok_or_else(|| CriError::NotFound(format!("sandbox {id} not found")))?;
+        ok(cri::PodSandboxStatsResponse {
+            stats: Some(self.sandbox_stats(&rec).await),
+        })
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _req: Request<cri::ListPodSandboxStatsRequest>,
+        req: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
-        Err(unimplemented("ListPodSandboxStats"))
+        let f = req.into_inner().filter.unwrap_or_default();
+        let mut stats = Vec::new();
+        for rec in self.rt.state.sandboxes() {
+            if (f.id.is_empty() || rec.id.starts_with(&f.id))
+                && convert::labels_match(&rec.config.labels, &f.label_selector)
+            {
+                stats.push(self.sandbox_stats(&rec).await);
+            }
+        }
+        ok(cri::ListPodSandboxStatsResponse { stats })
     }
 
     async fn update_runtime_config(

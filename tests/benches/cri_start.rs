@@ -4,7 +4,7 @@
 //! busybox image on the host (create → start → kill → delete), in the same run. Prints figures,
 //! asserts nothing.
 //!
-//! `eval "$(bash scripts/build-guest 2>/dev/null)" && cargo build -p cri-shim -p vmm &&
+//! `eval "$(bash scripts/build-guest 2>/dev/null)" && cargo build --release -p cri-shim -p vmm &&
 //!  cargo bench -p kennel-tests --bench cri_start` (root; `KENNEL_BENCH_ROUNDS=N`, default 3).
 
 #[path = "../tests/cri/harness.rs"]

@@ -487,6 +487,19 @@ async fn cri_runtime_end_to_end() {
         .stats
         .unwrap();
     assert!(stats.memory.unwrap().working_set_bytes.unwrap().value > 0);
+    let ps = cri
+        .rt
+        .pod_sandbox_stats(cri::PodSandboxStatsRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .expect("PodSandboxStats")
+        .into_inner()
+        .stats
+        .unwrap();
+    let linux = ps.linux.unwrap();
+    assert_eq!(linux.containers.len(), 1, "only the sleeper runs");
+    assert!(linux.memory.unwrap().working_set_bytes.unwrap().value > 0);
     let running = cri
         .rt
         .list_containers(cri::ListContainersRequest {
@@ -653,6 +666,92 @@ async fn cri_runtime_end_to_end() {
     .await;
     let s = wait_state(&mut cri, &hog, cri::ContainerState::ContainerExited).await;
     assert_eq!(s.reason, "OOMKilled", "{s:?}");
+
+    // --- a second pod: its own IP, reaches pod-a's kubia; its VMM killed → NOTREADY/EXITED ---
+    let cfg_b = sandbox_config(&cri, "pod-b");
+    let pod_b = cri
+        .rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(cfg_b.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("RunPodSandbox pod-b: {e}\n{}", cri.server_log()))
+        .into_inner()
+        .pod_sandbox_id;
+    let sb = cri
+        .rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod_b.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ip_b = sb.status.unwrap().network.unwrap().ip;
+    assert_ne!(ip_b, ip, "two pods, two IPs");
+    let info: serde_json::Value = serde_json::from_str(&sb.info["info"]).unwrap();
+    let vmm_pid = info["vmm"]["pid"]
+        .as_i64()
+        .expect("VMM pid in verbose info");
+    let b_sleeper = create_start(
+        &mut cri,
+        &pod_b,
+        &cfg_b,
+        container_config("sleeper", &busybox, &["sleep", "3600"], 0),
+    )
+    .await;
+    let r = exec(
+        &mut cri,
+        &b_sleeper,
+        &["wget", "-q", "-O", "-", &format!("http://{ip}:8080/")],
+        120,
+    )
+    .await
+    .expect("pod-to-pod ExecSync");
+    assert!(
+        String::from_utf8_lossy(&r.stdout).contains("You've hit pod-a"),
+        "{r:?}"
+    );
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &vmm_pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = cri
+            .rt
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: pod_b.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        if st.state == cri::PodSandboxState::SandboxNotready as i32 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pod-b still ready after its VMM died"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let s = status(&mut cri, &b_sleeper).await;
+    assert_eq!(
+        s.state,
+        cri::ContainerState::ContainerExited as i32,
+        "{s:?}"
+    );
+    cri.rt
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod_b.clone(),
+        })
+        .await
+        .expect("RemovePodSandbox of a dead pod");
 
     // --- stop and remove the sandbox (idempotent) ---
     cri.rt

@@ -96,7 +96,10 @@ impl Cri {
             .unwrap();
         let n = std::process::id() % 200 + 20;
         let netns = format!("kcri-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &netns]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &netns])
+            .stderr(Stdio::null())
+            .status();
         sh(Command::new("ip").args(["netns", "add", &netns]));
         sh(Command::new("ip").args(["-n", &netns, "link", "set", "lo", "up"]));
         let pod_cidr = format!("10.{}.{n}.0/24", if tag == "bench" { 215 } else { 214 });
