@@ -294,7 +294,7 @@ pub fn signal(pid: i32, started: u64, signal: nix::sys::signal::Signal) {
 
 /// Moves `pid` into the pod's host cgroup `parent` (kubelet's cgroupfs name, e.g.
 /// `/kubepods/burstable/pod<uid>`): on a unified (v2) hierarchy the one directory, on a v1 or
-/// hybrid host the `memory`, `cpu,cpuacct` and `pids` hierarchies. Best effort: returns the
+/// hybrid host the `memory`, `cpu`, `cpuacct` and `pids` hierarchies. Best effort: returns the
 /// paths it could not join.
 pub fn join_cgroup(parent: &str, pid: i32) -> Vec<String> {
     let parent = parent.trim_start_matches('/');
@@ -305,12 +305,16 @@ pub fn join_cgroup(parent: &str, pid: i32) -> Vec<String> {
     let dirs: Vec<PathBuf> = if root.join("cgroup.controllers").exists() {
         vec![root.join(parent)]
     } else {
-        ["memory", "cpu,cpuacct", "pids"]
-            .iter()
-            .map(|c| root.join(c))
-            .filter(|d| d.exists())
-            .map(|d| d.join(parent))
-            .collect()
+        // `cpu` and `cpuacct` are often links to one `cpu,cpuacct` hierarchy: join each once.
+        let mut seen = Vec::new();
+        for c in ["memory", "cpu", "cpuacct", "pids"] {
+            if let Ok(real) = std::fs::canonicalize(root.join(c)) {
+                if !seen.contains(&real) {
+                    seen.push(real);
+                }
+            }
+        }
+        seen.into_iter().map(|d| d.join(parent)).collect()
     };
     let mut failed = Vec::new();
     for dir in dirs {

@@ -209,6 +209,23 @@ async fn cri_runtime_end_to_end() {
         rc.linux.unwrap().cgroup_driver,
         cri::CgroupDriver::Cgroupfs as i32
     );
+    cri.rt
+        .update_runtime_config(cri::UpdateRuntimeConfigRequest {
+            runtime_config: Some(cri::RuntimeConfig {
+                network_config: Some(cri::NetworkConfig {
+                    pod_cidr: "10.244.7.0/24".into(),
+                }),
+            }),
+        })
+        .await
+        .expect("UpdateRuntimeConfig");
+    let st = cri
+        .rt
+        .status(cri::StatusRequest { verbose: true })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(st.info["config"].contains("10.244.7.0/24"), "{:?}", st.info);
     let e = cri.rt.exec(cri::ExecRequest::default()).await.unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented, "{e}");
 
@@ -668,7 +685,12 @@ async fn cri_runtime_end_to_end() {
     assert_eq!(s.reason, "OOMKilled", "{s:?}");
 
     // --- a second pod: its own IP, reaches pod-a's kubia; its VMM killed → NOTREADY/EXITED ---
-    let cfg_b = sandbox_config(&cri, "pod-b");
+    let mut cfg_b = sandbox_config(&cri, "pod-b");
+    let cgroup = format!("kennel-cri-test-{}", std::process::id());
+    cfg_b.linux = Some(cri::LinuxPodSandboxConfig {
+        cgroup_parent: format!("/{cgroup}"),
+        ..Default::default()
+    });
     let pod_b = cri
         .rt
         .run_pod_sandbox(cri::RunPodSandboxRequest {
@@ -694,6 +716,22 @@ async fn cri_runtime_end_to_end() {
     let vmm_pid = info["vmm"]["pid"]
         .as_i64()
         .expect("VMM pid in verbose info");
+    // The VMM joined the pod's host cgroup (v1 memory hierarchy here, or the unified one).
+    let cgroup_dirs: Vec<std::path::PathBuf> = ["memory", "cpu", "cpuacct", "pids", ""]
+        .iter()
+        .map(|h| std::path::Path::new("/sys/fs/cgroup").join(h).join(&cgroup))
+        .filter(|d| d.is_dir())
+        .collect();
+    let procs: Vec<String> = cgroup_dirs
+        .iter()
+        .map(|d| std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default())
+        .collect();
+    assert!(
+        procs
+            .iter()
+            .any(|p| p.lines().any(|l| l == vmm_pid.to_string())),
+        "VMM {vmm_pid} in {cgroup_dirs:?}: {procs:?}"
+    );
     let b_sleeper = create_start(
         &mut cri,
         &pod_b,
@@ -752,6 +790,13 @@ async fn cri_runtime_end_to_end() {
         })
         .await
         .expect("RemovePodSandbox of a dead pod");
+    // The test made these (as kubelet would): remove them once the dead VMM has left them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for d in &cgroup_dirs {
+        while std::fs::remove_dir(d).is_err() && d.exists() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 
     // --- stop and remove the sandbox (idempotent) ---
     cri.rt
