@@ -553,6 +553,41 @@ impl Runtime {
         })
     }
 
+    /// UpdateContainerResources: new memory/CPU limits for a created or running container,
+    /// written to its cgroup in the guest and kept in its record.
+    pub async fn update_container_resources(
+        &self,
+        id: &str,
+        resources: Option<k8s_cri::v1::LinuxContainerResources>,
+    ) -> Result<(), CriError> {
+        let r = resources
+            .ok_or_else(|| CriError::InvalidArgument("linux resources are required".into()))?;
+        let c = self.container_rec(id)?;
+        if !matches!(c.state, ContainerState::Created | ContainerState::Running) {
+            return Err(CriError::FailedPrecondition(format!(
+                "container {} is not running",
+                c.id
+            )));
+        }
+        let json = serde_json::to_vec(&oci::resources(Some(&r)))
+            .map_err(|e| CriError::Internal(e.to_string()))?;
+        let mut agent = self.agent(&c.sandbox_id).await?;
+        agent
+            .update_container(pb::UpdateContainerRequest {
+                container_id: c.id.clone(),
+                oci_resources_json: json,
+            })
+            .await
+            .map_err(|s| agent_error("UpdateContainer", s))?;
+        self.state.update_container(&c.id, |rec| {
+            rec.config
+                .linux
+                .get_or_insert_with(Default::default)
+                .resources = Some(r);
+        })?;
+        Ok(())
+    }
+
     /// Stats of a container from its cgroup in the guest.
     pub async fn container_stats(
         &self,

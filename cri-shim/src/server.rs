@@ -305,15 +305,11 @@ impl RuntimeService for RuntimeServiceImpl {
         &self,
         req: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
-        let id = req.into_inner().container_id;
+        let r = req.into_inner();
         self.rt
-            .state
-            .container(&id)
-            .map_err(CriError::from)?
-            .ok_or_else(|| CriError::NotFound(format!("container {id} not found")))?;
-        Err(unimplemented(
-            "UpdateContainerResources (changing a running container's limits)",
-        ))
+            .update_container_resources(&r.container_id, r.linux)
+            .await?;
+        ok(cri::UpdateContainerResourcesResponse {})
     }
 
     async fn reopen_container_log(

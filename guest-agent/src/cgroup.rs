@@ -188,7 +188,8 @@ impl Cgroup {
         fs::write(&p, value).map_err(io_err("writing", &p))
     }
 
-    fn apply(&self, l: &Limits) -> Result<(), CgroupError> {
+    /// Writes the given limits (unset fields are left as they are).
+    pub fn apply(&self, l: &Limits) -> Result<(), CgroupError> {
         match self {
             Cgroup::V2(d) => {
                 if let Some(m) = l.memory_bytes {

@@ -262,6 +262,16 @@ impl Agent for AgentService {
         Ok(Response::new(pb::Empty {}))
     }
 
+    async fn update_container(
+        &self,
+        req: Request<pb::UpdateContainerRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let r = req.into_inner();
+        self.containers
+            .update(&r.container_id, &r.oci_resources_json)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
     async fn stats_container(
         &self,
         req: Request<pb::ContainerRequest>,

@@ -215,6 +215,39 @@ async fn exec_stdin_exit_codes_signals_and_stats() {
     assert!(s.cpu_usage_nanos > 0, "{s:?}");
     assert!(s.pids_current >= 1, "{s:?}");
 
+    // UpdateContainer changes the limit of the running container; bad JSON names the field.
+    c.update_container(pb::UpdateContainerRequest {
+        container_id: "web".into(),
+        oci_resources_json: br#"{"memory": {"limit": 100663296}}"#.to_vec(),
+    })
+    .await
+    .expect("UpdateContainer");
+    let s = c
+        .stats_container(pb::ContainerRequest {
+            container_id: "web".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(s.memory_limit_bytes, 96 << 20);
+    let e = c
+        .update_container(pb::UpdateContainerRequest {
+            container_id: "web".into(),
+            oci_resources_json: b"[1]".to_vec(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("resources"), "{e:?}");
+    let e = c
+        .update_container(pb::UpdateContainerRequest {
+            container_id: "nope".into(),
+            oci_resources_json: b"{}".to_vec(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+
     // Terminating the init ends the container.
     c.signal_process(pb::SignalProcessRequest {
         container_id: "web".into(),

@@ -504,6 +504,39 @@ async fn cri_runtime_end_to_end() {
         .stats
         .unwrap();
     assert!(stats.memory.unwrap().working_set_bytes.unwrap().value > 0);
+    cri.rt
+        .update_container_resources(cri::UpdateContainerResourcesRequest {
+            container_id: sleeper.clone(),
+            linux: Some(cri::LinuxContainerResources {
+                memory_limit_in_bytes: 96 << 20,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("UpdateContainerResources");
+    let stats = cri
+        .rt
+        .container_stats(cri::ContainerStatsRequest {
+            container_id: sleeper.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    let available = stats.memory.unwrap().available_bytes.expect("a limit now");
+    assert!(
+        available.value > 0 && available.value < 96 << 20,
+        "{available:?}"
+    );
+    let res = status(&mut cri, &sleeper)
+        .await
+        .resources
+        .unwrap()
+        .linux
+        .unwrap();
+    assert_eq!(res.memory_limit_in_bytes, 96 << 20);
     let ps = cri
         .rt
         .pod_sandbox_stats(cri::PodSandboxStatsRequest {

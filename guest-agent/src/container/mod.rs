@@ -558,6 +558,14 @@ impl Containers {
         kill(Pid::from_raw(p.pid), sig).map_err(|e| io("kill")(e.into()))
     }
 
+    /// Changes a container's cgroup limits (UpdateContainer); fields not given stay as they are.
+    pub fn update(&self, id: &str, resources_json: &[u8]) -> Result<(), ContainerError> {
+        let limits = plan::limits_from_json(resources_json)?;
+        let c = self.get(id)?;
+        c.cgroup.apply(&limits)?;
+        Ok(())
+    }
+
     /// Resource usage of a container.
     pub fn stats(&self, id: &str) -> Result<Stats, ContainerError> {
         let c = self.get(id)?;

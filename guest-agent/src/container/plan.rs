@@ -4,7 +4,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use nix::mount::MsFlags;
-use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, LinuxResources, Process, Spec};
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup::Limits;
@@ -318,28 +318,7 @@ pub fn init_plan(
             }
         }
         if let Some(r) = linux.resources() {
-            if let Some(m) = r.memory().as_ref().and_then(|m| m.limit()) {
-                if m <= 0 {
-                    return Err(bad("linux.resources.memory.limit", "must be positive"));
-                }
-                limits.memory_bytes = Some(m as u64);
-            }
-            if let Some(cpu) = r.cpu() {
-                if let Some(q) = cpu.quota() {
-                    if q > 0 {
-                        let period = cpu.period().unwrap_or(100_000);
-                        if period == 0 {
-                            return Err(bad("linux.resources.cpu.period", "must be positive"));
-                        }
-                        limits.cpu_quota_period = Some((q as u64, period));
-                    }
-                }
-            }
-            if let Some(p) = r.pids().as_ref().map(|p| p.limit()) {
-                if p > 0 {
-                    limits.pids = Some(p as u64);
-                }
-            }
+            limits = limits_from_resources(r)?;
         }
     }
     let masked_paths = linux
@@ -375,6 +354,44 @@ pub fn init_plan(
         },
         limits,
     ))
+}
+
+/// Cgroup limits from OCI `linux.resources` (memory limit, CPU quota/period, pids); also used
+/// for UpdateContainer.
+pub fn limits_from_resources(r: &LinuxResources) -> Result<Limits, PlanError> {
+    let mut limits = Limits::default();
+    if let Some(m) = r.memory().as_ref().and_then(|m| m.limit()) {
+        if m <= 0 {
+            return Err(bad("linux.resources.memory.limit", "must be positive"));
+        }
+        limits.memory_bytes = Some(m as u64);
+    }
+    if let Some(cpu) = r.cpu() {
+        if let Some(q) = cpu.quota() {
+            if q > 0 {
+                let period = cpu.period().unwrap_or(100_000);
+                if period == 0 {
+                    return Err(bad("linux.resources.cpu.period", "must be positive"));
+                }
+                limits.cpu_quota_period = Some((q as u64, period));
+            }
+        }
+    }
+    if let Some(p) = r.pids().as_ref().map(|p| p.limit()) {
+        if p > 0 {
+            limits.pids = Some(p as u64);
+        }
+    }
+    Ok(limits)
+}
+
+/// Parses OCI `LinuxResources` JSON (UpdateContainer) into limits.
+pub fn limits_from_json(json: &[u8]) -> Result<Limits, PlanError> {
+    let r: LinuxResources = serde_json::from_slice(json).map_err(|e| PlanError {
+        field: "resources".into(),
+        reason: format!("not an OCI linux.resources object: {e}"),
+    })?;
+    limits_from_resources(&r)
 }
 
 #[cfg(test)]
