@@ -696,6 +696,33 @@ async fn cri_runtime_end_to_end() {
         })
         .await
         .expect("remove created");
+    let e = cri
+        .rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: idle.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    // exited: removable, its log file stays for the kubelet
+    cri.rt
+        .remove_container(cri::RemoveContainerRequest {
+            container_id: echo.clone(),
+        })
+        .await
+        .expect("remove exited");
+    assert!(log_path.exists());
+    // stopping an unknown container names it
+    let e = cri
+        .rt
+        .stop_container(cri::StopContainerRequest {
+            container_id: echo.clone(),
+            timeout: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e}");
 
     // --- OOM: a 16 MiB limit and a shell doubling a string ---
     let hog = create_start(
