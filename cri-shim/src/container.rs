@@ -485,7 +485,8 @@ impl Runtime {
         }
         let mut agent = self.agent(&c.sandbox_id).await?;
         let exec_id = new_id()[..16].to_string();
-        let process = serde_json::to_vec(&oci::exec_process(&cmd))
+        let spec = self.spec_of(&c).await;
+        let process = serde_json::to_vec(&oci::exec_process(&cmd, spec.as_ref()))
             .map_err(|e| CriError::Internal(e.to_string()))?;
         agent
             .exec_process(pb::ExecProcessRequest {
@@ -586,6 +587,25 @@ impl Runtime {
                 .resources = Some(r);
         })?;
         Ok(())
+    }
+
+    /// The OCI spec a container was created with (rebuilt from its config and image), for
+    /// execs to inherit its environment and user; None when the image is gone.
+    async fn spec_of(&self, c: &ContainerRecord) -> Option<serde_json::Value> {
+        let store = self.images.clone();
+        let image_ref = c.image_ref.clone();
+        let image = tokio::task::spawn_blocking(move || store.resolve(&image_ref))
+            .await
+            .ok()?
+            .ok()??;
+        let image_config = self.images.config(&image).ok()?;
+        let sandbox = self.state.sandbox(&c.sandbox_id).ok()??;
+        oci::container_spec(
+            &c.config,
+            &image_config,
+            &crate::sandbox::hostname(&sandbox.config),
+        )
+        .ok()
     }
 
     /// Stats of a container from its cgroup in the guest.

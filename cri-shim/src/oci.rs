@@ -180,15 +180,18 @@ pub fn container_spec(
     }))
 }
 
-/// The OCI process of an exec in a container.
-pub fn exec_process(cmd: &[String]) -> Value {
-    json!({
-        "terminal": false,
-        "args": cmd,
-        "env": [DEFAULT_PATH],
-        "cwd": "/",
-        "user": {"uid": 0, "gid": 0},
-    })
+/// The OCI process of an exec in a container: `cmd` with the container's environment, user
+/// and working directory (taken from its spec's `process`), or root in `/` without a spec.
+pub fn exec_process(cmd: &[String], container_spec: Option<&Value>) -> Value {
+    let mut p = container_spec
+        .and_then(|s| s.get("process"))
+        .cloned()
+        .unwrap_or_else(
+            || json!({"env": [DEFAULT_PATH], "cwd": "/", "user": {"uid": 0, "gid": 0}}),
+        );
+    p["terminal"] = json!(false);
+    p["args"] = json!(cmd);
+    p
 }
 
 #[cfg(test)]
@@ -261,6 +264,20 @@ mod tests {
         assert_eq!(s["hostname"], "pod");
         assert_eq!(s["linux"]["resources"]["memory"]["limit"], 1 << 24);
         assert_eq!(s["linux"]["resources"]["cpu"]["quota"], 50_000);
+    }
+
+    #[test]
+    fn exec_inherits_env_user_and_cwd() {
+        let img = image(&["/ep"], &[], &["PATH=/bin", "A=1"]);
+        let spec = container_spec(&cfg(&[], &[]), &img, "pod").unwrap();
+        let p = exec_process(&["env".to_string()], Some(&spec));
+        assert_eq!(p["args"], json!(["env"]));
+        assert_eq!(p["user"]["uid"], 1000);
+        assert_eq!(p["cwd"], "/app");
+        assert_eq!(p["terminal"], false);
+        assert!(p["env"].as_array().unwrap().contains(&json!("A=1")));
+        let bare = exec_process(&["true".to_string()], None);
+        assert_eq!(bare["user"]["uid"], 0);
     }
 
     #[test]

@@ -475,8 +475,19 @@ async fn cri_runtime_end_to_end() {
         "{resolv}"
     );
     assert!(resolv.contains("options ndots:5"), "{resolv}");
-    let r = exec(&mut cri, &sleeper, &["hostname"], 0).await.unwrap();
-    assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "pod-a");
+    let r = exec(
+        &mut cri,
+        &sleeper,
+        &["sh", "-c", "hostname; echo $HOSTNAME"],
+        0,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout),
+        "pod-a\npod-a\n",
+        "hostname, and the container's environment inherited by the exec"
+    );
     let r = exec(
         &mut cri,
         &sleeper,
