@@ -161,18 +161,7 @@ impl Runtime {
             log_path: log_path.clone(),
         };
         self.state.put_container(&rec)?;
-        if let Some(path) = log_path {
-            match CriLogWriter::open(&path) {
-                Ok(w) => {
-                    let w = Arc::new(Mutex::new(w));
-                    self.logs
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(id.clone(), w.clone());
-                }
-                Err(e) => tracing::warn!("container {id}: log {}: {}", path.display(), chain(&e)),
-            }
-        }
+        self.open_log(&rec);
         Ok(id)
     }
 
@@ -248,37 +237,8 @@ impl Runtime {
             )));
         }
         let mut agent = self.agent(&c.sandbox_id).await?;
-        let req = pb::ProcessRequest {
-            container_id: c.id.clone(),
-            exec_id: String::new(),
-        };
         // Take the output streams before the process runs so nothing is lost.
-        let writer = self
-            .logs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&c.id)
-            .cloned();
-        let mut pumps = Vec::new();
-        for stream in [LogStream::Stdout, LogStream::Stderr] {
-            let s = match stream {
-                LogStream::Stdout => agent.read_stdout(req.clone()).await,
-                LogStream::Stderr => agent.read_stderr(req.clone()).await,
-            };
-            let Ok(s) = s else { continue };
-            let mut s = s.into_inner();
-            let w = writer.clone();
-            pumps.push(tokio::spawn(async move {
-                while let Ok(Some(chunk)) = s.message().await {
-                    if let Some(w) = &w {
-                        let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
-                        if let Err(e) = w.write(stream, &chunk.data) {
-                            tracing::warn!("log write: {}", chain(&e));
-                        }
-                    }
-                }
-            }));
-        }
+        let pumps = self.attach_output(&mut agent, &c.id).await;
         agent
             .start_container(pb::ContainerRequest {
                 container_id: c.id.clone(),
@@ -291,6 +251,66 @@ impl Runtime {
         })?;
         self.watch_container(c.id.clone(), c.sandbox_id.clone(), Some(pumps));
         Ok(())
+    }
+
+    /// Streams a container's stdout and stderr into its CRI log file (tasks end with the
+    /// streams). Also used after a restart: the agent hands the streams to a new reader.
+    pub(crate) async fn attach_output(
+        &self,
+        agent: &mut agent_proto::AgentClient,
+        id: &str,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let req = pb::ProcessRequest {
+            container_id: id.to_string(),
+            exec_id: String::new(),
+        };
+        let writer = self
+            .logs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned();
+        let mut pumps = Vec::new();
+        for stream in [LogStream::Stdout, LogStream::Stderr] {
+            let s = match stream {
+                LogStream::Stdout => agent.read_stdout(req.clone()).await,
+                LogStream::Stderr => agent.read_stderr(req.clone()).await,
+            };
+            let mut s = match s {
+                Ok(s) => s.into_inner(),
+                Err(e) => {
+                    tracing::warn!("container {id}: {stream} not attached: {}", e.message());
+                    continue;
+                }
+            };
+            let w = writer.clone();
+            pumps.push(tokio::spawn(async move {
+                while let Ok(Some(chunk)) = s.message().await {
+                    if let Some(w) = &w {
+                        let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
+                        if let Err(e) = w.write(stream, &chunk.data) {
+                            tracing::warn!("log write: {}", chain(&e));
+                        }
+                    }
+                }
+            }));
+        }
+        pumps
+    }
+
+    /// Opens a container's log writer (once).
+    pub(crate) fn open_log(&self, c: &ContainerRecord) {
+        let Some(path) = &c.log_path else { return };
+        let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
+        if logs.contains_key(&c.id) {
+            return;
+        }
+        match CriLogWriter::open(path) {
+            Ok(w) => {
+                logs.insert(c.id.clone(), Arc::new(Mutex::new(w)));
+            }
+            Err(e) => tracing::warn!("container {}: log {}: {}", c.id, path.display(), chain(&e)),
+        }
     }
 
     /// Waits for a container's init to exit and records how it ended.

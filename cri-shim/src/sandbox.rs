@@ -375,11 +375,16 @@ impl Runtime {
                 continue;
             }
             match connect_agent(&v.vsock_socket, Duration::from_secs(30)).await {
-                Ok(agent) => {
-                    self.agents.lock().await.insert(rec.id.clone(), agent);
+                Ok(mut agent) => {
+                    self.agents
+                        .lock()
+                        .await
+                        .insert(rec.id.clone(), agent.clone());
                     for c in self.state.containers_of(&rec.id) {
                         if c.state == ContainerState::Running {
-                            self.watch_container(c.id.clone(), rec.id.clone(), None);
+                            self.open_log(&c);
+                            let pumps = self.attach_output(&mut agent, &c.id).await;
+                            self.watch_container(c.id.clone(), rec.id.clone(), Some(pumps));
                         }
                     }
                 }

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use agent_proto::pb::{self, agent_server::Agent};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::{BroadcastStream, ReceiverStream};
+use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::container::plan::RootfsInput;
+use crate::container::stdio::Reader;
 use crate::container::{ContainerError, Containers};
 use crate::reaper::Exit;
 use crate::sandbox::{self, SandboxError};
@@ -84,11 +85,15 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn chunks(rx: Option<mpsc::Receiver<Vec<u8>>>, what: &str) -> Result<Chunks, Status> {
+fn chunks(
+    rx: Option<mpsc::Receiver<Vec<u8>>>,
+    what: &str,
+    put_back: impl FnOnce(mpsc::Receiver<Vec<u8>>) + Send + 'static,
+) -> Result<Chunks, Status> {
     let rx =
         rx.ok_or_else(|| Status::failed_precondition(format!("{what} is already attached")))?;
     Ok(Box::pin(
-        ReceiverStream::new(rx).map(|data| Ok(pb::OutputChunk { data })),
+        Reader::new(rx, put_back).map(|data| Ok(pb::OutputChunk { data })),
     ))
 }
 
@@ -203,7 +208,12 @@ impl Agent for AgentService {
         let r = req.into_inner();
         let p = self.containers.process(&r.container_id, &r.exec_id)?;
         let rx = p.stdio.stdout.lock().await.take();
-        Ok(Response::new(chunks(rx, "stdout")?))
+        let put_back = move |rx| {
+            tokio::spawn(async move {
+                p.stdio.stdout.lock().await.get_or_insert(rx);
+            });
+        };
+        Ok(Response::new(chunks(rx, "stdout", put_back)?))
     }
 
     type ReadStderrStream = Chunks;
@@ -215,7 +225,12 @@ impl Agent for AgentService {
         let r = req.into_inner();
         let p = self.containers.process(&r.container_id, &r.exec_id)?;
         let rx = p.stdio.stderr.lock().await.take();
-        Ok(Response::new(chunks(rx, "stderr")?))
+        let put_back = move |rx| {
+            tokio::spawn(async move {
+                p.stdio.stderr.lock().await.get_or_insert(rx);
+            });
+        };
+        Ok(Response::new(chunks(rx, "stderr", put_back)?))
     }
 
     async fn write_stdin(

@@ -459,3 +459,48 @@ async fn destroy_sandbox_stops_the_agent() {
     assert!(st.success(), "{st}: {}", agent.log());
     assert!(!agent.cgroup_root.exists() || std::fs::read_dir(&agent.cgroup_root).is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_reader_continues_the_output_stream() {
+    let (agent, mut c) = TestAgent::start().await;
+    c.create_container(create_req(
+        &agent,
+        "talk",
+        spec(&["sh", "-c", "echo one; read x; echo two"], None),
+    ))
+    .await
+    .unwrap();
+    let mut first = c.read_stdout(preq("talk", "")).await.unwrap().into_inner();
+    c.start_container(pb::ContainerRequest {
+        container_id: "talk".into(),
+    })
+    .await
+    .unwrap();
+    let chunk = first.message().await.unwrap().unwrap();
+    assert_eq!(chunk.data, b"one\n");
+    // The host goes away mid-stream (e.g. kennel-cri restarts) ...
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let second = loop {
+        match c.read_stdout(preq("talk", "")).await {
+            Ok(s) => break s.into_inner(),
+            Err(e)
+                if e.code() == Code::FailedPrecondition && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("second reader: {e:?}"),
+        }
+    };
+    // ... and a new reader gets what follows.
+    c.write_stdin(pb::WriteStdinRequest {
+        container_id: "talk".into(),
+        exec_id: String::new(),
+        data: b"go\n".to_vec(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(tokio_stream_compat::collect(second).await, b"two\n");
+    let w = c.wait_process(preq("talk", "")).await.unwrap().into_inner();
+    assert_eq!(w.exit_code, 0);
+}

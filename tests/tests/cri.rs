@@ -619,8 +619,48 @@ async fn cri_runtime_end_to_end() {
     };
     assert!(body.contains("You've hit pod-a"), "{body}");
 
-    // --- restart: kennel-cri re-attaches to the running VM and its agent ---
+    // --- restart: kennel-cri re-attaches to the running VM, its agent and its log streams ---
+    let ticker = create_start(
+        &mut cri,
+        &pod,
+        &cfg,
+        container_config(
+            "ticker",
+            &busybox,
+            &[
+                "sh",
+                "-c",
+                "i=0; while :; do i=$((i+1)); echo tick $i; sleep 1; done",
+            ],
+            0,
+        ),
+    )
+    .await;
+    let ticker_log = cri.log_dir("pod-a").join("ticker/0.log");
+    let ticks = |path: &std::path::Path| {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("stdout F tick"))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while ticks(&ticker_log) < 2 {
+        assert!(Instant::now() < deadline, "ticker never logged");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     cri.restart().await;
+    let before = ticks(&ticker_log);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while ticks(&ticker_log) < before + 3 {
+        assert!(
+            Instant::now() < deadline,
+            "no log lines after the restart ({before} before)\n{}",
+            cri.server_log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = ticker;
     let s = cri
         .rt
         .pod_sandbox_status(cri::PodSandboxStatusRequest {

@@ -16,9 +16,9 @@ pub type Output = mpsc::Receiver<Vec<u8>>;
 pub struct Stdio {
     /// Writer to the process's stdin (None once closed).
     pub stdin: Mutex<Option<Box<dyn AsyncWrite + Send + Unpin>>>,
-    /// Stdout chunks; taken by the first reader.
+    /// Stdout chunks; taken by a reader, returned when it goes away.
     pub stdout: Mutex<Option<Output>>,
-    /// Stderr chunks; taken by the first reader (empty for a tty).
+    /// Stderr chunks; taken by a reader, returned when it goes away (empty for a tty).
     pub stderr: Mutex<Option<Output>>,
     /// Pty master, for resizing.
     pub tty: Option<OwnedFd>,
@@ -68,6 +68,47 @@ fn pump<R: AsyncRead + Unpin + Send + 'static>(mut r: R) -> Output {
         }
     });
     rx
+}
+
+/// One reader of an output stream. When it is dropped (the host's stream ended or the host went
+/// away, e.g. kennel-cri restarting), the receiver goes back through `put_back`, so a later
+/// reader continues where this one stopped; chunks queue (and the process eventually blocks on
+/// its pipe) while nobody reads, as with a CRI shim's log FIFO.
+pub struct Reader {
+    rx: Option<Output>,
+    put_back: Option<Box<dyn FnOnce(Output) + Send>>,
+}
+
+impl Reader {
+    /// Wraps `rx`; `put_back` receives it on drop.
+    pub fn new(rx: Output, put_back: impl FnOnce(Output) + Send + 'static) -> Self {
+        Self {
+            rx: Some(rx),
+            put_back: Some(Box::new(put_back)),
+        }
+    }
+}
+
+impl tokio_stream::Stream for Reader {
+    type Item = Vec<u8>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Vec<u8>>> {
+        match self.rx.as_mut() {
+            Some(rx) => rx.poll_recv(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        if let (Some(rx), Some(f)) = (self.rx.take(), self.put_back.take()) {
+            f(rx);
+        }
+    }
 }
 
 /// Creates the stdio of a new process: pipes, or a pty when `tty`.
