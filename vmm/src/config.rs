@@ -160,10 +160,12 @@ impl NetConfig {
                     self.tap, self.fd
                 )))
             }
-            (true, None) | (false, Some(_)) => return Err(ConfigError::Invalid(format!(
+            (true, None) | (false, Some(_)) => {
+                return Err(ConfigError::Invalid(format!(
                 "net device needs exactly one of tap=NAME, fd=N and unplugged (tap {:?}, fd {:?})",
                 self.tap, self.fd
-            ))),
+            )))
+            }
             (true, Some(fd)) if fd < 0 => {
                 return Err(ConfigError::Invalid(format!("net fd {fd} is negative")))
             }
