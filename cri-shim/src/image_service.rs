@@ -12,8 +12,8 @@
 //!   base64 `user:password`) for the image's registry, verifies every blob, then builds the image's
 //!   read-only ext4 block image right away, so the first container start does not pay for it
 //!   (`mkfs.ext4` of busybox takes tens of milliseconds; a pod start waits on it otherwise).
-//!   `identity_token` and `registry_token` are refused with `UNIMPLEMENTED` (the `images` registry
-//!   client speaks basic auth and the registry's own bearer token flow only).
+//!   A `registry_token` is sent as the bearer token as it is; `identity_token` (an OAuth2 refresh
+//!   token to exchange at the token server) is refused with `UNIMPLEMENTED`.
 //! - **Errors** map to specific codes: malformed reference or auth → `INVALID_ARGUMENT`; rejected
 //!   credentials → `UNAUTHENTICATED`; manifest or blob missing on the registry → `NOT_FOUND`;
 //!   registry unreachable → `UNAVAILABLE`; corrupt download → `DATA_LOSS`; unsupported image format
@@ -264,20 +264,29 @@ fn verbose_info(
     Ok(HashMap::from([("info".to_string(), info.to_string())]))
 }
 
+/// How a pull authenticates, from a CRI `AuthConfig`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PullAuth {
+    /// User name and password (basic auth, or for the registry's token server).
+    Basic(Credentials),
+    /// A bearer token sent to the registry as it is (`registry_token`).
+    Token(String),
+}
+
 /// Credentials from a CRI `AuthConfig`: `None` when it carries none.
-pub fn credentials(auth: Option<&AuthConfig>) -> Result<Option<Credentials>, ImageServiceError> {
+pub fn credentials(auth: Option<&AuthConfig>) -> Result<Option<PullAuth>, ImageServiceError> {
     let Some(a) = auth else { return Ok(None) };
     if !a.registry_token.is_empty() {
-        return Err(ImageServiceError::UnsupportedAuth("registry_token"));
+        return Ok(Some(PullAuth::Token(a.registry_token.clone())));
     }
     if !a.identity_token.is_empty() {
         return Err(ImageServiceError::UnsupportedAuth("identity_token"));
     }
     if !a.username.is_empty() || !a.password.is_empty() {
-        return Ok(Some(Credentials {
+        return Ok(Some(PullAuth::Basic(Credentials {
             username: a.username.clone(),
             password: a.password.clone(),
-        }));
+        })));
     }
     if a.auth.is_empty() {
         return Ok(None);
@@ -290,10 +299,10 @@ pub fn credentials(auth: Option<&AuthConfig>) -> Result<Option<Credentials>, Ima
     let (username, password) = raw
         .split_once(':')
         .ok_or_else(|| ImageServiceError::BadAuth("auth is not base64 of user:password".into()))?;
-    Ok(Some(Credentials {
+    Ok(Some(PullAuth::Basic(Credentials {
         username: username.to_string(),
         password: password.to_string(),
-    }))
+    })))
 }
 
 async fn blocking<T: Send + 'static>(
@@ -322,7 +331,7 @@ impl ImageServiceImpl {
     fn client(
         &self,
         registry: &str,
-        creds: Option<Credentials>,
+        creds: Option<PullAuth>,
     ) -> Result<RegistryClient, ImageServiceError> {
         if creds.is_none() {
             if let Some(c) = self
@@ -346,8 +355,14 @@ impl ImageServiceImpl {
             cfg.ca_pem.push(pem);
         }
         let anonymous = creds.is_none();
-        if let Some(c) = creds {
-            cfg.credentials.insert(registry.to_string(), c);
+        match creds {
+            Some(PullAuth::Basic(c)) => {
+                cfg.credentials.insert(registry.to_string(), c);
+            }
+            Some(PullAuth::Token(t)) => {
+                cfg.tokens.insert(registry.to_string(), t);
+            }
+            None => {}
         }
         let client = RegistryClient::new(cfg).map_err(ImageServiceError::Client)?;
         if anonymous {
@@ -534,28 +549,30 @@ mod tests {
     fn credentials_from_auth_config() {
         assert_eq!(credentials(None).unwrap(), None);
         assert_eq!(credentials(Some(&AuthConfig::default())).unwrap(), None);
+        let basic = |u: &str, p: &str| {
+            Some(PullAuth::Basic(Credentials {
+                username: u.into(),
+                password: p.into(),
+            }))
+        };
         let c = credentials(Some(&auth(|a| {
             a.username = "u".into();
             a.password = "p:w".into();
         })))
-        .unwrap()
         .unwrap();
-        assert_eq!((c.username.as_str(), c.password.as_str()), ("u", "p:w"));
+        assert_eq!(c, basic("u", "p:w"));
         // base64("alice:s3cr:et")
-        let c = credentials(Some(&auth(|a| a.auth = "YWxpY2U6czNjcjpldA==".into())))
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (c.username.as_str(), c.password.as_str()),
-            ("alice", "s3cr:et")
-        );
+        let c = credentials(Some(&auth(|a| a.auth = "YWxpY2U6czNjcjpldA==".into()))).unwrap();
+        assert_eq!(c, basic("alice", "s3cr:et"));
         for bad in ["!!!", "bm9jb2xvbg=="] {
             let e = credentials(Some(&auth(|a| a.auth = bad.into()))).unwrap_err();
             assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad}: {e}");
         }
-        let e = credentials(Some(&auth(|a| a.registry_token = "t".into()))).unwrap_err();
+        let c = credentials(Some(&auth(|a| a.registry_token = "t".into()))).unwrap();
+        assert_eq!(c, Some(PullAuth::Token("t".into())));
+        let e = credentials(Some(&auth(|a| a.identity_token = "t".into()))).unwrap_err();
         assert_eq!(e.code(), tonic::Code::Unimplemented);
-        assert!(e.to_string().contains("registry_token"));
+        assert!(e.to_string().contains("identity_token"));
     }
 
     #[test]

@@ -441,7 +441,7 @@ async fn tls_and_basic_auth() {
         .pull(
             &reference,
             Some(AuthConfig {
-                registry_token: "tok".into(),
+                identity_token: "tok".into(),
                 ..Default::default()
             }),
         )
@@ -506,4 +506,59 @@ async fn bearer_token_auth() {
     );
     assert_eq!(id, imgs.busybox.id().to_string());
     assert!(cri.status(&reference).await.unwrap().is_some());
+
+    // registry_token: a token a credential provider got from the token server, sent as it is.
+    cri.remove(&reference).await.unwrap();
+    let ts = reg.token_server.as_ref().expect("token server");
+    let url = format!(
+        "http://{}/token?service={}&scope=repository:busybox:pull",
+        ts.addr,
+        images::testing_token::SERVICE
+    );
+    let body = http_get_basic(&url, "puller", "token-pw");
+    let token = serde_json::from_str::<serde_json::Value>(&body).unwrap()["token"]
+        .as_str()
+        .expect("token in the token server's answer")
+        .to_string();
+    let issued_before = ts.issued.load(std::sync::atomic::Ordering::Relaxed);
+    let bad = AuthConfig {
+        registry_token: "not-a-token".into(),
+        ..Default::default()
+    };
+    let e = cri.pull(&reference, Some(bad)).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    let good = AuthConfig {
+        registry_token: token,
+        ..Default::default()
+    };
+    let id = cri.pull(&reference, Some(good)).await.unwrap();
+    assert_eq!(id, imgs.busybox.id().to_string());
+    assert_eq!(
+        ts.issued.load(std::sync::atomic::Ordering::Relaxed),
+        issued_before,
+        "the registry token is used as it is, no new token is fetched"
+    );
+}
+
+/// GET `url` with basic auth over plain HTTP/1.0 (the loopback token server); returns the body.
+fn http_get_basic(url: &str, user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (host, path) = rest.split_at(rest.find('/').expect("path"));
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {host}\r\nAuthorization: Basic {basic}\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").expect("HTTP answer");
+    assert!(
+        head.starts_with("HTTP/1.") && head.contains(" 200"),
+        "{head}"
+    );
+    body.to_string()
 }

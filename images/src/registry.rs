@@ -81,6 +81,9 @@ pub enum RegistryError {
 pub struct RegistryConfig {
     /// Credentials per registry host (`127.0.0.1:5000`).
     pub credentials: HashMap<String, Credentials>,
+    /// Bearer tokens per registry host, sent as they are (`Authorization: Bearer …`) instead of
+    /// asking a token server: a CRI `registry_token` from a credential provider.
+    pub tokens: HashMap<String, String>,
     /// Hosts spoken to over plain HTTP. Loopback hosts fall back to HTTP when HTTPS fails to connect.
     pub plain_http: Vec<String>,
     /// Extra trusted root certificates (PEM) for HTTPS registries.
@@ -266,6 +269,9 @@ impl RegistryClient {
         registry: &str,
         scope: &str,
     ) -> Result<Option<String>, RegistryError> {
+        if let Some(t) = self.cfg.tokens.get(registry) {
+            return Ok(Some(format!("Bearer {t}")));
+        }
         let st = self.host_state(registry);
         match st.challenge {
             None => Ok(None),
