@@ -158,6 +158,25 @@ async fn exec(
         .map(|r| r.into_inner())
 }
 
+/// Removes container `id`, checks ContainerStatus then says NotFound.
+async fn remove_and_check_gone(cri: &mut Cri, id: &str, what: &str) {
+    cri.rt
+        .remove_container(cri::RemoveContainerRequest {
+            container_id: id.to_string(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("RemoveContainer ({what}): {e}"));
+    let e = cri
+        .rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.to_string(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{what}: {e}");
+}
+
 async fn list_sandboxes(cri: &mut Cri, filter: cri::PodSandboxFilter) -> Vec<cri::PodSandbox> {
     cri.rt
         .list_pod_sandbox(cri::ListPodSandboxRequest {
@@ -703,21 +722,7 @@ async fn cri_runtime_end_to_end() {
         })
         .await
         .expect("stop again is fine");
-    cri.rt
-        .remove_container(cri::RemoveContainerRequest {
-            container_id: sleeper.clone(),
-        })
-        .await
-        .expect("RemoveContainer");
-    let e = cri
-        .rt
-        .container_status(cri::ContainerStatusRequest {
-            container_id: sleeper.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::NotFound);
+    remove_and_check_gone(&mut cri, &sleeper, "stopped").await;
     cri.rt
         .remove_container(cri::RemoveContainerRequest {
             container_id: sleeper.clone(),
@@ -741,21 +746,7 @@ async fn cri_runtime_end_to_end() {
         status(&mut cri, &idle).await.state,
         cri::ContainerState::ContainerCreated as i32
     );
-    cri.rt
-        .remove_container(cri::RemoveContainerRequest {
-            container_id: idle.clone(),
-        })
-        .await
-        .expect("remove created");
-    let e = cri
-        .rt
-        .container_status(cri::ContainerStatusRequest {
-            container_id: idle.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::NotFound);
+    remove_and_check_gone(&mut cri, &idle, "created").await;
     // exited: removable, its log file stays for the kubelet
     cri.rt
         .remove_container(cri::RemoveContainerRequest {
