@@ -376,56 +376,49 @@ async fn cri_runtime_end_to_end() {
     assert!(s.info["info"].contains("from_template"));
     let sel =
         |k: &str, v: &str| -> HashMap<String, String> { [(k.to_string(), v.to_string())].into() };
-    assert_eq!(
-        list_sandboxes(
-            &mut cri,
+    let filters = [
+        (
+            "label app=web",
+            1,
             cri::PodSandboxFilter {
                 label_selector: sel("app", "web"),
                 ..Default::default()
-            }
-        )
-        .await
-        .len(),
-        1
-    );
-    assert_eq!(
-        list_sandboxes(
-            &mut cri,
+            },
+        ),
+        (
+            "label app=db",
+            0,
             cri::PodSandboxFilter {
                 label_selector: sel("app", "db"),
                 ..Default::default()
-            }
-        )
-        .await
-        .len(),
-        0
-    );
-    assert_eq!(
-        list_sandboxes(
-            &mut cri,
+            },
+        ),
+        (
+            "state NOTREADY",
+            0,
             cri::PodSandboxFilter {
                 state: Some(cri::PodSandboxStateValue {
-                    state: cri::PodSandboxState::SandboxNotready as i32
+                    state: cri::PodSandboxState::SandboxNotready as i32,
                 }),
                 ..Default::default()
-            }
-        )
-        .await
-        .len(),
-        0
-    );
-    assert_eq!(
-        list_sandboxes(
-            &mut cri,
+            },
+        ),
+        (
+            "id prefix",
+            1,
             cri::PodSandboxFilter {
                 id: pod[..8].into(),
                 ..Default::default()
-            }
-        )
-        .await
-        .len(),
-        1
-    );
+            },
+        ),
+    ];
+    for (what, want, filter) in filters {
+        assert_eq!(
+            list_sandboxes(&mut cri, filter).await.len(),
+            want,
+            "filter {what}"
+        );
+    }
 
     // --- a container that writes and exits: logs in the CRI format, Completed ---
     let t0 = Instant::now();
