@@ -84,6 +84,15 @@ impl Runtime {
             )));
         }
         let name = container_name(&config);
+        if !config.mounts.is_empty() || !config.devices.is_empty() {
+            // No shared filesystem into the pod VM yet: say so rather than drop them unseen.
+            tracing::warn!(
+                container = %name,
+                mounts = config.mounts.len(),
+                devices = config.devices.len(),
+                "host mounts and devices are not passed into the pod VM; the container runs without them"
+            );
+        }
         if let Some(other) = self
             .state
             .containers_of(&sandbox.id)
