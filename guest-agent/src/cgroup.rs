@@ -111,6 +111,12 @@ impl CgroupRoot {
         for d in cg.dirs() {
             fs::create_dir_all(&d).map_err(io_err("creating", &d))?;
         }
+        if let Cgroup::V2(d) = &cg {
+            // An OOM kill takes the whole container, as kubelet asks on cgroup v2.
+            if d.join("memory.oom.group").exists() {
+                Cgroup::write(d, "memory.oom.group", "1")?;
+            }
+        }
         cg.apply(limits)?;
         Ok(cg)
     }
@@ -142,6 +148,30 @@ impl CgroupRoot {
             let _ = fs::remove_dir(d);
         }
     }
+}
+
+/// `memory.high` for a container limit of `max` bytes: the kernel throttles and reclaims from
+/// there, and the agent's OOM check (unreclaimable memory at or above it) kills before the hard
+/// limit, where reclaim of the container's own program text can thrash for minutes.
+pub fn high_for(max: u64) -> u64 {
+    max - max / 16
+}
+
+/// Parses `memory.stat`: bytes that reclaim cannot free without swap (everything but clean and
+/// dirty file pages that are not shmem, and reclaimable slab).
+pub fn unreclaimable(current: u64, stat: &str) -> u64 {
+    let key = |k: &str| {
+        stat.lines()
+            .find_map(|l| {
+                let mut it = l.split_whitespace();
+                (it.next() == Some(k)).then(|| it.next()?.parse::<u64>().ok())?
+            })
+            .unwrap_or(0)
+    };
+    let file = key("file").saturating_sub(key("shmem"));
+    current
+        .saturating_sub(file)
+        .saturating_sub(key("slab_reclaimable"))
 }
 
 /// One container's cgroup.
@@ -193,6 +223,10 @@ impl Cgroup {
         match self {
             Cgroup::V2(d) => {
                 if let Some(m) = l.memory_bytes {
+                    if d.join("memory.high").exists() {
+                        // Lower the throttle first, so a shrinking limit never leaves high > max.
+                        Self::write(d, "memory.high", &high_for(m).to_string())?;
+                    }
                     Self::write(d, "memory.max", &m.to_string())?;
                     if d.join("memory.swap.max").exists() {
                         Self::write(d, "memory.swap.max", "0")?;
@@ -249,6 +283,54 @@ impl Cgroup {
                 .v1("memory")
                 .and_then(|d| read_key(&d.join("memory.oom_control"), "oom_kill"))
                 .unwrap_or(0),
+        }
+    }
+
+    /// For the agent's OOM check (cgroup v2): the `memory.events` `high` count and
+    /// `memory.high`. None on v1 or without a limit.
+    pub fn high_state(&self) -> Option<(u64, u64)> {
+        let Cgroup::V2(d) = self else { return None };
+        let high = read_u64(&d.join("memory.high"))?;
+        let events = read_key(&d.join("memory.events"), "high").unwrap_or(0);
+        Some((events, high))
+    }
+
+    /// Unreclaimable bytes of the cgroup now (v2; 0 elsewhere).
+    pub fn unreclaimable_bytes(&self) -> u64 {
+        let Cgroup::V2(d) = self else { return 0 };
+        let current = read_u64(&d.join("memory.current")).unwrap_or(0);
+        let stat = fs::read_to_string(d.join("memory.stat")).unwrap_or_default();
+        unreclaimable(current, &stat)
+    }
+
+    /// The cgroup's `memory.pressure` (cgroup v2 on a kernel with PSI), for the OOM watchdog.
+    pub fn memory_pressure_file(&self) -> Option<PathBuf> {
+        match self {
+            Cgroup::V2(d) => Some(d.join("memory.pressure")).filter(|p| p.exists()),
+            Cgroup::V1(_) => None,
+        }
+    }
+
+    /// How many times a charge hit the memory limit so far (`memory.events` `max`; v2 only).
+    pub fn limit_hits(&self) -> u64 {
+        match self {
+            Cgroup::V2(d) => read_key(&d.join("memory.events"), "max").unwrap_or(0),
+            Cgroup::V1(_) => 0,
+        }
+    }
+
+    /// Kills every process of the cgroup at once (`cgroup.kill`, or SIGKILL one by one).
+    pub fn kill_all(&self) {
+        if let Cgroup::V2(d) = self {
+            if fs::write(d.join("cgroup.kill"), "1").is_ok() {
+                return;
+            }
+        }
+        for pid in self.pids() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
 
@@ -320,5 +402,14 @@ mod tests {
         assert_eq!(read_key(&f, "oom_kill"), Some(1));
         assert_eq!(read_key(&f, "oom"), Some(2));
         assert_eq!(read_key(&f, "missing"), None);
+    }
+
+    #[test]
+    fn unreclaimable_memory_leaves_out_file_pages_and_reclaimable_slab() {
+        let stat = "anon 15000000\nfile 3000000\nshmem 1000000\nslab_reclaimable 200000\n";
+        // 20 MB in use: 2 MB of it are non-shmem file pages, 0.2 MB reclaimable slab.
+        assert_eq!(unreclaimable(20_000_000, stat), 17_800_000);
+        assert_eq!(unreclaimable(1_000, stat), 0);
+        assert_eq!(high_for(16 << 20), 15 << 20);
     }
 }

@@ -5,6 +5,7 @@
 
 mod cgroup;
 mod container;
+mod oomd;
 mod pid1;
 mod reaper;
 mod sandbox;
@@ -183,6 +184,7 @@ async fn run(cli: Cli, guest: bool) -> Result<()> {
         container::Config {
             cgroup_root: cgroup_root.clone(),
             state_dir: cli.state_dir.clone(),
+            guest_watchdog: guest,
         },
         reaper.clone(),
     );

@@ -63,7 +63,7 @@ pub fn initramfs(dir: &Path, name: &str, init: &Path) -> PathBuf {
 pub fn build_template(vmlinux: &Path, initrd: &Path, cmdline: &[&str], cache: &Path) -> PathBuf {
     let mut cmd = std::process::Command::new(workspace_bin("kennel-vmm"));
     cmd.args(["template", "build", "--mem", "128", "--disk", "empty,ro"])
-        .args(["--timeout", "1200", "--kernel"])
+        .args(["--timeout", "600", "--kernel"])
         .arg(vmlinux)
         .arg("--initrd")
         .arg(initrd)
@@ -79,6 +79,19 @@ pub fn build_template(vmlinux: &Path, initrd: &Path, cmdline: &[&str], cache: &P
         String::from_utf8_lossy(&out.stderr)
     );
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// The template cache shared by test binaries and runs (`KENNEL_TEMPLATE_CACHE`, else
+/// `$KENNEL_CACHE/templates`, else `/var/cache/kennel/templates`): templates are keyed by every
+/// input, so a second run or a second binary with the same kernel, initramfs and layout restores
+/// instead of cold-booting.
+pub fn template_cache() -> PathBuf {
+    if let Some(dir) = std::env::var_os("KENNEL_TEMPLATE_CACHE") {
+        return dir.into();
+    }
+    std::env::var_os("KENNEL_CACHE")
+        .map(|c| PathBuf::from(c).join("templates"))
+        .unwrap_or_else(|| "/var/cache/kennel/templates".into())
 }
 
 /// A binary of this workspace built beside the test executable (target/<profile>/NAME).

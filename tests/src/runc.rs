@@ -288,6 +288,85 @@ impl RuncBaseline {
     }
 }
 
+/// Result of one OOM round: `runc start` → the hog's process gone, and the kernel's OOM kills.
+#[derive(Debug, Clone, Copy)]
+pub struct OomRound {
+    /// From `runc start` returning to the container process having exited.
+    pub killed_after: Duration,
+    /// `oom_kill` of the container's memory cgroup (0 = it ended some other way).
+    pub oom_kills: u64,
+}
+
+impl RuncBaseline {
+    /// Runs `sh -c script` in the same rootfs under a `limit_bytes` memory limit (its own cgroup
+    /// `/kennel-oom-<id>`) and times start → exit; reads the cgroup's OOM kill count before
+    /// deleting the container.
+    pub fn run_oom_once(
+        &self,
+        id: &str,
+        limit_bytes: u64,
+        script: &str,
+    ) -> anyhow::Result<OomRound> {
+        let logs = tempfile::tempdir()?;
+        let log = logs.path().join("runc.log");
+        let pid_file = logs.path().join("pid");
+        let bundle = logs.path().join("bundle");
+        std::fs::create_dir_all(&bundle)?;
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.bundle.join("config.json"))?)?;
+        config["root"]["path"] = self.bundle.join("rootfs").display().to_string().into();
+        config["process"]["args"] = serde_json::json!(["sh", "-c", script]);
+        config["linux"]["resources"]["memory"] =
+            serde_json::json!({ "limit": limit_bytes, "swap": limit_bytes });
+        let cgroup = format!("/kennel-oom-{id}");
+        config["linux"]["cgroupsPath"] = cgroup.clone().into();
+        std::fs::write(bundle.join("config.json"), serde_json::to_vec(&config)?)?;
+        let bundle_arg = bundle.to_str().context("temp path is not UTF-8")?;
+        let pid_arg = pid_file.to_str().context("temp path is not UTF-8")?;
+        let mut guard = Cleanup {
+            baseline: self,
+            id,
+            armed: true,
+        };
+        self.run(
+            &["create", "--bundle", bundle_arg, "--pid-file", pid_arg, id],
+            &log,
+        )?;
+        let pid: u32 = std::fs::read_to_string(&pid_file)?
+            .trim()
+            .parse()
+            .context("runc wrote a bad pid file")?;
+        let t = Instant::now();
+        self.run(&["start", id], &log)?;
+        wait_until("the hog to be killed", || {
+            matches!(proc_state(pid), None | Some('Z' | 'X'))
+        })?;
+        let killed_after = t.elapsed();
+        let events = ["memory.oom_control", "memory.events"]
+            .iter()
+            .flat_map(|f| {
+                [
+                    Path::new("/sys/fs/cgroup/memory")
+                        .join(&cgroup[1..])
+                        .join(f),
+                    Path::new("/sys/fs/cgroup").join(&cgroup[1..]).join(f),
+                ]
+            })
+            .find_map(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default();
+        let oom_kills = events
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
+            .unwrap_or(0);
+        self.run(&["delete", "--force", id], &log)?;
+        guard.armed = false;
+        Ok(OomRound {
+            killed_after,
+            oom_kills,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,5 @@
 //! kennel-agent as PID 1 of real VMs, driven from the host through kennel-vmm's hybrid vsock
-//! socket. One cold boot builds a template (the agent signals "ready" with the boot marker and
+//! socket. One cold boot builds a template (cached in the shared template cache; the agent signals "ready" with the boot marker and
 //! the VM is snapshotted with an unplugged NIC); two pod VMs are restored from it inside a
 //! network namespace the test makes (a bridge with one tap per pod), each NIC plugged into its
 //! pod's tap. Each gets its identity through CreateSandbox (hostname, DNS, eth0 with the pod's
@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const RPC_TIMEOUT: Duration = Duration::from_secs(600);
+const RPC_TIMEOUT: Duration = Duration::from_secs(240);
 
 /// An ext4 image holding a busybox rootfs (Debian's busybox-static with its applet links).
 fn busybox_disk(dir: &Path) -> PathBuf {
@@ -89,10 +89,10 @@ impl PodNetwork {
         net
     }
 
-    /// Pings `addr` from the namespace until it answers (or ten minutes pass); returns whether
+    /// Pings `addr` from the namespace until it answers (or three minutes pass); returns whether
     /// it answered.
     fn ping(&self, addr: &str) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(600);
+        let deadline = Instant::now() + Duration::from_secs(180);
         while Instant::now() < deadline {
             let ok = Command::new("ip")
                 .args([
@@ -315,7 +315,7 @@ async fn agent_runs_containers_in_vms_restored_from_a_template() {
     let initrd = guest::initramfs(dir.path(), "agent.cpio", &agent);
     let disk = busybox_disk(dir.path());
 
-    let template = guest::build_template(&vmlinux, &initrd, &[], &dir.path().join("templates"));
+    let template = guest::build_template(&vmlinux, &initrd, &[], &guest::template_cache());
 
     let pods = [
         Pod {

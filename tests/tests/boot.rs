@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const IO_TIMEOUT: Duration = Duration::from_secs(600);
+const IO_TIMEOUT: Duration = Duration::from_secs(420);
 
 fn ext4_image(dir: &Path, name: &str, files: &[(&str, &str)]) -> std::path::PathBuf {
     let src = dir.join(format!("{name}-src"));
@@ -69,7 +69,7 @@ fn guest_boots_runs_init_and_uses_its_devices() {
     });
 
     let mut child = Command::new(guest::workspace_bin("kennel-vmm"))
-        .args(["run", "--mem", "128", "--timeout", "900", "--kernel"])
+        .args(["run", "--mem", "128", "--timeout", "420", "--kernel"])
         .arg(&vmlinux)
         .arg("--initrd")
         .arg(&initrd)

@@ -19,7 +19,7 @@ const GUEST: &str = "10.77.0.2";
 const PORT: u16 = 7000;
 const MAC: &str = "02:00:00:4b:4e:0a";
 const BULK: usize = 4 << 20;
-const IO_TIMEOUT: Duration = Duration::from_secs(600);
+const IO_TIMEOUT: Duration = Duration::from_secs(420);
 /// Smallest TSO frame in segments, on both ends. Guest kernel code is emulated on this kind of
 /// host, so the round trip is long and TCP's TSO autosizing (about 1 ms of data per frame) falls
 /// back to 2-segment frames; each frame costs the guest the same, so raising this (to 44 x 1448
@@ -207,7 +207,7 @@ fn guest_reaches_a_host_address_over_a_tap() {
     let mut child = Command::new("ip")
         .args(["netns", "exec", &ns.name])
         .arg(guest::workspace_bin("kennel-vmm"))
-        .args(["run", "--mem", "128", "--timeout", "900", "--kernel"])
+        .args(["run", "--mem", "128", "--timeout", "420", "--kernel"])
         .arg(&vmlinux)
         .arg("--initrd")
         .arg(&initrd)

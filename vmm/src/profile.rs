@@ -19,6 +19,10 @@ pub enum Profile {
 /// Marker of a host whose KVM is the nested PVM flavour.
 pub const PVM_MARKER: &str = "/sys/module/kvm_pvm";
 
+/// glibc tunables of the compat profile: no AVX string functions (see `kernel_args`).
+pub const COMPAT_GLIBC_TUNABLES: &str =
+    "glibc.cpu.hwcaps=-AVX,-AVX2,-AVX_Fast_Unaligned_Load,-AVX512F,-AVX512VL,-ERMS";
+
 /// CPU features hidden from the guest in the compatible profile (Linux `clearcpuid=` names).
 pub const COMPAT_CLEARCPUID: &[&str] = &[
     "cx16",
@@ -63,6 +67,8 @@ impl Profile {
     }
 
     /// Kernel arguments every guest gets under this (resolved) profile.
+    ///
+    /// Compat also sets `GLIBC_TUNABLES` ([`COMPAT_GLIBC_TUNABLES`]) for the guest's init.
     pub fn kernel_args(self) -> Vec<String> {
         let mut args: Vec<String> = [
             "console=ttyS0",
@@ -87,6 +93,13 @@ impl Profile {
             args.push("syscall_trap".into());
             // Write-protecting kernel text costs ~22 s of emulated page-table work here.
             args.push("rodata=off".into());
+            // User code runs natively here and reads the host's CPUID and XCR0, so it sees AVX
+            // usable, but the guest kernel (noxsave, no XSAVE emulation) saves only x87/SSE
+            // state on a context switch: a preempted AVX loop resumes with another process's
+            // upper register halves. glibc's string functions are the common AVX users; the
+            // kernel hands `name=value` arguments to init as environment, and kennel-agent
+            // passes this one on to every container process.
+            args.push(format!("GLIBC_TUNABLES={COMPAT_GLIBC_TUNABLES}"));
         }
         args
     }
@@ -110,6 +123,7 @@ mod tests {
         assert!(args.contains("syscall_trap"));
         assert!(args.contains("noxsave"));
         assert!(args.contains("clearcpuid=cx16,popcnt"));
+        assert!(args.contains("GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX,-AVX2"));
         let full = Profile::Full.kernel_args().join(" ");
         assert!(!full.contains("syscall_trap"));
         assert!(!full.contains("clearcpuid"));

@@ -11,14 +11,16 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::sync::{broadcast, watch};
 
 use crate::cgroup::{Cgroup, CgroupError, CgroupRoot};
+use crate::oomd::{self, PressureTrigger, Strikes};
 use crate::reaper::{self, Exit, Reaper};
 use crate::sys::spawn::{spawn, SpawnSpec};
 use plan::{PlanError, RootfsInput};
@@ -113,6 +115,62 @@ struct Container {
     pending: Mutex<Option<(OwnedFd, BufReader<File>)>>,
     execs: Mutex<HashMap<String, Arc<Proc>>>,
     oom_seen: Mutex<u64>,
+    /// OOM kills made by the agent's watchdog (added to the kernel's count).
+    watchdog_kills: AtomicU64,
+    /// `memory.events` `high` count at the last OOM check.
+    high_seen: Mutex<u64>,
+    /// The container's OOM watchdog task, if its cgroup has a pressure file.
+    watchdog: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Container {
+    /// OOM kills of this container: the kernel's and the watchdog's.
+    fn oom_kills(&self) -> u64 {
+        self.cgroup.oom_kills() + self.watchdog_kills.load(Ordering::SeqCst)
+    }
+
+    /// The agent's OOM check, run every poll: when the container was throttled at `memory.high`
+    /// since the last check and the memory reclaim cannot free (anon, shmem, kernel) has reached
+    /// it, the container is out of memory; kill it now instead of letting the kernel reclaim
+    /// its program text at the hard limit.
+    fn check_high(&self, id: &str) {
+        let Some((events, high)) = self.cgroup.high_state() else {
+            return;
+        };
+        {
+            let mut seen = lock(&self.high_seen);
+            if events <= *seen {
+                return;
+            }
+            *seen = events;
+        }
+        let used = self.cgroup.unreclaimable_bytes();
+        if used >= high {
+            self.oom_kill(
+                id,
+                &format!("{used} bytes it cannot reclaim, at its memory.high of {high}"),
+            );
+        }
+    }
+
+    /// Kills the whole container as an OOM kill (counted before the kill, so its exit is
+    /// already reported as OOMKilled).
+    fn oom_kill(&self, id: &str, why: &str) {
+        if self.init.exited().is_some() {
+            return;
+        }
+        tracing::warn!("OOM watchdog: killing container {id}: {why}");
+        self.watchdog_kills.fetch_add(1, Ordering::SeqCst);
+        self.cgroup.kill_all();
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        if let Some(h) = lock(&self.watchdog).take() {
+            h.abort();
+        }
+    }
 }
 
 enum Slot {
@@ -126,6 +184,10 @@ pub struct Config {
     pub cgroup_root: CgroupRoot,
     /// Private state (plans, overlay upper/work dirs).
     pub state_dir: PathBuf,
+    /// Also watch the memory pressure of the whole system (`/proc/pressure/memory`) and kill
+    /// the container with the highest OOM score when it thrashes out of memory: PID 1 of a
+    /// VM only (on a host the host's OOM handling applies).
+    pub guest_watchdog: bool,
 }
 
 /// All containers of the sandbox.
@@ -191,7 +253,31 @@ impl Containers {
                 }
             }
         });
+        if c.cfg.guest_watchdog {
+            let path = Path::new("/proc/pressure/memory");
+            match PressureTrigger::arm(path, oomd::STALL, oomd::WINDOW) {
+                Ok(t) => {
+                    tokio::spawn(watch_guest(Arc::downgrade(&c), t));
+                }
+                Err(e) => tracing::warn!("no guest OOM watchdog: {e}"),
+            }
+        }
         c
+    }
+
+    /// Arms the OOM watchdog of a new container (cgroup v2 with PSI only).
+    fn spawn_watchdog(&self, id: &str, c: &Arc<Container>) {
+        let Some(path) = c.cgroup.memory_pressure_file() else {
+            return;
+        };
+        match PressureTrigger::arm(&path, oomd::STALL, oomd::WINDOW) {
+            Ok(t) => {
+                tracing::debug!("container {id}: OOM watchdog armed on {}", path.display());
+                let task = tokio::spawn(watch_container(id.to_string(), Arc::downgrade(c), t));
+                *lock(&c.watchdog) = Some(task);
+            }
+            Err(e) => tracing::warn!("container {id} has no OOM watchdog: {e}"),
+        }
     }
 
     /// Subscribes to OOM events (container ids).
@@ -201,7 +287,8 @@ impl Containers {
 
     fn poll_oom(&self) {
         for (id, c) in self.ready() {
-            let n = c.cgroup.oom_kills();
+            c.check_high(&id);
+            let n = c.oom_kills();
             let mut seen = lock(&c.oom_seen);
             while *seen < n {
                 *seen += 1;
@@ -272,6 +359,7 @@ impl Containers {
         match res {
             Ok(c) => {
                 let pid = c.init.pid;
+                self.spawn_watchdog(id, &c);
                 slots.insert(id.to_string(), Slot::Ready(c));
                 Ok(pid)
             }
@@ -354,6 +442,9 @@ impl Containers {
                 pending: Mutex::new(Some((start_w, reader))),
                 execs: Mutex::new(HashMap::new()),
                 oom_seen: Mutex::new(oom_before),
+                watchdog_kills: AtomicU64::new(0),
+                high_seen: Mutex::new(0),
+                watchdog: Mutex::new(None),
             }))
         }
         .await;
@@ -447,7 +538,7 @@ impl Containers {
                 process: process.clone(),
             },
         )?;
-        let oom_before = c.cgroup.oom_kills();
+        let oom_before = c.oom_kills();
         let (stdio, child) = stdio::create(process.tty).map_err(io("creating stdio"))?;
         let (status_r, status_w) = stdio::pipe().map_err(io("creating a pipe"))?;
         let helper = self.spawn_helper(
@@ -522,7 +613,7 @@ impl Containers {
         }
         Ok(WaitResult {
             exit,
-            oom_killed: c.cgroup.oom_kills() > p.oom_before,
+            oom_killed: c.oom_kills() > p.oom_before,
         })
     }
 
@@ -575,7 +666,7 @@ impl Containers {
             memory_bytes,
             memory_limit,
             pids,
-            oom_kills: c.cgroup.oom_kills(),
+            oom_kills: c.oom_kills(),
         })
     }
 
@@ -583,6 +674,9 @@ impl Containers {
     pub async fn remove(&self, id: &str) -> Result<(), ContainerError> {
         let c = self.get(id)?;
         drop(lock(&c.pending).take());
+        if let Some(h) = lock(&c.watchdog).take() {
+            h.abort();
+        }
         if c.init.exited().is_none() {
             let _ = kill(Pid::from_raw(c.init.pid), Signal::SIGKILL);
         }
@@ -619,6 +713,72 @@ impl Containers {
             if let Err(e) = self.remove(&id).await {
                 tracing::warn!("removing container {id}: {e}");
             }
+        }
+    }
+}
+
+/// One container's watchdog: kills it after [`oomd::STRIKES`] consecutive windows of full
+/// memory stall in which it kept hitting its limit.
+async fn watch_container(id: String, c: Weak<Container>, trigger: PressureTrigger) {
+    let mut strikes = Strikes::default();
+    let mut hits = match c.upgrade() {
+        Some(c) => c.cgroup.limit_hits(),
+        None => return,
+    };
+    loop {
+        if let Err(e) = trigger.fired().await {
+            tracing::warn!("container {id}: {e}");
+            return;
+        }
+        let Some(c) = c.upgrade() else { return };
+        let now_hits = c.cgroup.limit_hits();
+        let at_limit = now_hits > hits;
+        tracing::info!(
+            "container {id}: full memory stall over {:?} in {:?}; limit hits {hits} -> {now_hits}",
+            oomd::STALL,
+            oomd::WINDOW
+        );
+        hits = now_hits;
+        if strikes.fired(Instant::now(), at_limit) {
+            c.oom_kill(
+                &id,
+                &format!(
+                    "stalled on memory at its limit for {} windows of {:?}",
+                    oomd::STRIKES,
+                    oomd::WINDOW
+                ),
+            );
+        }
+    }
+}
+
+/// The guest's watchdog: when the whole guest stalls on memory while nearly out of it, kills
+/// the container holding the process with the highest OOM score.
+async fn watch_guest(containers: Weak<Containers>, trigger: PressureTrigger) {
+    let mut strikes = Strikes::default();
+    loop {
+        if let Err(e) = trigger.fired().await {
+            tracing::warn!("guest OOM watchdog: {e}");
+            return;
+        }
+        let Some(cs) = containers.upgrade() else {
+            return;
+        };
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        if !strikes.fired(Instant::now(), oomd::guest_out_of_memory(&meminfo)) {
+            continue;
+        }
+        let candidates: Vec<_> = cs
+            .ready()
+            .into_iter()
+            .filter(|(_, c)| c.init.exited().is_none())
+            .map(|(id, c)| {
+                let score = oomd::highest_oom_score(&c.cgroup.pids());
+                ((id, c), score)
+            })
+            .collect();
+        if let Some((id, c)) = oomd::pick_victim(&candidates) {
+            c.oom_kill(&id, "the guest is out of memory and thrashing");
         }
     }
 }

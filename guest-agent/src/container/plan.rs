@@ -144,6 +144,18 @@ pub fn process_from_json(json: &[u8]) -> Result<ProcessPlan, PlanError> {
     process_plan("process", &p)
 }
 
+/// The glibc tunables the VMM gives the agent on hosts whose guest kernel cannot save AVX state
+/// (kennel-vmm's compat profile); every container process inherits them unless it sets its own.
+const GLIBC_TUNABLES: &str = "GLIBC_TUNABLES";
+
+/// Adds `key=value` to `env` unless `env` already sets `key`.
+fn inherit_var(env: &mut Vec<String>, key: &str, value: &str) {
+    let prefix = format!("{key}=");
+    if !env.iter().any(|e| e.starts_with(&prefix)) {
+        env.push(format!("{prefix}{value}"));
+    }
+}
+
 /// Converts an OCI process.
 pub fn process_plan(field: &str, p: &Process) -> Result<ProcessPlan, PlanError> {
     let args = p.args().clone().unwrap_or_default();
@@ -153,12 +165,15 @@ pub fn process_plan(field: &str, p: &Process) -> Result<ProcessPlan, PlanError> 
     if args.iter().any(|a| a.contains('\0')) {
         return Err(bad(format!("{field}.args"), "contains a NUL byte"));
     }
-    let env = p.env().clone().unwrap_or_default();
+    let mut env = p.env().clone().unwrap_or_default();
     if let Some(e) = env.iter().find(|e| !e.contains('=') || e.contains('\0')) {
         return Err(bad(
             format!("{field}.env"),
             format!("{e:?} is not KEY=VALUE"),
         ));
+    }
+    if let Ok(t) = std::env::var(GLIBC_TUNABLES) {
+        inherit_var(&mut env, GLIBC_TUNABLES, &t);
     }
     let cwd = p.cwd().to_string_lossy().into_owned();
     check_abs(&format!("{field}.cwd"), &cwd)?;
@@ -396,6 +411,16 @@ pub fn limits_from_json(json: &[u8]) -> Result<Limits, PlanError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn inherited_variables_never_override_the_spec() {
+        let mut env = vec!["PATH=/bin".to_string()];
+        inherit_var(&mut env, "GLIBC_TUNABLES", "a=1");
+        assert_eq!(env, ["PATH=/bin", "GLIBC_TUNABLES=a=1"]);
+        let mut own = vec!["GLIBC_TUNABLES=mine".to_string()];
+        inherit_var(&mut own, "GLIBC_TUNABLES", "a=1");
+        assert_eq!(own, ["GLIBC_TUNABLES=mine"]);
+    }
+
     use super::*;
 
     fn spec(json: serde_json::Value) -> Spec {

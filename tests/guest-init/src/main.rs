@@ -106,6 +106,26 @@ fn checks() -> Result<(), String> {
         return Err(format!("child exited with {code}, expected {CHILD_EXIT}"));
     }
     say(&format!("child exited with {code}"));
+    vector_state_check()?;
+    Ok(())
+}
+
+/// On a `syscall_trap` (compat) host the kernel runs without XSAVE and saves only x87/SSE state
+/// (FXSAVE) on a context switch, while user code runs natively and reads the host's CPUID and
+/// XCR0, so it sees AVX usable: a preempted AVX loop resumes with another process's upper register
+/// halves. kennel-vmm therefore gives init glibc tunables that turn glibc's AVX string functions
+/// off (kennel-agent passes them on to containers); check that they arrived.
+fn vector_state_check() -> Result<(), String> {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let avx = std::arch::is_x86_feature_detected!("avx");
+    let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+    say(&format!(
+        "user mode sees avx {avx}; GLIBC_TUNABLES {tunables:?}"
+    ));
+    let compat = cmdline.split_whitespace().any(|a| a == "noxsave");
+    if compat && avx && !tunables.contains("-AVX2") {
+        return Err("AVX is usable in user mode, the kernel runs with noxsave, and glibc's AVX functions are not turned off".into());
+    }
     Ok(())
 }
 

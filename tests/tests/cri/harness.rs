@@ -48,7 +48,9 @@ pub async fn unix_channel(path: &Path, timeout: Duration) -> Channel {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let path = path.to_path_buf();
+    // No CRI call of a test may hang CI: each has a deadline (tonic's per-request timeout).
     Endpoint::from_static("http://cri.invalid")
+        .timeout(Duration::from_secs(240))
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let path = path.clone();
             async move {
@@ -137,9 +139,7 @@ impl Cri {
     }
 
     async fn spawn(&mut self, vmlinux: &Path, agent: &Path) {
-        let cache = std::env::var_os("KENNEL_TEMPLATE_CACHE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| "/var/cache/kennel/templates".into());
+        let cache = guest::template_cache();
         let log = std::fs::File::create(self.dir.path().join("kennel-cri.log")).unwrap();
         let child = Command::new(guest::workspace_bin("kennel-cri"))
             .arg("--socket")
@@ -199,6 +199,38 @@ impl Cri {
         std::fs::read_to_string(self.dir.path().join("kennel-cri.log")).unwrap_or_default()
     }
 
+    /// What a failed wait prints: the tail of kennel-cri's log, and of every sandbox VM's guest
+    /// console and VMM log (the agent logs to the console).
+    pub fn diagnostics(&self) -> String {
+        let mut out = format!(
+            "--- kennel-cri log (tail) ---\n{}",
+            tail(&self.server_log(), 60)
+        );
+        if let Ok(entries) = std::fs::read_dir(self.state_dir().join("sandboxes")) {
+            for e in entries.flatten() {
+                let Ok(data) = std::fs::read(e.path()) else {
+                    continue;
+                };
+                let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data) else {
+                    continue;
+                };
+                let Some(console) = v["vmm"]["console"].as_str().map(PathBuf::from) else {
+                    continue;
+                };
+                let name = v["config"]["metadata"]["name"].as_str().unwrap_or("?");
+                for f in [console.clone(), console.with_file_name("vmm.log")] {
+                    let text = std::fs::read_to_string(&f).unwrap_or_default();
+                    out.push_str(&format!(
+                        "\n--- sandbox {name}: {} (tail) ---\n{}",
+                        f.display(),
+                        tail(&text, 40)
+                    ));
+                }
+            }
+        }
+        out
+    }
+
     /// HTTP GET from inside the node network namespace (curl); the body or the error.
     pub fn http_get(&self, url: &str) -> Result<String, String> {
         let out = Command::new("ip")
@@ -222,6 +254,12 @@ impl Cri {
             Err(String::from_utf8_lossy(&out.stderr).into_owned())
         }
     }
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 fn nix_kill(pid: i32, sig: i32) -> i32 {
