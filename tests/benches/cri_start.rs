@@ -125,16 +125,7 @@ async fn main() {
         .max(1);
     let mut c = harness::Cri::start("bench").await;
     let image = format!("{}/busybox:latest", c.registry_host);
-    c.img
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: image.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("pull busybox");
+    c.pull(&image).await;
     // The template is built (or found in the cache) by a first, uncounted round.
     let t = Instant::now();
     kennel_round(&mut c, &image, 0).await;

@@ -115,16 +115,7 @@ async fn main() {
         .max(1);
     let mut c = harness::Cri::start("bench").await;
     let image = format!("{}/busybox:latest", c.registry_host);
-    c.img
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: image.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("pull busybox");
+    c.pull(&image).await;
     let cfg = cri::PodSandboxConfig {
         metadata: Some(cri::PodSandboxMetadata {
             name: "oom-bench".into(),

@@ -240,6 +240,19 @@ impl RuncBaseline {
         Ok(())
     }
 
+    /// `runc create` of `bundle` as `id`; returns the container process's pid.
+    fn create(&self, bundle: &str, pid_file: &Path, id: &str, log: &Path) -> anyhow::Result<u32> {
+        let pid_arg = pid_file.to_str().context("temp path is not UTF-8")?;
+        self.run(
+            &["create", "--bundle", bundle, "--pid-file", pid_arg, id],
+            log,
+        )?;
+        std::fs::read_to_string(pid_file)?
+            .trim()
+            .parse()
+            .context("runc wrote a bad pid file")
+    }
+
     /// One container lifecycle named `id`: create, start (until `sleep` runs), stop (SIGKILL, until the
     /// process is gone), delete. The container is removed even when a step fails.
     pub fn run_once(&self, id: &str) -> anyhow::Result<StepTimes> {
@@ -247,7 +260,6 @@ impl RuncBaseline {
         let log = logs.path().join("runc.log");
         let pid_file = logs.path().join("pid");
         let bundle = self.bundle.to_str().context("bundle path is not UTF-8")?;
-        let pid_arg = pid_file.to_str().context("temp path is not UTF-8")?;
         let mut guard = Cleanup {
             baseline: self,
             id,
@@ -256,15 +268,8 @@ impl RuncBaseline {
         let mut times = StepTimes::default();
 
         let t = Instant::now();
-        self.run(
-            &["create", "--bundle", bundle, "--pid-file", pid_arg, id],
-            &log,
-        )?;
+        let pid = self.create(bundle, &pid_file, id, &log)?;
         times.steps.push(("create", t.elapsed()));
-        let pid: u32 = std::fs::read_to_string(&pid_file)?
-            .trim()
-            .parse()
-            .context("runc wrote a bad pid file")?;
 
         let t = Instant::now();
         self.run(&["start", id], &log)?;
@@ -322,20 +327,12 @@ impl RuncBaseline {
         config["linux"]["cgroupsPath"] = cgroup.clone().into();
         std::fs::write(bundle.join("config.json"), serde_json::to_vec(&config)?)?;
         let bundle_arg = bundle.to_str().context("temp path is not UTF-8")?;
-        let pid_arg = pid_file.to_str().context("temp path is not UTF-8")?;
         let mut guard = Cleanup {
             baseline: self,
             id,
             armed: true,
         };
-        self.run(
-            &["create", "--bundle", bundle_arg, "--pid-file", pid_arg, id],
-            &log,
-        )?;
-        let pid: u32 = std::fs::read_to_string(&pid_file)?
-            .trim()
-            .parse()
-            .context("runc wrote a bad pid file")?;
+        let pid = self.create(bundle_arg, &pid_file, id, &log)?;
         let t = Instant::now();
         self.run(&["start", id], &log)?;
         wait_until("the hog to be killed", || {

@@ -312,18 +312,7 @@ async fn cri_runtime_end_to_end() {
     let busybox = format!("{}/busybox:latest", cri.registry_host);
     let kubia = format!("{}/kubia:latest", cri.registry_host);
     for image in [&busybox, &kubia] {
-        let r = cri
-            .img
-            .pull_image(cri::PullImageRequest {
-                image: Some(cri::ImageSpec {
-                    image: image.clone(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await
-            .unwrap_or_else(|e| panic!("pull {image}: {e}\n{}", cri.server_log()))
-            .into_inner();
+        let r = cri.pull(image).await;
         assert!(r.image_ref.starts_with("sha256:"), "{r:?}");
         let by_id = cri
             .img

@@ -194,6 +194,33 @@ impl Cri {
         }
     }
 
+    /// Pulls `image` through the ImageService; panics with kennel-cri's log on failure.
+    pub async fn pull(&mut self, image: &str) -> k8s_cri::v1::PullImageResponse {
+        let req = k8s_cri::v1::PullImageRequest {
+            image: Some(k8s_cri::v1::ImageSpec {
+                image: image.to_string(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        match self.img.pull_image(req).await {
+            Ok(r) => r.into_inner(),
+            Err(e) => panic!("pull {image}: {e}\n{}", self.server_log()),
+        }
+    }
+
+    /// The records of the sandboxes in the state directory, as JSON.
+    fn sandbox_records(&self) -> Vec<serde_json::Value> {
+        let Ok(entries) = std::fs::read_dir(self.state_dir().join("sandboxes")) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|data| serde_json::from_slice(&data).ok())
+            .collect()
+    }
+
     /// kennel-cri's log (for assertion messages).
     pub fn server_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("kennel-cri.log")).unwrap_or_default()
@@ -206,26 +233,18 @@ impl Cri {
             "--- kennel-cri log (tail) ---\n{}",
             tail(&self.server_log(), 60)
         );
-        if let Ok(entries) = std::fs::read_dir(self.state_dir().join("sandboxes")) {
-            for e in entries.flatten() {
-                let Ok(data) = std::fs::read(e.path()) else {
-                    continue;
-                };
-                let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data) else {
-                    continue;
-                };
-                let Some(console) = v["vmm"]["console"].as_str().map(PathBuf::from) else {
-                    continue;
-                };
-                let name = v["config"]["metadata"]["name"].as_str().unwrap_or("?");
-                for f in [console.clone(), console.with_file_name("vmm.log")] {
-                    let text = std::fs::read_to_string(&f).unwrap_or_default();
-                    out.push_str(&format!(
-                        "\n--- sandbox {name}: {} (tail) ---\n{}",
-                        f.display(),
-                        tail(&text, 40)
-                    ));
-                }
+        for v in self.sandbox_records() {
+            let Some(console) = v["vmm"]["console"].as_str().map(PathBuf::from) else {
+                continue;
+            };
+            let name = v["config"]["metadata"]["name"].as_str().unwrap_or("?");
+            for f in [console.clone(), console.with_file_name("vmm.log")] {
+                let text = std::fs::read_to_string(&f).unwrap_or_default();
+                out.push_str(&format!(
+                    "\n--- sandbox {name}: {} (tail) ---\n{}",
+                    f.display(),
+                    tail(&text, 40)
+                ));
             }
         }
         out
@@ -277,17 +296,9 @@ impl Drop for Cri {
         self.stop_server();
         // VMMs run in their own process groups and outlive kennel-cri by design: end the ones
         // this test's runtime left (a failed assertion skips the sandbox removal).
-        if let Ok(entries) = std::fs::read_dir(self.state_dir().join("sandboxes")) {
-            for e in entries.flatten() {
-                let Ok(data) = std::fs::read(e.path()) else {
-                    continue;
-                };
-                let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data) else {
-                    continue;
-                };
-                if let Some(pid) = v["vmm"]["pid"].as_i64() {
-                    nix_kill(pid as i32, libc::SIGKILL);
-                }
+        for v in self.sandbox_records() {
+            if let Some(pid) = v["vmm"]["pid"].as_i64() {
+                nix_kill(pid as i32, libc::SIGKILL);
             }
         }
         let _ = Command::new("ip")
