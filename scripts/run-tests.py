@@ -55,7 +55,7 @@ def run(t, timeout, threads, log_dir):
     start = time.monotonic()
     with open(log_path, "w") as log:
         p = subprocess.Popen(
-            [t["exe"], f"--test-threads={threads}"],
+            [t["exe"], f"--test-threads={threads}", "--show-output"],
             cwd=t["dir"],
             env=env,
             stdout=subprocess.PIPE,
