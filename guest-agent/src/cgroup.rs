@@ -174,6 +174,15 @@ pub fn unreclaimable(current: u64, stat: &str) -> u64 {
         .saturating_sub(key("slab_reclaimable"))
 }
 
+/// Counters of `memory.events`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryEvents {
+    /// OOM kills.
+    pub oom_kill: u64,
+    /// Times the cgroup went over `memory.high` (0 on v1).
+    pub high: u64,
+}
+
 /// One container's cgroup.
 #[derive(Debug, Clone)]
 pub enum Cgroup {
@@ -188,7 +197,10 @@ fn read_u64(path: &Path) -> Option<u64> {
 }
 
 fn read_key(path: &Path, key: &str) -> Option<u64> {
-    let text = fs::read_to_string(path).ok()?;
+    key_in(&fs::read_to_string(path).ok()?, key)
+}
+
+fn key_in(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|l| {
         let mut it = l.split_whitespace();
         (it.next() == Some(key)).then(|| it.next()?.parse().ok())?
@@ -277,22 +289,30 @@ impl Cgroup {
 
     /// Number of OOM kills in this cgroup so far.
     pub fn oom_kills(&self) -> u64 {
-        match self {
-            Cgroup::V2(d) => read_key(&d.join("memory.events"), "oom_kill").unwrap_or(0),
-            Cgroup::V1(_) => self
-                .v1("memory")
-                .and_then(|d| read_key(&d.join("memory.oom_control"), "oom_kill"))
-                .unwrap_or(0),
+        self.memory_events().oom_kill
+    }
+
+    /// The OOM kill and `memory.high` counts, from one read of `memory.events` (v2) or
+    /// `memory.oom_control` (v1, where `high` is 0): the agent polls this for every container.
+    pub fn memory_events(&self) -> MemoryEvents {
+        let file = match self {
+            Cgroup::V2(d) => d.join("memory.events"),
+            Cgroup::V1(_) => match self.v1("memory") {
+                Some(d) => d.join("memory.oom_control"),
+                None => return MemoryEvents::default(),
+            },
+        };
+        let text = fs::read_to_string(&file).unwrap_or_default();
+        MemoryEvents {
+            oom_kill: key_in(&text, "oom_kill").unwrap_or(0),
+            high: key_in(&text, "high").unwrap_or(0),
         }
     }
 
-    /// For the agent's OOM check (cgroup v2): the `memory.events` `high` count and
-    /// `memory.high`. None on v1 or without a limit.
-    pub fn high_state(&self) -> Option<(u64, u64)> {
+    /// `memory.high` in bytes (cgroup v2). None on v1 or without a limit.
+    pub fn memory_high(&self) -> Option<u64> {
         let Cgroup::V2(d) = self else { return None };
-        let high = read_u64(&d.join("memory.high"))?;
-        let events = read_key(&d.join("memory.events"), "high").unwrap_or(0);
-        Some((events, high))
+        read_u64(&d.join("memory.high"))
     }
 
     /// Unreclaimable bytes of the cgroup now (v2; 0 elsewhere).

@@ -126,17 +126,19 @@ struct Container {
 impl Container {
     /// OOM kills of this container: the kernel's and the watchdog's.
     fn oom_kills(&self) -> u64 {
-        self.cgroup.oom_kills() + self.watchdog_kills.load(Ordering::SeqCst)
+        self.oom_kills_with(self.cgroup.oom_kills())
     }
 
-    /// The agent's OOM check, run every poll: when the container was throttled at `memory.high`
-    /// since the last check and the memory reclaim cannot free (anon, shmem, kernel) has reached
-    /// it, the container is out of memory; kill it now instead of letting the kernel reclaim
-    /// its program text at the hard limit.
-    fn check_high(&self, id: &str) {
-        let Some((events, high)) = self.cgroup.high_state() else {
-            return;
-        };
+    fn oom_kills_with(&self, kernel: u64) -> u64 {
+        kernel + self.watchdog_kills.load(Ordering::SeqCst)
+    }
+
+    /// The agent's OOM check, run every poll with the `memory.events` `high` count: when the
+    /// container was throttled at `memory.high` since the last check and the memory reclaim
+    /// cannot free (anon, shmem, kernel) has reached it, the container is out of memory; kill it
+    /// now instead of letting the kernel reclaim its program text at the hard limit. Only a
+    /// rising count costs more file reads.
+    fn check_high(&self, id: &str, events: u64) {
         {
             let mut seen = lock(&self.high_seen);
             if events <= *seen {
@@ -144,6 +146,9 @@ impl Container {
             }
             *seen = events;
         }
+        let Some(high) = self.cgroup.memory_high() else {
+            return;
+        };
         let used = self.cgroup.unreclaimable_bytes();
         if used >= high {
             self.oom_kill(
@@ -287,8 +292,9 @@ impl Containers {
 
     fn poll_oom(&self) {
         for (id, c) in self.ready() {
-            c.check_high(&id);
-            let n = c.oom_kills();
+            let events = c.cgroup.memory_events();
+            c.check_high(&id, events.high);
+            let n = c.oom_kills_with(events.oom_kill);
             let mut seen = lock(&c.oom_seen);
             while *seen < n {
                 *seen += 1;
