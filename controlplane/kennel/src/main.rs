@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use controlplane::apiserver::{self, ApiServerConfig, StoreConfig};
+use kennel_apiserver::{ApiServerConfig, StoreConfig};
 
 #[derive(Parser)]
 #[command(name = "kennel", about = "kennel control plane", version)]
@@ -67,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
                     endpoints: etcd_endpoints,
                 }
             };
-            let server = apiserver::start(ApiServerConfig {
+            let server = kennel_apiserver::start(ApiServerConfig {
                 data_dir,
                 listen,
                 store,

@@ -1,5 +1,7 @@
 //! The Kubernetes-compatible API server: discovery, OpenAPI, generic CRUD/watch handlers over the
 //! resource registry, Table output, patches, TLS and bearer-token authentication.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod convert;
 pub mod defaults;
@@ -13,6 +15,7 @@ pub mod registry;
 pub mod request;
 pub mod selectors;
 pub mod server;
+pub mod start;
 pub mod status;
 pub mod strategic;
 pub mod table;
@@ -20,3 +23,4 @@ pub mod validate;
 
 pub use handlers::ApiState;
 pub use server::{bootstrap, router, serve, Tokens};
+pub use start::{start, ApiServerConfig, ApiServerError, RunningApiServer, StoreConfig};

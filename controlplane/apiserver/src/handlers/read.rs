@@ -12,12 +12,12 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{decode_as, json_response, ns_of, read_current, ApiState};
-use crate::api::registry::ResourceDef;
-use crate::api::request::{self, Query, Target};
-use crate::api::selectors::{labels_of, FieldSelector, LabelSelector};
-use crate::api::status::ApiError;
-use crate::api::table::to_table;
-use crate::store::{EventKind, StoreError};
+use crate::registry::ResourceDef;
+use crate::request::{self, Query, Target};
+use crate::selectors::{labels_of, FieldSelector, LabelSelector};
+use crate::status::ApiError;
+use crate::table::to_table;
+use kennel_store::{EventKind, StoreError};
 
 /// GET one object (or its status).
 pub async fn get(

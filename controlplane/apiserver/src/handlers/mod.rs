@@ -18,7 +18,7 @@ use serde_json::Value;
 use super::registry::ResourceDef;
 use super::request::{self, parse_path, Query, Target, MAX_BODY};
 use super::status::ApiError;
-use crate::store::{KeyValue, Store};
+use kennel_store::{KeyValue, Store};
 
 pub use delete::delete_namespace_contents;
 
@@ -39,12 +39,12 @@ pub fn decode(kv: &KeyValue) -> Result<Value, ApiError> {
 
 /// Decodes a stored value as the form `def` serves.
 pub fn decode_as(def: &ResourceDef, kv: &KeyValue) -> Result<Value, ApiError> {
-    Ok(crate::api::convert::from_storage(def, decode(kv)?))
+    Ok(crate::convert::from_storage(def, decode(kv)?))
 }
 
 /// Encodes an object of `def` for storage.
 pub fn encode_as(def: &ResourceDef, obj: &Value) -> Vec<u8> {
-    encode(&crate::api::convert::to_storage(def, obj))
+    encode(&crate::convert::to_storage(def, obj))
 }
 
 /// Encodes an object for storage (without `resourceVersion`, which the store assigns).

@@ -8,10 +8,10 @@ use serde_json::{json, Value};
 use super::cascade::{cascade, propagation, Propagation};
 use super::read::{collect, Filter};
 use super::{encode_as, json_response, ns_of, read_current, with_rv, ApiState};
-use crate::api::defaults::now_rfc3339;
-use crate::api::registry::{ResourceDef, RESOURCES};
-use crate::api::request::{self, Query, Target};
-use crate::api::status::{success, ApiError};
+use crate::defaults::now_rfc3339;
+use crate::registry::{ResourceDef, RESOURCES};
+use crate::request::{self, Query, Target};
+use crate::status::{success, ApiError};
 
 /// Options from the DeleteOptions body and query.
 pub(super) struct DeleteOpts {
@@ -130,7 +130,7 @@ pub async fn delete_namespace_contents(state: &ApiState, ns: &str) -> Result<(),
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         for kv in page.items {
             match state.store.delete(&kv.key, None).await {
-                Ok(_) | Err(crate::store::StoreError::NotFound(_)) => {}
+                Ok(_) | Err(kennel_store::StoreError::NotFound(_)) => {}
                 Err(e) => return Err(ApiError::Internal(e.to_string())),
             }
         }
@@ -142,7 +142,7 @@ pub async fn delete_namespace_contents(state: &ApiState, ns: &str) -> Result<(),
 async fn delete_namespace(
     state: &ApiState,
     def: &ResourceDef,
-    cur: crate::store::KeyValue,
+    cur: kennel_store::KeyValue,
     mut obj: Value,
     opts: &DeleteOpts,
 ) -> Result<Value, ApiError> {
@@ -166,7 +166,7 @@ async fn delete_namespace(
         .map_err(|e| ApiError::from_store(e, &def.qualified(), &name))?;
     delete_namespace_contents(state, &name).await?;
     match state.store.delete(&cur.key, Some(rev)).await {
-        Ok(_) | Err(crate::store::StoreError::NotFound(_)) => {}
+        Ok(_) | Err(kennel_store::StoreError::NotFound(_)) => {}
         Err(e) => return Err(ApiError::from_store(e, &def.qualified(), &name)),
     }
     Ok(with_rv(obj, rev))

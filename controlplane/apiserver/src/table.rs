@@ -579,7 +579,7 @@ pub fn to_table(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::defaults::now_rfc3339;
+    use crate::defaults::now_rfc3339;
 
     #[test]
     fn durations() {

@@ -1,20 +1,21 @@
 //! One test suite, run against both store backends (SQLite file, real etcd).
 
-mod common;
+#[path = "common/etcd.rs"]
+mod etcd;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::etcd::EtcdServer;
-use controlplane::store::{
+use etcd::EtcdServer;
+use futures::StreamExt;
+use kennel_store::{
     spawn_compactor, CompactionPolicy, EtcdStore, EventKind, SqliteStore, Store, StoreError,
     WatchStream,
 };
-use futures::StreamExt;
 
 const T: Duration = Duration::from_secs(30);
 
-async fn next(w: &mut WatchStream) -> Result<controlplane::store::WatchEvent, StoreError> {
+async fn next(w: &mut WatchStream) -> Result<kennel_store::WatchEvent, StoreError> {
     tokio::time::timeout(T, w.next())
         .await
         .expect("watch event in time")

@@ -6,9 +6,9 @@ use serde_json::Value;
 
 use super::delete::{delete_one, DeleteOpts};
 use super::{decode_as, encode_as, ApiState};
-use crate::api::registry::{self, ResourceDef};
-use crate::api::status::ApiError;
-use crate::store::StoreError;
+use crate::registry::{self, ResourceDef};
+use crate::status::ApiError;
+use kennel_store::StoreError;
 
 /// What happens to dependents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -67,7 +67,7 @@ mod tests {
 
     #[test]
     fn event_roundtrip() {
-        let def = crate::api::registry::find("events.k8s.io", "v1", "events").unwrap();
+        let def = crate::registry::find("events.k8s.io", "v1", "events").unwrap();
         let ev = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "regarding": {"name": "p"}, "note": "hi", "reason": "Started"});
         let core = to_storage(def, &ev);
         assert_eq!(

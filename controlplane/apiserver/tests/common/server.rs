@@ -1,6 +1,6 @@
 //! Starts the API server in-process on a free loopback port with a temporary data directory.
 
-use controlplane::apiserver::{self, ApiServerConfig, RunningApiServer, StoreConfig};
+use kennel_apiserver::{ApiServerConfig, RunningApiServer, StoreConfig};
 
 use super::etcd::EtcdServer;
 
@@ -36,7 +36,7 @@ impl TestServer {
                 endpoints: vec![e.endpoint.clone()],
             },
         };
-        let api = apiserver::start(ApiServerConfig {
+        let api = kennel_apiserver::start(ApiServerConfig {
             data_dir: dir.path().to_path_buf(),
             listen: "127.0.0.1:0".parse().unwrap(),
             store,

@@ -2,16 +2,16 @@
 //! pod creates/s with p50/p99 latency for 1 and 64 concurrent clients, watch delivery latency to
 //! 1,000 watchers, and list latency at 10,000 pods. Clients are kube-rs over TLS with a token.
 //!
-//! Run: `cargo bench -p controlplane --bench apiserver` (needs `/usr/bin/etcd`).
+//! Run: `cargo bench -p kennel-apiserver --bench apiserver` (needs `/usr/bin/etcd`).
 
-#[path = "../tests/common/etcd.rs"]
+#[path = "../../store/tests/common/etcd.rs"]
 mod etcd;
 
 use std::time::{Duration, Instant};
 
-use controlplane::apiserver::{self, ApiServerConfig, StoreConfig};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kennel_apiserver::{ApiServerConfig, StoreConfig};
 use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
@@ -192,7 +192,7 @@ async fn list_latency(client: &Client) -> (Duration, Duration, Duration) {
 async fn run(name: &str, store: StoreConfig) -> Results {
     println!("== {name}");
     let dir = tempfile::tempdir().unwrap();
-    let server = apiserver::start(ApiServerConfig {
+    let server = kennel_apiserver::start(ApiServerConfig {
         data_dir: dir.path().to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
         store,

@@ -6,9 +6,9 @@ use serde_json::{json, Value};
 
 use super::write::{apply_patch, store_update};
 use super::{json_response, ns_of, read_current, ApiState, WriteOpts};
-use crate::api::request::{self, normalize, Query, Target};
-use crate::api::selectors::LabelSelector;
-use crate::api::status::{success, ApiError};
+use crate::request::{self, normalize, Query, Target};
+use crate::selectors::LabelSelector;
+use crate::status::{success, ApiError};
 
 fn scale_of(obj: &Value) -> Value {
     let m = &obj["metadata"];
@@ -74,7 +74,7 @@ pub async fn scale(
             return Err(ApiError::Invalid {
                 kind: "Scale".into(),
                 name,
-                causes: vec![crate::api::status::Cause::invalid(
+                causes: vec![crate::status::Cause::invalid(
                     "spec.replicas",
                     &replicas.to_string(),
                     "must be greater than or equal to 0",
@@ -115,7 +115,7 @@ pub async fn binding(
         return Err(ApiError::Invalid {
             kind: "Binding".into(),
             name,
-            causes: vec![crate::api::status::Cause::required("target.name")],
+            causes: vec![crate::status::Cause::required("target.name")],
         });
     }
     let (cur, mut pod) = read_current(state, def, ns.as_deref(), &name).await?;
@@ -140,7 +140,7 @@ pub async fn binding(
         .unwrap_or_default();
     conditions.retain(|c| c["type"] != "PodScheduled");
     conditions.push(json!({"type": "PodScheduled", "status": "True",
-        "lastTransitionTime": crate::api::defaults::now_rfc3339(), "lastProbeTime": null}));
+        "lastTransitionTime": crate::defaults::now_rfc3339(), "lastProbeTime": null}));
     pod["status"]["conditions"] = json!(conditions);
     store_update(state, def, &cur, pod, opts.dry_run).await?;
     Ok(json_response(StatusCode::CREATED, &success(json!({})), &[]))

@@ -4,7 +4,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
-use crate::store::StoreError;
+use kennel_store::StoreError;
 
 /// One field-level cause of an `Invalid` error.
 #[derive(Debug, Clone, PartialEq, Eq)]

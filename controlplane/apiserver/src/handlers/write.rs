@@ -5,13 +5,13 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 use super::{encode_as, json_response, ns_of, read_current, with_rv, ApiState, WriteOpts};
-use crate::api::defaults::{self, apply_defaults, initial_status, spec_part};
-use crate::api::registry::{self, ResourceDef};
-use crate::api::request::{self, normalize, Query, Target};
-use crate::api::status::ApiError;
-use crate::api::strategic::strategic_merge;
-use crate::api::validate::validate;
-use crate::store::KeyValue;
+use crate::defaults::{self, apply_defaults, initial_status, spec_part};
+use crate::registry::{self, ResourceDef};
+use crate::request::{self, normalize, Query, Target};
+use crate::status::ApiError;
+use crate::strategic::strategic_merge;
+use crate::validate::validate;
+use kennel_store::KeyValue;
 
 /// How many times a patch is retried when the object changes underneath it.
 const PATCH_RETRIES: usize = 16;
@@ -342,7 +342,7 @@ pub fn apply_patch(obj: &Value, patch: &Value, patch_type: &str) -> Result<Value
                 .map_err(|e| ApiError::Invalid {
                     kind: "JSONPatch".into(),
                     name: String::new(),
-                    causes: vec![crate::api::status::Cause {
+                    causes: vec![crate::status::Cause {
                         reason: "FieldValueInvalid",
                         message: e.to_string(),
                         field: "patch".into(),
@@ -386,7 +386,7 @@ pub async fn patch(
         return Err(ApiError::Invalid {
             kind: "PatchOptions".into(),
             name: String::new(),
-            causes: vec![crate::api::status::Cause::required("fieldManager")],
+            causes: vec![crate::status::Cause::required("fieldManager")],
         });
     }
     for _ in 0..PATCH_RETRIES {

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::api::{self, pki, ApiState};
-use crate::store::{spawn_compactor, CompactionPolicy, EtcdStore, SqliteStore, Store, StoreError};
+use crate::{pki, ApiState};
+use kennel_store::{spawn_compactor, CompactionPolicy, EtcdStore, SqliteStore, Store, StoreError};
 
 /// Errors while starting the API server.
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +130,7 @@ pub async fn start(cfg: ApiServerConfig) -> Result<RunningApiServer, ApiServerEr
     let state = ApiState {
         store: store.clone(),
     };
-    api::bootstrap(&state).await?;
+    crate::bootstrap(&state).await?;
     let pki = pki::ensure_pki(&cfg.data_dir, &[])?;
     let mut accepted = HashSet::from([pki.admin_token.clone()]);
     if let Some(path) = &cfg.token_file {
@@ -179,9 +179,9 @@ pub async fn start(cfg: ApiServerConfig) -> Result<RunningApiServer, ApiServerEr
         kc.push('\n');
     }
     pki::write_atomic(&kubeconfig, kc.as_bytes())?;
-    let router = api::router(state, tokens);
+    let router = crate::router(state, tokens);
     let server = tokio::spawn(async move {
-        if let Err(e) = api::serve(listener, router, tls).await {
+        if let Err(e) = crate::serve(listener, router, tls).await {
             tracing::error!(error = %e, "API server stopped");
         }
     });

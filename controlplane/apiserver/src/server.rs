@@ -21,7 +21,7 @@ use super::discovery;
 use super::handlers::{dispatch, encode, json_response, ApiState};
 use super::registry;
 use super::status::ApiError;
-use crate::store::StoreError;
+use kennel_store::StoreError;
 
 /// Accepted bearer tokens; `None` disables authentication (plain local testing only).
 pub type Tokens = Option<Arc<HashSet<String>>>;

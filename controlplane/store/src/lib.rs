@@ -5,6 +5,9 @@
 //! compare-and-swap on that revision. Watches replay the ordered event log from any revision still
 //! retained; older revisions are compacted away and answer [`StoreError::Compacted`] (HTTP 410).
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 pub mod compactor;
 pub mod etcd;
 pub mod sqlite;
