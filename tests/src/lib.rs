@@ -3,4 +3,5 @@
 
 pub mod guest;
 pub mod procfs;
+pub mod registry;
 pub mod runc;

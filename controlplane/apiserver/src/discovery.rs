@@ -51,6 +51,7 @@ fn resource_entries(gv_group: &str, gv_version: &str) -> Vec<Value> {
             let (kind, group, version, verbs): (&str, &str, &str, &[&str]) = match *sub {
                 "scale" => ("Scale", "autoscaling", "v1", &["get", "patch", "update"]),
                 "binding" => ("Binding", "", "v1", &["create"]),
+                "log" => (r.kind, r.group, r.version, &["get"]),
                 _ => (r.kind, r.group, r.version, &["get", "patch", "update"]),
             };
             let mut e = json!({
@@ -171,6 +172,7 @@ fn aggregated_resource(r: &ResourceDef) -> Value {
             let (kind, group, version, verbs): (&str, &str, &str, &[&str]) = match *sub {
                 "scale" => ("Scale", "autoscaling", "v1", &["get", "patch", "update"]),
                 "binding" => ("Binding", "", "v1", &["create"]),
+                "log" => (r.kind, r.group, r.version, &["get"]),
                 _ => (r.kind, r.group, r.version, &["get", "patch", "update"]),
             };
             json!({"subresource": sub, "responseKind": {"group": group, "version": version, "kind": kind}, "verbs": verbs})

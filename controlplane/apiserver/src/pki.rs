@@ -1,12 +1,18 @@
 //! Cluster PKI and credentials: a generated CA, the API server's serving certificate, the admin
-//! bearer token and the admin kubeconfig, all kept in the data directory (written atomically).
+//! bearer token, the kubelet-client token (the API server's credential towards node agents), node
+//! serving certificates signed by the CA and the admin kubeconfig, all kept in the data directory's
+//! `pki/` (written atomically).
 
 use std::io::Write;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use base64::Engine;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -27,6 +33,9 @@ pub enum PkiError {
     /// A PEM file could not be parsed.
     #[error("{0}: invalid PEM")]
     Pem(PathBuf),
+    /// A credential file is empty.
+    #[error("{0}: empty")]
+    Empty(PathBuf),
     /// rustls rejected the configuration.
     #[error("tls config: {0}")]
     Tls(#[from] rustls::Error),
@@ -43,6 +52,16 @@ pub struct Pki {
     pub key_pem: String,
     /// The admin bearer token.
     pub admin_token: String,
+    /// The bearer token the API server presents to node agents (`pki/kubelet-client.token`).
+    pub kubelet_client_token: String,
+}
+
+/// File name (in the pki directory) of the token the API server presents to node agents.
+pub const KUBELET_CLIENT_TOKEN: &str = "kubelet-client.token";
+
+/// The pki directory of a data directory (`<data_dir>/pki`).
+pub fn pki_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("pki")
 }
 
 /// Writes `data` to `path` atomically (temp file, fsync, rename).
@@ -64,6 +83,43 @@ fn read(path: &Path) -> Option<String> {
     std::fs::read_to_string(path).ok()
 }
 
+/// A fresh random bearer token (256 bits, hex).
+fn random_token() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// Reads the token at `path`, creating it (atomically) when it is missing or empty.
+fn ensure_token(path: &Path) -> Result<String, PkiError> {
+    match read(path) {
+        Some(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
+        _ => {
+            let t = random_token();
+            write_atomic(path, t.as_bytes())?;
+            Ok(t)
+        }
+    }
+}
+
+/// The CA's certificate parameters. The CA certificate is re-created from these when signing later
+/// (the issuer name must match the stored CA's subject byte for byte, so keep them stable).
+fn ca_params() -> Result<CertificateParams, PkiError> {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "kennel-ca");
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(ca_params)
+}
+
 /// Loads the credentials from `dir/pki`, generating whatever is missing. `sans` are extra
 /// subject alternative names for the serving certificate.
 pub fn ensure_pki(dir: &Path, sans: &[String]) -> Result<Pki, PkiError> {
@@ -80,16 +136,7 @@ pub fn ensure_pki(dir: &Path, sans: &[String]) -> Result<Pki, PkiError> {
         (Some(a), Some(b), Some(c)) => (a, b, c),
         _ => {
             let ca_keypair = KeyPair::generate()?;
-            let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-            ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            ca_params
-                .distinguished_name
-                .push(DnType::CommonName, "kennel-ca");
-            ca_params.key_usages = vec![
-                KeyUsagePurpose::KeyCertSign,
-                KeyUsagePurpose::CrlSign,
-                KeyUsagePurpose::DigitalSignature,
-            ];
+            let ca_params = ca_params()?;
             let ca_cert = ca_params.self_signed(&ca_keypair)?;
             let mut names: Vec<String> = [
                 "localhost",
@@ -119,24 +166,71 @@ pub fn ensure_pki(dir: &Path, sans: &[String]) -> Result<Pki, PkiError> {
             out
         }
     };
-    let admin_token = match read(&token) {
-        Some(t) if !t.trim().is_empty() => t.trim().to_string(),
-        _ => {
-            let t = format!(
-                "{}{}",
-                uuid::Uuid::new_v4().simple(),
-                uuid::Uuid::new_v4().simple()
-            );
-            write_atomic(&token, t.as_bytes())?;
-            t
-        }
-    };
+    let admin_token = ensure_token(&token)?;
+    let kubelet_client_token = ensure_token(&pki.join(KUBELET_CLIENT_TOKEN))?;
     Ok(Pki {
         ca_pem,
         cert_pem,
         key_pem,
         admin_token,
+        kubelet_client_token,
     })
+}
+
+/// Reads the kubelet-client token from `pki_dir` (created by [`ensure_pki`]); node agents accept
+/// requests to their API that carry it.
+pub fn read_kubelet_client_token(pki_dir: &Path) -> Result<String, PkiError> {
+    let path = pki_dir.join(KUBELET_CLIENT_TOKEN);
+    let text = std::fs::read_to_string(&path).map_err(|source| PkiError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(PkiError::Empty(path));
+    }
+    Ok(token.to_string())
+}
+
+/// Issues a serving certificate for node `node_name`'s API (port 10250), signed by the cluster CA in
+/// `pki_dir` (created by [`ensure_pki`]). Subject alternative names: the node name, `ips`,
+/// `127.0.0.1` and `localhost`. Returns `(cert_pem, key_pem)`; nothing is written.
+pub fn issue_node_cert(
+    pki_dir: &Path,
+    node_name: &str,
+    ips: &[IpAddr],
+) -> Result<(String, String), PkiError> {
+    let ca_key_path = pki_dir.join("ca.key");
+    let ca_key_pem = std::fs::read_to_string(&ca_key_path).map_err(|source| PkiError::Io {
+        path: ca_key_path.clone(),
+        source,
+    })?;
+    let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(|_| PkiError::Pem(ca_key_path))?;
+    let ca_params = ca_params()?;
+    let issuer = Issuer::from_params(&ca_params, &ca_key);
+    let mut names: Vec<String> = vec![node_name.to_string()];
+    let loopback = [IpAddr::from([127, 0, 0, 1])];
+    for ip in ips.iter().chain(loopback.iter()) {
+        let ip = ip.to_string();
+        if !names.contains(&ip) {
+            names.push(ip);
+        }
+    }
+    if !names.iter().any(|n| n == "localhost") {
+        names.push("localhost".into());
+    }
+    let mut params = CertificateParams::new(names)?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, node_name.to_string());
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
 }
 
 impl Pki {
@@ -201,5 +295,72 @@ mod tests {
         assert!(a
             .kubeconfig("https://127.0.0.1:1")
             .contains("certificate-authority-data"));
+        assert_eq!(a.kubelet_client_token, b.kubelet_client_token);
+        assert_eq!(a.kubelet_client_token.len(), 64);
+        assert_ne!(a.kubelet_client_token, a.admin_token);
+        assert_eq!(
+            read_kubelet_client_token(&pki_dir(dir.path())).unwrap(),
+            a.kubelet_client_token
+        );
+    }
+
+    #[test]
+    fn kubelet_client_token_added_to_existing_pki() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = ensure_pki(dir.path(), &[]).unwrap();
+        std::fs::remove_file(pki_dir(dir.path()).join(KUBELET_CLIENT_TOKEN)).unwrap();
+        assert!(read_kubelet_client_token(&pki_dir(dir.path())).is_err());
+        let b = ensure_pki(dir.path(), &[]).unwrap();
+        assert_eq!(a.cert_pem, b.cert_pem);
+        assert_eq!(a.admin_token, b.admin_token);
+        assert_ne!(a.kubelet_client_token, b.kubelet_client_token);
+        assert_eq!(b.kubelet_client_token.len(), 64);
+    }
+
+    fn verify(ca_pem: &str, cert_pem: &str, name: &str) -> Result<(), rustls::Error> {
+        use rustls::client::danger::ServerCertVerifier;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .unwrap();
+        let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+        let name = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+        verifier
+            .verify_server_cert(&cert, &[], &name, &[], rustls::pki_types::UnixTime::now())
+            .map(|_| ())
+    }
+
+    #[test]
+    fn node_cert_chains_to_the_cluster_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = ensure_pki(dir.path(), &[]).unwrap();
+        let ip: IpAddr = "10.1.2.3".parse().unwrap();
+        let (cert, key) = issue_node_cert(&pki_dir(dir.path()), "node-1", &[ip]).unwrap();
+        for name in ["node-1", "10.1.2.3", "127.0.0.1", "localhost"] {
+            verify(&pki.ca_pem, &cert, name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        assert!(verify(&pki.ca_pem, &cert, "node-2").is_err());
+        assert!(verify(&pki.ca_pem, &cert, "10.1.2.4").is_err());
+        // a different cluster's CA does not accept it
+        let other = tempfile::tempdir().unwrap();
+        let other = ensure_pki(other.path(), &[]).unwrap();
+        assert!(verify(&other.ca_pem, &cert, "node-1").is_err());
+        // the pair serves TLS
+        Pki {
+            cert_pem: cert,
+            key_pem: key,
+            ..pki
+        }
+        .server_config()
+        .unwrap();
+        // a missing CA is an error naming the file
+        let empty = tempfile::tempdir().unwrap();
+        let err = issue_node_cert(empty.path(), "n", &[]).unwrap_err();
+        assert!(err.to_string().contains("ca.key"), "{err}");
     }
 }

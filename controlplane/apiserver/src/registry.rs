@@ -31,7 +31,7 @@ pub struct ResourceDef {
     pub short_names: &'static [&'static str],
     /// Categories (e.g. `all`).
     pub categories: &'static [&'static str],
-    /// Subresources: `status`, `scale`, `binding`.
+    /// Subresources: `status`, `scale`, `binding`, `log`.
     pub subresources: &'static [&'static str],
 }
 
@@ -103,7 +103,7 @@ macro_rules! res {
 #[rustfmt::skip]
 pub static RESOURCES: &[ResourceDef] = &[
     res!("", "v1", "namespaces", "namespace", "Namespace", false, ["ns"], [], ["status"]),
-    res!("", "v1", "pods", "pod", "Pod", true, ["po"], ["all"], ["status", "binding"]),
+    res!("", "v1", "pods", "pod", "Pod", true, ["po"], ["all"], ["status", "binding", "log"]),
     res!("", "v1", "services", "service", "Service", true, ["svc"], ["all"], ["status"]),
     res!("", "v1", "endpoints", "endpoints", "Endpoints", true, ["ep"], [], []),
     res!("", "v1", "configmaps", "configmap", "ConfigMap", true, ["cm"], [], []),

@@ -21,7 +21,7 @@ pub struct Target {
     pub namespace: Option<String>,
     /// Object name.
     pub name: Option<String>,
-    /// Subresource (`status`, `scale`, `binding`).
+    /// Subresource (`status`, `scale`, `binding`, `log`).
     pub sub: Option<String>,
 }
 

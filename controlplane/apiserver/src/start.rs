@@ -1,6 +1,6 @@
 //! Builds a running API server from plain config, in a documented order: open the store, start
-//! compaction, create bootstrap objects, load or generate credentials, bind, write the admin
-//! kubeconfig, serve.
+//! compaction, create bootstrap objects, load or generate credentials (and the client for node
+//! agents), bind, write the admin kubeconfig, serve.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::handlers::KubeletClient;
 use crate::{pki, ApiState};
 use kennel_store::{spawn_compactor, CompactionPolicy, EtcdStore, SqliteStore, Store, StoreError};
 
@@ -127,11 +128,16 @@ pub async fn open_store(cfg: &ApiServerConfig) -> Result<Arc<dyn Store>, StoreEr
 pub async fn start(cfg: ApiServerConfig) -> Result<RunningApiServer, ApiServerError> {
     let store = open_store(&cfg).await?;
     let compactor = spawn_compactor(store.clone(), CompactionPolicy::default());
-    let state = ApiState {
+    let mut state = ApiState {
         store: store.clone(),
+        kubelet: None,
     };
     crate::bootstrap(&state).await?;
     let pki = pki::ensure_pki(&cfg.data_dir, &[])?;
+    state.kubelet = Some(Arc::new(KubeletClient::new(
+        &pki.ca_pem,
+        pki.kubelet_client_token.clone(),
+    )?));
     let mut accepted = HashSet::from([pki.admin_token.clone()]);
     if let Some(path) = &cfg.token_file {
         let text = std::fs::read_to_string(path).map_err(|source| ApiServerError::TokenFile {

@@ -1,5 +1,8 @@
-//! `kennel`: the control plane binary.
+//! `kennel`: `kennel up` (a whole single-node cluster), and each component as a subcommand.
 #![forbid(unsafe_code)]
+
+mod supervise;
+mod up;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -18,6 +21,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a single-node cluster: API server, kennel-cri and the node agent, supervised.
+    Up(Box<up::UpArgs>),
     /// Run the Kubernetes-compatible API server.
     Apiserver {
         /// State directory (SQLite database, pki, admin.kubeconfig).
@@ -41,8 +46,33 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // A network namespace is entered before any thread exists: setns affects only the calling
+    // thread, and every runtime thread is spawned from this one afterwards.
+    if let Command::Up(a) = &cli.command {
+        if let Some(ns) = &a.netns {
+            enter_netns(ns)?;
+        }
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?
+        .block_on(run(cli))
+}
+
+fn enter_netns(name: &str) -> anyhow::Result<()> {
+    let host = std::fs::File::open("/proc/self/ns/net").context("opening /proc/self/ns/net")?;
+    supervise::set_host_netns(host);
+    let path = std::path::Path::new("/run/netns").join(name);
+    let f = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)
+        .with_context(|| format!("entering network namespace {name}"))?;
+    Ok(())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -50,8 +80,8 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     match cli.command {
+        Command::Up(args) => up::run(*args).await?,
         Command::Apiserver {
             data_dir,
             listen,

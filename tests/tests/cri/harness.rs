@@ -61,32 +61,6 @@ pub async fn unix_channel(path: &Path, timeout: Duration) -> Channel {
         .expect("CRI channel")
 }
 
-/// Pushes busybox and kubia (built with cargo, static) to `registry`.
-async fn push_test_images(registry: &TestRegistry) {
-    let cargo = std::env::var_os("CARGO")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "cargo".into());
-    let ws = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let (kubia, pet) = tokio::task::spawn_blocking(move || {
-        images::testimages::build_kubia_binaries(&cargo, &ws).expect("build kubia")
-    })
-    .await
-    .unwrap();
-    let client =
-        images::registry::RegistryClient::new(registry.client_config(None)).expect("client");
-    let built =
-        images::testimages::test_images(images::testimages::HOST_BUSYBOX.as_ref(), &kubia, &pet)
-            .expect("test images");
-    for (name, img) in built {
-        if name.starts_with("kubia-pet") {
-            continue;
-        }
-        img.push(&client, &format!("{}/{name}", registry.host()))
-            .await
-            .expect("push");
-    }
-}
-
 impl Cri {
     /// Starts everything; `tag` keeps names unique between test binaries running at once.
     pub async fn start(tag: &str) -> Self {
@@ -106,7 +80,7 @@ impl Cri {
         sh(Command::new("ip").args(["-n", &netns, "link", "set", "lo", "up"]));
         let pod_cidr = format!("10.{}.{n}.0/24", if tag == "bench" { 215 } else { 214 });
         let registry = TestRegistry::start(TestRegistryOptions::default()).expect("registry");
-        push_test_images(&registry).await;
+        kennel_tests::registry::push_test_images(&registry).await;
         let registry_host = registry.host();
         let mut cri = Self {
             dir,

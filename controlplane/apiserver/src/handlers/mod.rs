@@ -1,9 +1,10 @@
 //! Resource handlers, generic over the registry: one dispatcher routes by method and URL shape
 //! to read (get/list/watch), write (create/update/patch), delete (+ owner cascade) and
-//! subresource operations.
+//! subresource operations (`pods/log` streams from the pod's node).
 
 mod cascade;
 mod delete;
+mod log;
 mod read;
 mod sub;
 mod write;
@@ -21,12 +22,15 @@ use super::status::ApiError;
 use kennel_store::{KeyValue, Store};
 
 pub use delete::delete_namespace_contents;
+pub use log::KubeletClient;
 
 /// Shared state of the API server.
 #[derive(Clone)]
 pub struct ApiState {
     /// The backing store.
     pub store: Arc<dyn Store>,
+    /// How to reach node agents (`pods/log`); `None` answers those requests with an error.
+    pub kubelet: Option<Arc<KubeletClient>>,
 }
 
 /// Decodes a stored value and stamps its `resourceVersion`.
@@ -159,6 +163,7 @@ async fn route(
         (&Method::POST, true, Some("binding")) => {
             sub::binding(&state, t, &query, &headers, &body).await
         }
+        (&Method::GET, true, Some("log")) => Ok(log::get(&state, t, &query).await),
         _ => Err(ApiError::MethodNotAllowed),
     }
 }

@@ -1,0 +1,365 @@
+//! End to end: `kennel up` in a network namespace made here, driven by the real kubectl (1.32
+//! and 1.27). One cluster, at most two pod VMs alive at once:
+//! - the node registers, turns Ready (runtime conditions), holds its Lease;
+//! - a pod with `nodeName` set runs busybox and kubia in its own VM: its init container first,
+//!   env from fieldRef/resourceFieldRef/ConfigMap/Secret (a missing ConfigMap first gives
+//!   CreateContainerConfigError, then the pod starts once it exists), kubia answers on the pod
+//!   IP, `kubectl logs` (-c, init container);
+//! - a second pod: a container that exits 3 under `restartPolicy: Always` goes to
+//!   CrashLoopBackOff with restartCount rising and `kubectl logs --previous`; its sibling with an
+//!   unknown image goes ErrImagePull → ImagePullBackOff; nothing else is disturbed;
+//! - `hostNetwork` is refused (Failed, PodSpecNotSupported) without a VM;
+//! - `kill -9` of kennel up and kennel-cri, then a rerun: the same pod (uid, IP, container id,
+//!   restartCount) keeps running, adopted;
+//! - deletion stops the containers, removes the VM and then the pod object.
+
+#[path = "cluster/harness.rs"]
+mod harness;
+
+use harness::Cluster;
+use std::time::Duration;
+
+/// The first pod's sandbox may boot the template VM (tens of seconds here), then two images
+/// are pulled and two containers started in an emulated guest kernel.
+const FIRST_POD: Duration = Duration::from_secs(420);
+const STEP: Duration = Duration::from_secs(240);
+
+fn env_pod(reg: &str, node: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: envpod
+  labels: {{app: envpod}}
+spec:
+  nodeName: {node}
+  initContainers:
+  - name: init
+    image: {reg}/busybox:latest
+    command: ["sh", "-c", "echo init-ran"]
+  containers:
+  - name: main
+    image: {reg}/busybox:latest
+    command: ["sh", "-c", "echo POD=$POD_NAME NS=$POD_NS IP=$POD_IP NODE=$NODE MEM=$MEM_MIB CFG=$FROM_CFG SECRET=$FROM_SECRET LATE=$LATE EXPANDED=$(POD_NAME)-x; exec sleep 100000"]
+    env:
+    - name: POD_NAME
+      valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}
+    - name: POD_NS
+      valueFrom: {{fieldRef: {{fieldPath: metadata.namespace}}}}
+    - name: POD_IP
+      valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}
+    - name: NODE
+      valueFrom: {{fieldRef: {{fieldPath: spec.nodeName}}}}
+    - name: MEM_MIB
+      valueFrom: {{resourceFieldRef: {{containerName: main, resource: requests.memory, divisor: 1Mi}}}}
+    - name: FROM_CFG
+      valueFrom: {{configMapKeyRef: {{name: cfg, key: color}}}}
+    - name: FROM_SECRET
+      valueFrom: {{secretKeyRef: {{name: sec, key: password}}}}
+    - name: LATE
+      valueFrom: {{configMapKeyRef: {{name: late, key: k}}}}
+    resources:
+      requests: {{memory: 8Mi}}
+  - name: kubia
+    image: {reg}/kubia:latest
+    ports: [{{containerPort: 8080}}]
+"#
+    )
+}
+
+fn faulty_pod(reg: &str, node: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: faulty
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: crash
+    image: {reg}/busybox:latest
+    command: ["sh", "-c", "echo crashing-now; exit 3"]
+  - name: noimage
+    image: {reg}/does-not-exist:v1
+"#
+    )
+}
+
+fn host_network_pod(node: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: hostnet
+spec:
+  nodeName: {node}
+  hostNetwork: true
+  containers:
+  - name: c
+    image: busybox
+"#
+    )
+}
+
+fn status_of(c: &Cluster, pod: &str, container: &str, path: &str) -> String {
+    c.pod_field(
+        pod,
+        &format!(".status.containerStatuses[?(@.name==\"{container}\")]{path}"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kennel_up_end_to_end() {
+    let mut c = Cluster::start("e2e").await;
+    let node = c.node.clone();
+    let reg = c.registry_host.clone();
+
+    // --- the node ---
+    let ready = "{.status.conditions[?(@.type==\"Ready\")].status}";
+    let t = std::time::Instant::now();
+    loop {
+        let out = c.kubectl(&["get", "node", &node, "-o", &format!("jsonpath={ready}")]);
+        if String::from_utf8_lossy(&out.stdout) == "True" {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "node never Ready\n{}",
+            c.diagnostics()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!(
+        "[cluster] node Ready after {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    for bin in ["kubectl", "kubectl.1.27"] {
+        let out = c.kubectl_bin(bin, &["get", "nodes"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&node) && text.contains("Ready"),
+            "{bin} get nodes: {text}"
+        );
+    }
+    let alloc = c.k(&["get", "node", &node, "-o", "jsonpath={.status.allocatable.memory} {.status.capacity.pods} {.status.nodeInfo.containerRuntimeVersion}"]);
+    assert!(
+        alloc.contains("110") && alloc.contains("kennel"),
+        "node status: {alloc}"
+    );
+    let lease = c.k(&[
+        "get",
+        "lease",
+        "-n",
+        "kube-node-lease",
+        &node,
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    assert_eq!(lease, node);
+    let taints = c.k(&["get", "node", &node, "-o", "jsonpath={.spec.taints}"]);
+    assert!(
+        !taints.contains("not-ready"),
+        "Ready node keeps the not-ready taint: {taints}"
+    );
+
+    // --- refused without a VM ---
+    c.apply(&host_network_pod(&node));
+    c.wait_pod("hostnet", ".status.phase", STEP, |p| p == "Failed");
+    assert_eq!(
+        c.pod_field("hostnet", ".status.reason"),
+        "PodSpecNotSupported"
+    );
+    assert!(c
+        .pod_field("hostnet", ".status.message")
+        .contains("hostNetwork"));
+
+    // --- a pod with env from everywhere, an init container, kubia ---
+    c.k(&["create", "configmap", "cfg", "--from-literal=color=blue"]);
+    c.k(&[
+        "create",
+        "secret",
+        "generic",
+        "sec",
+        "--from-literal=password=s3cret",
+    ]);
+    c.apply(&env_pod(&reg, &node));
+    let w = c.wait_pod(
+        "envpod",
+        ".status.containerStatuses[?(@.name==\"main\")].state.waiting.reason",
+        FIRST_POD,
+        |r| r == "CreateContainerConfigError",
+    );
+    assert_eq!(w, "CreateContainerConfigError");
+    let msg = status_of(&c, "envpod", "main", ".state.waiting.message");
+    assert!(
+        msg.contains("late"),
+        "the message names the missing ConfigMap: {msg}"
+    );
+    let init = c.pod_field(
+        "envpod",
+        ".status.initContainerStatuses[0].state.terminated.reason",
+    );
+    assert_eq!(init, "Completed", "init container ran first");
+    c.k(&["create", "configmap", "late", "--from-literal=k=v"]);
+    c.wait_pod(
+        "envpod",
+        ".status.conditions[?(@.type==\"Ready\")].status",
+        STEP,
+        |s| s == "True",
+    );
+    assert_eq!(c.pod_field("envpod", ".status.phase"), "Running");
+    let ip = c.pod_field("envpod", ".status.podIP");
+    let prefix = c.pod_cidr.rsplit_once('.').unwrap().0.to_string();
+    assert!(ip.starts_with(&prefix), "pod IP {ip} in {}", c.pod_cidr);
+    assert_eq!(c.pod_field("envpod", ".status.qosClass"), "Burstable");
+    let cid = status_of(&c, "envpod", "main", ".containerID");
+    assert!(cid.starts_with("kennel://"), "{cid}");
+
+    // The environment as the container saw it.
+    let want = format!("POD=envpod NS=default IP={ip} NODE={node} MEM=8 CFG=blue SECRET=s3cret LATE=v EXPANDED=envpod-x");
+    let t = std::time::Instant::now();
+    loop {
+        let logs = c.kubectl(&["logs", "envpod", "-c", "main"]);
+        let text = String::from_utf8_lossy(&logs.stdout);
+        if text.contains(&want) {
+            break;
+        }
+        assert!(
+            t.elapsed() < STEP,
+            "logs of main: {text:?} {}\nwant {want}\n{}",
+            String::from_utf8_lossy(&logs.stderr),
+            c.diagnostics()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(c.k(&["logs", "envpod", "-c", "init"]).contains("init-ran"));
+    // kubia answers on the pod IP, from the node's namespace, with the pod's hostname.
+    let t = std::time::Instant::now();
+    loop {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &c.netns,
+                "busybox",
+                "wget",
+                "-q",
+                "-T",
+                "10",
+                "-O",
+                "-",
+                &format!("http://{ip}:8080/"),
+            ])
+            .output()
+            .unwrap();
+        let body = String::from_utf8_lossy(&out.stdout);
+        if body.contains("You've hit envpod") {
+            break;
+        }
+        assert!(
+            t.elapsed() < STEP,
+            "kubia on {ip}:8080: {body:?} {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            c.diagnostics()
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let describe = c.k(&["describe", "pod", "envpod"]);
+    for event in ["Pulling", "Created", "Started"] {
+        assert!(
+            describe.contains(event),
+            "describe shows {event}:\n{describe}"
+        );
+    }
+
+    // --- crash loop and a bad image, side by side in one VM ---
+    c.apply(&faulty_pod(&reg, &node));
+    c.wait_pod(
+        "faulty",
+        ".status.containerStatuses[?(@.name==\"crash\")].restartCount",
+        FIRST_POD,
+        |n| n.parse::<u32>().is_ok_and(|n| n >= 2),
+    );
+    c.wait_pod(
+        "faulty",
+        ".status.containerStatuses[?(@.name==\"crash\")].state.waiting.reason",
+        STEP,
+        |r| r == "CrashLoopBackOff",
+    );
+    assert_eq!(
+        status_of(&c, "faulty", "crash", ".lastState.terminated.exitCode"),
+        "3"
+    );
+    assert!(c
+        .k(&["logs", "faulty", "-c", "crash", "--previous"])
+        .contains("crashing-now"));
+    c.wait_pod(
+        "faulty",
+        ".status.containerStatuses[?(@.name==\"noimage\")].state.waiting.reason",
+        STEP,
+        |r| r == "ImagePullBackOff" || r == "ErrImagePull",
+    );
+    assert_eq!(
+        c.pod_field("faulty", ".status.phase"),
+        "Running",
+        "crash-looping under Always stays Running"
+    );
+    assert_eq!(
+        c.pod_field("envpod", ".status.conditions[?(@.type==\"Ready\")].status"),
+        "True",
+        "the other pod is undisturbed"
+    );
+    c.k(&["delete", "pod", "faulty", "--wait=true", "--timeout=180s"]);
+    assert_eq!(
+        c.vmm_pids().len(),
+        1,
+        "the faulty pod's VM is gone\n{}",
+        c.diagnostics()
+    );
+
+    // --- kill -9 and a rerun adopt the running pod ---
+    let before = (
+        c.pod_field("envpod", ".metadata.uid"),
+        c.pod_field("envpod", ".status.podIP"),
+        status_of(&c, "envpod", "main", ".containerID"),
+        status_of(&c, "envpod", "main", ".restartCount"),
+    );
+    let vmms = c.vmm_pids();
+    c.kill9();
+    assert_eq!(
+        c.vmm_pids(),
+        vmms,
+        "pod VMs outlive kill -9 of the control plane"
+    );
+    c.up();
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    c.wait_pod(
+        "envpod",
+        ".status.conditions[?(@.type==\"Ready\")].status",
+        STEP,
+        |s| s == "True",
+    );
+    let after = (
+        c.pod_field("envpod", ".metadata.uid"),
+        c.pod_field("envpod", ".status.podIP"),
+        status_of(&c, "envpod", "main", ".containerID"),
+        status_of(&c, "envpod", "main", ".restartCount"),
+    );
+    assert_eq!(
+        before, after,
+        "same uid, IP, container and restartCount after the rerun"
+    );
+    assert_eq!(c.vmm_pids(), vmms, "no VM restarted");
+
+    // --- graceful deletion ---
+    let t = std::time::Instant::now();
+    c.k(&["delete", "pod", "envpod", "--wait=true", "--timeout=180s"]);
+    eprintln!(
+        "[cluster] envpod deleted in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let gone = c.kubectl(&["get", "pod", "envpod"]);
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("NotFound"));
+    assert!(c.vmm_pids().is_empty(), "no VMM left\n{}", c.diagnostics());
+}
