@@ -68,6 +68,10 @@ struct Cli {
     /// vCPUs per pod VM.
     #[arg(long, default_value_t = 1)]
     vcpus: u8,
+    /// Instead of serving: stop and remove every pod sandbox (VMM, tap, IP, port mappings), tear
+    /// down the node network (bridge, NAT table), then exit. `kennel down` runs this.
+    #[arg(long)]
+    teardown: bool,
 }
 
 fn default_vmm() -> PathBuf {
@@ -97,6 +101,30 @@ fn pack_initramfs(agent: &Path, state_dir: &Path) -> anyhow::Result<PathBuf> {
         std::fs::rename(&tmp, &path)?;
     }
     Ok(path)
+}
+
+/// Removes every sandbox, then the node network.
+async fn teardown(rt: &Arc<Runtime>) -> anyhow::Result<()> {
+    let mut failed = 0;
+    for s in rt.state.sandboxes() {
+        let r = match rt.stop_pod_sandbox(&s.id).await {
+            Ok(()) => rt.remove_pod_sandbox(&s.id).await,
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(()) => println!("removed pod sandbox {}", s.id),
+            Err(e) => {
+                failed += 1;
+                eprintln!("kennel-cri: removing sandbox {}: {e}", s.id);
+            }
+        }
+    }
+    match &rt.network {
+        Ok(net) => net.teardown().context("tearing down the node network")?,
+        Err(why) => eprintln!("kennel-cri: node network was not set up ({why}); nothing to remove"),
+    }
+    anyhow::ensure!(failed == 0, "{failed} sandbox(es) could not be removed");
+    Ok(())
 }
 
 #[tokio::main]
@@ -148,6 +176,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let rt = Runtime::new(opts, store).context("starting the runtime")?;
     rt.recover().await;
+    if cli.teardown {
+        return teardown(&rt).await;
+    }
     let image_opts = ImageServiceOptions {
         plain_http: cli.plain_http.clone(),
         extra_ca: cli.registry_ca.clone(),

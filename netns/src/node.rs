@@ -637,7 +637,7 @@ impl NodeNetwork {
 
     /// Removes the whole node network: every pod link, the NAT table, the
     /// bridge and the IPAM state. Idempotent.
-    pub fn teardown(self) -> Result<(), NodeError> {
+    pub fn teardown(&self) -> Result<(), NodeError> {
         let state = self.store.read()?;
         let links: Vec<String> = state
             .sandboxes

@@ -1,6 +1,7 @@
 //! `kennel`: `kennel up` (a whole single-node cluster), and each component as a subcommand.
 #![forbid(unsafe_code)]
 
+mod down;
 mod supervise;
 mod up;
 
@@ -23,6 +24,8 @@ struct Cli {
 enum Command {
     /// Run a single-node cluster: API server, kennel-cri and the node agent, supervised.
     Up(Box<up::UpArgs>),
+    /// Stop `kennel up` and remove every pod VM and the node network (objects are kept).
+    Down(down::DownArgs),
     /// Run the Kubernetes-compatible API server.
     Apiserver {
         /// State directory (SQLite database, pki, admin.kubeconfig).
@@ -82,6 +85,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .init();
     match cli.command {
         Command::Up(args) => up::run(*args).await?,
+        Command::Down(args) => down::run(args).await?,
         Command::Apiserver {
             data_dir,
             listen,

@@ -222,6 +222,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .or_else(first_ipv4)
         .or_else(|| gateway(&args.pod_cidr))
         .unwrap_or_else(|| "127.0.0.1".into());
+    if let Some(pid) = crate::down::running_pid(data) {
+        anyhow::bail!(
+            "kennel up is already running on {} (pid {pid})",
+            data.display()
+        );
+    }
+    kennel_apiserver::pki::write_atomic(
+        &crate::down::pid_file(data),
+        std::process::id().to_string().as_bytes(),
+    )?;
     let (reserved_cpu, reserved_mem) = parse_reserved(&args.system_reserved)?;
     let (node_token, token_file) = node_credentials(data, &node_name)?;
     let store = if args.etcd_endpoints.is_empty() {
@@ -276,6 +286,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if let Some(ca) = &args.registry_ca {
         cri_args.extend(["--registry-ca".into(), ca.display().to_string()]);
     }
+    let cri_program = args
+        .cri_bin
+        .clone()
+        .unwrap_or_else(|| beside_exe("kennel-cri"));
+    let mut command = vec![cri_program.display().to_string()];
+    command.extend(cri_args.iter().cloned());
+    kennel_apiserver::pki::write_atomic(
+        &crate::down::cri_command_file(data),
+        serde_json::to_string(&command)?.as_bytes(),
+    )?;
     let cri = tokio::spawn(supervise::child(
         ChildSpec {
             name: "kennel-cri",

@@ -35,15 +35,21 @@ pub struct ResolvConf {
 }
 
 impl ResolvConf {
-    /// Parses resolv.conf text.
+    /// Parses resolv.conf text as kubelet does: `nameserver` lines accumulate, the last
+    /// `search` and the last `options` line win, search domains lose a trailing dot, and
+    /// anything else (comments, `domain`) is ignored.
     pub fn parse(text: &str) -> Self {
         let mut r = Self::default();
         for line in text.lines() {
             let mut w = line.split_whitespace();
             match w.next() {
                 Some("nameserver") => r.servers.extend(w.next().map(str::to_string)),
-                Some("search") | Some("domain") => r.searches = w.map(str::to_string).collect(),
-                Some("options") => r.options.extend(w.map(str::to_string)),
+                Some("search") => {
+                    r.searches = w
+                        .map(|s| s.strip_suffix('.').unwrap_or(s).to_string())
+                        .collect()
+                }
+                Some("options") => r.options = w.map(str::to_string).collect(),
                 _ => {}
             }
         }
@@ -75,6 +81,18 @@ pub fn pod_labels(pod: &Pod) -> HashMap<String, String> {
     ])
 }
 
+/// Most search domains kubelet passes on (`MaxDNSSearchPathsExpanded`).
+const MAX_SEARCHES: usize = 32;
+/// Longest search domain kubelet passes on (a DNS-1123 subdomain).
+const MAX_SEARCH_LEN: usize = 253;
+/// Longest search line kubelet passes on (`MaxDNSSearchListCharsExpanded`).
+const MAX_SEARCH_LINE: usize = 2048;
+
+fn omit_duplicates(v: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    v.into_iter().filter(|s| seen.insert(s.clone())).collect()
+}
+
 /// The DNS config per `dnsPolicy` (+ `dnsConfig`), and whether ClusterFirst had to fall back
 /// because no cluster DNS is configured (kubelet's `MissingClusterDNS`).
 pub fn dns_config(pod: &Pod, ctx: &SandboxContext) -> (cri::DnsConfig, bool) {
@@ -91,29 +109,27 @@ pub fn dns_config(pod: &Pod, ctx: &SandboxContext) -> (cri::DnsConfig, bool) {
         }
         _ => {
             let d = &ctx.cluster_domain;
-            let mut searches = vec![format!("{ns}.svc.{d}"), format!("svc.{d}"), d.clone()];
+            let mut searches = if d.is_empty() {
+                vec![]
+            } else {
+                vec![format!("{ns}.svc.{d}"), format!("svc.{d}"), d.clone()]
+            };
             searches.extend(ctx.host_resolv.searches.iter().cloned());
             ResolvConf {
                 servers: ctx.cluster_dns.clone(),
-                searches,
+                searches: omit_duplicates(searches),
                 options: vec!["ndots:5".into()],
             }
         }
     };
     if let Some(c) = spec.dns_config {
-        for s in c.nameservers.unwrap_or_default() {
-            if !r.servers.contains(&s) {
-                r.servers.push(s);
-            }
-        }
-        for s in c.searches.unwrap_or_default() {
-            if !r.searches.contains(&s) {
-                r.searches.push(s);
-            }
-        }
+        r.servers.extend(c.nameservers.unwrap_or_default());
+        r.servers = omit_duplicates(r.servers);
+        r.searches.extend(c.searches.unwrap_or_default());
+        r.searches = omit_duplicates(r.searches);
         for o in c.options.unwrap_or_default() {
             let name = o.name.unwrap_or_default();
-            let opt = match o.value {
+            let opt = match o.value.filter(|v| !v.is_empty()) {
                 Some(v) => format!("{name}:{v}"),
                 None => name.clone(),
             };
@@ -122,9 +138,17 @@ pub fn dns_config(pod: &Pod, ctx: &SandboxContext) -> (cri::DnsConfig, bool) {
             r.options.push(opt);
         }
     }
-    // resolv.conf limits as kubelet applies them: 3 nameservers, 32 search domains.
+    // resolv.conf limits as kubelet applies them: 3 nameservers; 32 search domains of at most
+    // 253 characters each, in a search line of at most 2048.
     r.servers.truncate(3);
-    r.searches.truncate(32);
+    r.searches.truncate(MAX_SEARCHES);
+    r.searches.retain(|s| s.len() <= MAX_SEARCH_LEN);
+    let mut line =
+        r.searches.iter().map(|s| s.len()).sum::<usize>() + r.searches.len().saturating_sub(1);
+    while line > MAX_SEARCH_LINE {
+        let last = r.searches.pop().map_or(0, |s| s.len());
+        line = line.saturating_sub(last + 1);
+    }
     (
         cri::DnsConfig {
             servers: r.servers,
@@ -135,11 +159,13 @@ pub fn dns_config(pod: &Pod, ctx: &SandboxContext) -> (cri::DnsConfig, bool) {
     )
 }
 
-/// The pod's hostname: `spec.hostname` or the pod name, truncated to 63 characters.
+/// The pod's hostname: `spec.hostname` (when not empty) or the pod name, truncated to 63
+/// characters.
 pub fn hostname(pod: &Pod) -> String {
     let spec = pod.spec.as_ref();
     let mut h = spec
         .and_then(|s| s.hostname.clone())
+        .filter(|h| !h.is_empty())
         .unwrap_or_else(|| pod.metadata.name.clone().unwrap_or_default());
     h.truncate(63);
     h.trim_end_matches(['-', '.']).to_string()
@@ -176,13 +202,17 @@ pub fn sandbox_config(pod: &Pod, ctx: &SandboxContext, attempt: u32) -> cri::Pod
     for (k, v) in m.labels.clone().unwrap_or_default() {
         labels.entry(k).or_insert(v);
     }
-    let memory = crate::admit::pod_memory_limit(pod).unwrap_or(0);
     let overhead = pod
         .spec
         .as_ref()
         .and_then(|s| s.overhead.as_ref())
         .and_then(|o| o.get("memory"))
         .map(quantity_bytes)
+        .unwrap_or(0);
+    // The pod's own limit, without the overhead (upstream calculateSandboxResources): the
+    // runtime adds `overhead` to it.
+    let memory = crate::admit::pod_memory_limit(pod)
+        .map(|m| m.saturating_sub(overhead))
         .unwrap_or(0);
     cri::PodSandboxConfig {
         metadata: Some(cri::PodSandboxMetadata {
@@ -231,6 +261,9 @@ pub fn quantity_millis(q: &k8s_openapi::apimachinery::pkg::api::resource::Quanti
         .unwrap_or(0)
 }
 
+/// Most cpu shares kubelet sets (`MaxShares`).
+const MAX_SHARES: i64 = 262_144;
+
 /// CFS period kubelet uses (100 ms).
 pub const CPU_PERIOD_US: i64 = 100_000;
 
@@ -250,7 +283,7 @@ pub fn resources(c: &Container) -> cri::LinuxContainerResources {
     // (measured: a one-line `sh -c echo` init container not reaped for minutes). Between pods
     // the VM is the boundary, so no request means the runtime's default weight here.
     let shares = match cpu_req {
-        Some(m) => (m * 1024 / 1000).max(2),
+        Some(m) => (m * 1024 / 1000).clamp(2, MAX_SHARES),
         None => 0,
     };
     let quota = limits

@@ -199,10 +199,23 @@ pub fn is_sidecar(c: &Container) -> bool {
     c.restart_policy.as_deref() == Some("Always")
 }
 
-/// Whether every init container has done its part: exited 0, or (sidecars) started.
+/// Whether the pod has initialized: every init container has done its part (exited 0, or, for
+/// sidecars, running and started), or a regular container already exists in the current
+/// sandbox, so a sidecar restarting afterwards does not undo it (upstream
+/// `GeneratePodInitializedCondition` and `HasAnyActiveRegularContainerStarted`).
 pub fn initialized(pod: &Pod, obs: &Observed) -> bool {
-    let spec = pod.spec.as_ref();
-    spec.map(|s| s.init_containers.as_deref().unwrap_or_default())
+    let Some(spec) = pod.spec.as_ref() else {
+        return true;
+    };
+    if spec
+        .containers
+        .iter()
+        .any(|c| latest(obs, &c.name).is_some())
+    {
+        return true;
+    }
+    spec.init_containers
+        .as_deref()
         .unwrap_or_default()
         .iter()
         .all(|c| match latest(obs, &c.name) {
@@ -222,7 +235,42 @@ fn restart_policy(pod: &Pod) -> &str {
         .unwrap_or("Always")
 }
 
-/// The pod phase from its container statuses (kubelet's `getPhase`).
+/// How a container status counts towards the phase.
+enum Seen {
+    Missing,
+    Running,
+    Exited(i32),
+    /// Waiting; with the exit code of the previous run, if there was one.
+    Waiting(Option<i32>),
+    Unknown,
+}
+
+fn seen(statuses: &[ContainerStatus], name: &str) -> (Seen, bool) {
+    let Some(s) = statuses.iter().find(|s| s.name == name) else {
+        return (Seen::Missing, false);
+    };
+    let started = s.started == Some(true);
+    let st = s.state.clone().unwrap_or_default();
+    let previous = s
+        .last_state
+        .as_ref()
+        .and_then(|l| l.terminated.as_ref())
+        .map(|t| t.exit_code);
+    let seen = if st.running.is_some() {
+        Seen::Running
+    } else if let Some(t) = st.terminated {
+        Seen::Exited(t.exit_code)
+    } else if st.waiting.is_some() {
+        Seen::Waiting(previous)
+    } else {
+        Seen::Unknown
+    };
+    (seen, started)
+}
+
+/// The pod phase from its container statuses, as kubelet's `getPhase`. `initialized` is whether
+/// the pod has initialized before (see [`initialized`]): then sidecars that are restarting
+/// or not started yet do not put the pod back into Pending.
 pub fn phase(
     pod: &Pod,
     init: &[ContainerStatus],
@@ -230,51 +278,69 @@ pub fn phase(
     initialized: bool,
 ) -> &'static str {
     let policy = restart_policy(pod);
-    if !initialized {
-        let failed = init.iter().any(|s| {
-            s.state
-                .as_ref()
-                .and_then(|st| st.terminated.as_ref())
-                .is_some_and(|t| t.exit_code != 0)
-                || s.last_state
-                    .as_ref()
-                    .and_then(|st| st.terminated.as_ref())
-                    .is_some_and(|t| t.exit_code != 0)
-                    && s.state.as_ref().is_some_and(|st| st.waiting.is_some())
-        });
-        if failed && policy == "Never" {
-            return "Failed";
-        }
+    let Some(spec) = pod.spec.as_ref() else {
         return "Pending";
-    }
-    let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
-    for s in app {
-        let st = s.state.clone().unwrap_or_default();
-        if st.running.is_some() {
-            running += 1;
-        } else if let Some(t) = st.terminated {
-            stopped += 1;
-            if t.exit_code == 0 {
-                succeeded += 1;
-            }
-        } else if st.waiting.is_some() {
-            let last_term = s.last_state.as_ref().and_then(|l| l.terminated.as_ref());
-            match last_term {
-                Some(t) => {
-                    stopped += 1;
-                    if t.exit_code == 0 {
-                        succeeded += 1;
+    };
+    let (mut pending_init, mut pending_sidecars, mut failed_init) = (0, 0, 0);
+    let (mut unknown, mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0, 0);
+    for c in spec.init_containers.as_deref().unwrap_or_default() {
+        let (s, started) = seen(init, &c.name);
+        if is_sidecar(c) {
+            // Exited sidecars, or sidecars waiting to restart, do not count.
+            match s {
+                Seen::Missing => unknown += 1,
+                Seen::Running => {
+                    running += 1;
+                    if !started {
+                        pending_sidecars += 1;
                     }
                 }
-                None => waiting += 1,
+                Seen::Exited(_) | Seen::Waiting(Some(_)) => {}
+                Seen::Waiting(None) => {
+                    pending_sidecars += 1;
+                    waiting += 1;
+                }
+                Seen::Unknown => {
+                    pending_sidecars += 1;
+                    unknown += 1;
+                }
+            }
+            continue;
+        }
+        match s {
+            Seen::Exited(code) | Seen::Waiting(Some(code)) => {
+                if code != 0 {
+                    failed_init += 1;
+                }
+            }
+            Seen::Missing | Seen::Running | Seen::Waiting(None) | Seen::Unknown => {
+                pending_init += 1
             }
         }
     }
-    if waiting > 0 {
+    for c in &spec.containers {
+        match seen(app, &c.name).0 {
+            Seen::Running => running += 1,
+            Seen::Exited(code) => {
+                stopped += 1;
+                if code == 0 {
+                    succeeded += 1;
+                }
+            }
+            // Waiting to restart counts as stopped, never as succeeded.
+            Seen::Waiting(Some(_)) => stopped += 1,
+            Seen::Waiting(None) => waiting += 1,
+            Seen::Missing | Seen::Unknown => unknown += 1,
+        }
+    }
+    if failed_init > 0 && policy == "Never" {
+        return "Failed";
+    }
+    if pending_init > 0 || (pending_sidecars > 0 && !initialized) || waiting > 0 {
         "Pending"
-    } else if running > 0 {
+    } else if running > 0 && unknown == 0 {
         "Running"
-    } else if stopped > 0 {
+    } else if running == 0 && stopped > 0 && unknown == 0 {
         match policy {
             "Always" => "Running",
             _ if stopped == succeeded => "Succeeded",
@@ -286,6 +352,7 @@ pub fn phase(
     }
 }
 
+/// A kubelet-owned condition; its transition time is kept while its status holds.
 fn condition(
     old: &[PodCondition],
     type_: &str,
@@ -303,10 +370,14 @@ fn condition(
         type_: type_.into(),
         status: status.into(),
         last_transition_time: Some(since),
-        reason: if ok { None } else { reason.map(str::to_string) },
+        reason: reason.map(str::to_string),
         ..Default::default()
     }
 }
+
+/// The message of an init container inferred to have completed.
+const INIT_LOST: &str = "the runtime no longer holds this init container; the pod had \
+                         initialized, so it completed";
 
 fn has_readiness(c: &Container) -> bool {
     c.readiness_probe.is_some()
@@ -333,11 +404,39 @@ pub fn compute(pod: &Pod, obs: &Observed, now: &Time) -> PodStatus {
     }
     let inits = spec.init_containers.clone().unwrap_or_default();
     let init_ok = initialized(pod, obs);
-    let init_statuses: Vec<ContainerStatus> = inits
+    let mut init_statuses: Vec<ContainerStatus> = inits
         .iter()
         .map(|c| container_status(c, obs, "PodInitializing", has_readiness(c)))
         .collect();
-    let default_wait = if init_ok {
+    let regular_created = spec
+        .containers
+        .iter()
+        .any(|c| latest(obs, &c.name).is_some());
+    for (s, c) in init_statuses.iter_mut().zip(&inits) {
+        // An init container the runtime lost after the regular containers were created ran to
+        // completion (upstream convertToAPIContainerStatuses).
+        if regular_created && !is_sidecar(c) && latest(obs, &c.name).is_none() {
+            s.state = Some(ContainerState {
+                terminated: Some(ContainerStateTerminated {
+                    exit_code: 0,
+                    reason: Some("Completed".into()),
+                    message: Some(INIT_LOST.into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        }
+        // A regular init container is ready once it exited 0 (upstream prober manager).
+        if !is_sidecar(c) {
+            s.ready = s
+                .state
+                .as_ref()
+                .and_then(|st| st.terminated.as_ref())
+                .is_some_and(|t| t.exit_code == 0);
+        }
+    }
+    // Not created yet: PodInitializing whenever the pod has init containers, as upstream.
+    let default_wait = if inits.is_empty() {
         "ContainerCreating"
     } else {
         "PodInitializing"
@@ -353,8 +452,20 @@ pub fn compute(pod: &Pod, obs: &Observed, now: &Time) -> PodStatus {
             phase = p.to_string();
         }
     }
+    // The phase's reason and message stay with it (upstream generateAPIPodStatus).
+    let (reason, message) = if old.phase.as_deref() == Some(phase.as_str()) {
+        (old.reason.clone(), old.message.clone())
+    } else {
+        (None, None)
+    };
     let sandbox_ready = obs.sandbox.as_ref().is_some_and(|s| s.ready);
     let terminal = matches!(phase.as_str(), "Succeeded" | "Failed");
+    // Why the containers are not ready (upstream generate.go): a terminal pod's are never.
+    let not_ready = match phase.as_str() {
+        "Succeeded" => "PodCompleted",
+        "Failed" => "PodFailed",
+        _ => "ContainersNotReady",
+    };
     let sidecars_ready = init_statuses
         .iter()
         .zip(&inits)
@@ -372,6 +483,20 @@ pub fn compute(pod: &Pod, obs: &Observed, now: &Time) -> PodStatus {
                 .iter()
                 .any(|c| c.type_ == g.condition_type && c.status == "True")
         });
+    let ready_reason = if !containers_ready {
+        Some(not_ready)
+    } else if !gates_ok {
+        Some("ReadinessGatesNotReady")
+    } else {
+        None
+    };
+    let (init_cond, init_reason) = if phase == "Succeeded" {
+        (true, Some("PodCompleted"))
+    } else if init_ok {
+        (true, None)
+    } else {
+        (false, Some("ContainersNotInitialized"))
+    };
     let mut conditions = vec![
         condition(
             &old_conditions,
@@ -380,29 +505,19 @@ pub fn compute(pod: &Pod, obs: &Observed, now: &Time) -> PodStatus {
             None,
             now,
         ),
-        condition(
-            &old_conditions,
-            "Initialized",
-            init_ok,
-            Some("ContainersNotInitialized"),
-            now,
-        ),
+        condition(&old_conditions, "Initialized", init_cond, init_reason, now),
         condition(
             &old_conditions,
             "Ready",
             containers_ready && gates_ok,
-            Some(if containers_ready {
-                "ReadinessGatesNotReady"
-            } else {
-                "ContainersNotReady"
-            }),
+            ready_reason,
             now,
         ),
         condition(
             &old_conditions,
             "ContainersReady",
             containers_ready,
-            Some("ContainersNotReady"),
+            (!containers_ready).then_some(not_ready),
             now,
         ),
     ];
@@ -429,6 +544,8 @@ pub fn compute(pod: &Pod, obs: &Observed, now: &Time) -> PodStatus {
     };
     PodStatus {
         phase: Some(phase),
+        reason,
+        message,
         conditions: Some(conditions),
         host_ip: Some(obs.host_ip.clone()),
         host_ips: Some(vec![HostIP {
@@ -444,38 +561,49 @@ pub fn compute(pod: &Pod, obs: &Observed, now: &Time) -> PodStatus {
     }
 }
 
-/// The pod's QoS class: Guaranteed (every container has equal cpu and memory requests and
-/// limits), BestEffort (none has any), else Burstable.
+/// The pod's QoS class as upstream's `GetPodQOS`: only cpu and memory count, zero quantities
+/// count as unset, and a request defaults to the container's limit. BestEffort when no
+/// container has any; Guaranteed when every container (init containers too) has cpu and memory
+/// limits and the pod's summed requests equal its summed limits; else Burstable.
 pub fn qos_class(pod: &Pod) -> &'static str {
-    let spec = match &pod.spec {
-        Some(s) => s,
-        None => return "BestEffort",
+    use crate::admit::quantity::{parse_quantity, ParsedQuantity};
+    let Some(spec) = &pod.spec else {
+        return "BestEffort";
     };
-    let all: Vec<&Container> = spec
+    let positive = |q: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>| {
+        q.and_then(|q| parse_quantity(&q.0).ok())
+            .filter(|p| p.nanos() > 0)
+    };
+    // [cpu, memory], summed; None while no container set it.
+    let mut requests: [Option<ParsedQuantity>; 2] = [None, None];
+    let mut limits: [Option<ParsedQuantity>; 2] = [None, None];
+    let mut guaranteed = true;
+    let add = |sum: &mut Option<ParsedQuantity>, q: ParsedQuantity| {
+        *sum = Some(sum.unwrap_or_default().saturating_add(q));
+    };
+    for c in spec
         .containers
         .iter()
         .chain(spec.init_containers.as_deref().unwrap_or_default())
-        .collect();
-    let mut any = false;
-    let mut guaranteed = true;
-    for c in &all {
-        let r = c.resources.clone().unwrap_or_default();
-        let limits = r.limits.unwrap_or_default();
-        let requests = r.requests.unwrap_or_default();
-        if !limits.is_empty() || !requests.is_empty() {
-            any = true;
-        }
-        for res in ["cpu", "memory"] {
-            match (limits.get(res), requests.get(res)) {
-                (Some(l), Some(q)) if l == q => {}
-                (Some(_), None) => {} // requests default to limits
-                _ => guaranteed = false,
+    {
+        for (i, res) in ["cpu", "memory"].into_iter().enumerate() {
+            if let Some(q) = positive(crate::admit::effective_request(c, res)) {
+                add(&mut requests[i], q);
+            }
+            let limit = c
+                .resources
+                .as_ref()
+                .and_then(|r| r.limits.as_ref())
+                .and_then(|l| l.get(res));
+            match positive(limit) {
+                Some(q) => add(&mut limits[i], q),
+                None => guaranteed = false,
             }
         }
     }
-    if !any {
+    if requests.iter().chain(&limits).all(Option::is_none) {
         "BestEffort"
-    } else if guaranteed {
+    } else if guaranteed && requests == limits {
         "Guaranteed"
     } else {
         "Burstable"

@@ -71,8 +71,10 @@ fn res(name: &str, requests: &[(&str, &str)], limits: &[(&str, &str)]) -> Contai
 fn resolv_conf_parses_as_upstream() {
     // Upstream TestParseResolvConf. Its error cases (a `nameserver` line without an address)
     // are skipped lines here: the host file is best effort.
+    // (text, nameservers, searches, options)
+    type Row<'a> = (&'a str, &'a [&'a str], &'a [&'a str], &'a [&'a str]);
     let none: &[&str] = &[];
-    let cases: &[(&str, &[&str], &[&str], &[&str])] = &[
+    let cases: &[Row] = &[
         ("", none, none, none),
         (" ", none, none, none),
         ("\n", none, none, none),
@@ -234,8 +236,9 @@ fn dns_config_per_policy() {
     };
     let many = |n: usize| (1..=n).map(|i| format!("s{i}")).collect::<Vec<_>>();
     // 2048 characters with the separating spaces: 128 + 15 × 127 + 15.
+    // (Distinct paths: repeats would be merged first.)
     let mut long_list = vec!["A".repeat(128)];
-    long_list.extend((0..15).map(|_| "A".repeat(127)));
+    long_list.extend((0..15).map(|i| format!("{i:02}{}", "A".repeat(125))));
     let searches_only = |searches: Vec<String>| PodDNSConfig {
         searches: Some(searches),
         ..Default::default()
@@ -534,7 +537,12 @@ fn hostname_is_spec_hostname_or_pod_name() {
     }
 }
 
-fn port(container_port: i32, host_port: Option<i32>, proto: Option<&str>, ip: &str) -> ContainerPort {
+fn port(
+    container_port: i32,
+    host_port: Option<i32>,
+    proto: Option<&str>,
+    ip: &str,
+) -> ContainerPort {
     ContainerPort {
         container_port,
         host_port,
@@ -544,7 +552,12 @@ fn port(container_port: i32, host_port: Option<i32>, proto: Option<&str>, ip: &s
     }
 }
 
-fn mapping(proto: cri::Protocol, container_port: i32, host_port: i32, ip: &str) -> cri::PortMapping {
+fn mapping(
+    proto: cri::Protocol,
+    container_port: i32,
+    host_port: i32,
+    ip: &str,
+) -> cri::PortMapping {
     cri::PortMapping {
         protocol: proto as i32,
         container_port,
@@ -652,10 +665,19 @@ fn quantities_in_bytes_and_millis() {
 
 #[test]
 fn container_resources_as_kubelet_maps_them() {
-    // (requests, limits, cpu shares, cpu quota, cpu period, memory limit)
-    type Row = (&'static [(&'static str, &'static str)], &'static [(&'static str, &'static str)], i64, i64, i64, i64);
+    // (requests, limits, cpu shares, cpu quota, cpu period, memory limit). Upstream's mapping,
+    // but for one deliberate difference: no cpu request (nor limit) leaves the shares unset
+    // (0, the runtime's default weight) instead of the minimum 2; see `resources`.
+    type Row = (
+        &'static [(&'static str, &'static str)],
+        &'static [(&'static str, &'static str)],
+        i64,
+        i64,
+        i64,
+        i64,
+    );
     let cases: &[(&str, Row)] = &[
-        ("nothing set", (&[], &[], 2, 0, 0, 0)),
+        ("nothing set", (&[], &[], 0, 0, 0, 0)),
         ("cpu request", (&[("cpu", "100m")], &[], 102, 0, 0, 0)),
         ("one cpu", (&[("cpu", "1")], &[], 1024, 0, 0, 0)),
         ("tiny cpu request", (&[("cpu", "1m")], &[], 2, 0, 0, 0)),
@@ -666,7 +688,14 @@ fn container_resources_as_kubelet_maps_them() {
         ),
         (
             "cpu request and limit",
-            (&[("cpu", "250m")], &[("cpu", "2")], 256, 200_000, 100_000, 0),
+            (
+                &[("cpu", "250m")],
+                &[("cpu", "2")],
+                256,
+                200_000,
+                100_000,
+                0,
+            ),
         ),
         (
             "explicit zero request",
@@ -676,25 +705,22 @@ fn container_resources_as_kubelet_maps_them() {
             "tiny limit: quota at least 1ms",
             (&[], &[("cpu", "1m")], 2, 1000, 100_000, 0),
         ),
-        (
-            "10m limit",
-            (&[], &[("cpu", "10m")], 10, 1000, 100_000, 0),
-        ),
+        ("10m limit", (&[], &[("cpu", "10m")], 10, 1000, 100_000, 0)),
         (
             "shares are capped",
             (&[("cpu", "1000")], &[], 262_144, 0, 0, 0),
         ),
         (
             "memory limit",
-            (&[], &[("memory", "128Mi")], 2, 0, 0, 128 * MI),
+            (&[], &[("memory", "128Mi")], 0, 0, 0, 128 * MI),
         ),
         (
             "memory request only",
-            (&[("memory", "128Mi")], &[], 2, 0, 0, 0),
+            (&[("memory", "128Mi")], &[], 0, 0, 0, 0),
         ),
         (
             "decimal memory",
-            (&[], &[("memory", "1G")], 2, 0, 0, 1_000_000_000),
+            (&[], &[("memory", "1G")], 0, 0, 0, 1_000_000_000),
         ),
         (
             "everything",
@@ -763,7 +789,15 @@ fn sandbox_config_describes_the_pod() {
 fn sandbox_memory_is_the_pod_limit_without_overhead() {
     // Upstream calculateSandboxResources excludes spec.overhead, which goes in its own field;
     // the runtime adds the two.
-    let cases: Vec<(&str, Vec<Container>, Option<&str>, Option<i64>, Option<i64>)> = vec![
+    // (name, containers, spec.overhead memory, resources memory, overhead memory)
+    type Row = (
+        &'static str,
+        Vec<Container>,
+        Option<&'static str>,
+        Option<i64>,
+        Option<i64>,
+    );
+    let cases: Vec<Row> = vec![
         ("unbounded", vec![ctr("a")], None, None, None),
         (
             "one container unbounded",
@@ -799,9 +833,8 @@ fn sandbox_memory_is_the_pod_limit_without_overhead() {
     ];
     for (name, containers, overhead, memory, overhead_bytes) in cases {
         let mut p = pod(containers);
-        p.spec.as_mut().unwrap().overhead = overhead.map(|o| {
-            BTreeMap::from([("memory".to_string(), Quantity(o.to_string()))])
-        });
+        p.spec.as_mut().unwrap().overhead =
+            overhead.map(|o| BTreeMap::from([("memory".to_string(), Quantity(o.to_string()))]));
         let linux = sandbox_config(&p, &ctx(), 0).linux.unwrap();
         assert_eq!(
             linux.resources.map(|r| r.memory_limit_in_bytes),
@@ -880,7 +913,10 @@ fn container_config_for_each_attempt() {
         );
         let linux = cfg.linux.unwrap().resources.unwrap();
         assert_eq!(linux, resources(&c));
-        assert_eq!((linux.cpu_shares, linux.memory_limit_in_bytes), (102, 64 * MI));
+        assert_eq!(
+            (linux.cpu_shares, linux.memory_limit_in_bytes),
+            (102, 64 * MI)
+        );
     }
     // A custom termination message path is passed on.
     let custom = Container {

@@ -1114,6 +1114,46 @@ fn init_container_statuses() {
     let app = &st.container_statuses.unwrap()[0];
     assert_eq!(app.state, Some(wait_reason("PodInitializing", None)));
 
+    // Init containers the runtime lost once the app containers exist have completed
+    // (upstream convertToAPIContainerStatuses).
+    let obs = observed(vec![oc("s", 0, Running, 0), oc("a", 0, Running, 0)]);
+    let st = compute(&p, &obs, &now());
+    let init = st.init_container_statuses.unwrap();
+    let summary: Vec<(&str, Option<i32>, bool)> = init
+        .iter()
+        .map(|s| {
+            let exit = s
+                .state
+                .as_ref()
+                .and_then(|st| st.terminated.as_ref())
+                .map(|t| t.exit_code);
+            (s.name.as_str(), exit, s.ready)
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("x", Some(0), true),
+            ("s", None, true),
+            ("y", Some(0), true)
+        ]
+    );
+    assert_eq!(
+        init[0]
+            .state
+            .as_ref()
+            .and_then(|st| st.terminated.as_ref())
+            .and_then(|t| t.reason.as_deref()),
+        Some("Completed")
+    );
+    assert_eq!(st.phase.as_deref(), Some("Running"));
+    // A lost sidecar is not inferred: it waits to be started again.
+    let obs = observed(vec![oc("a", 0, Running, 0)]);
+    let st = compute(&p, &obs, &now());
+    let s = &st.init_container_statuses.unwrap()[1];
+    assert_eq!(s.state, Some(wait_reason("PodInitializing", None)));
+    assert_eq!(st.phase.as_deref(), Some("Pending"));
+
     // A pod without init containers has no init container statuses.
     let plain = pod("Always", vec![], vec![ctr("a")]);
     let st = compute(&plain, &observed(vec![]), &now());
