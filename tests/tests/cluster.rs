@@ -4,10 +4,12 @@
 //! - a pod with `nodeName` set runs busybox and kubia in its own VM: its init container first,
 //!   env from fieldRef/resourceFieldRef/ConfigMap/Secret (a missing ConfigMap first gives
 //!   CreateContainerConfigError, then the pod starts once it exists), kubia answers on the pod
-//!   IP, `kubectl logs` (-c, init container);
+//!   IP and turns Ready through its httpGet readiness probe (tcpSocket liveness keeps passing),
+//!   `kubectl logs` (-c, init container);
 //! - a second pod: a container that exits 3 under `restartPolicy: Always` goes to
 //!   CrashLoopBackOff with restartCount rising and `kubectl logs --previous`; its sibling with an
-//!   unknown image goes ErrImagePull → ImagePullBackOff; nothing else is disturbed;
+//!   unknown image goes ErrImagePull → ImagePullBackOff; a third, whose liveness probe never
+//!   passes, is killed and restarted; nothing else is disturbed;
 //! - `hostNetwork` is refused (Failed, PodSpecNotSupported) without a VM;
 //! - `kill -9` of kennel up and kennel-cri, then a rerun: the same pod (uid, IP, container id,
 //!   restartCount) keeps running, adopted;
@@ -62,7 +64,13 @@ spec:
       requests: {{memory: 8Mi}}
   - name: kubia
     image: {reg}/kubia:latest
-    ports: [{{containerPort: 8080}}]
+    ports: [{{name: http, containerPort: 8080}}]
+    readinessProbe:
+      httpGet: {{path: /, port: http}}
+      periodSeconds: 5
+    livenessProbe:
+      tcpSocket: {{port: 8080}}
+      periodSeconds: 20
 "#
     )
 }
@@ -82,6 +90,13 @@ spec:
     command: ["sh", "-c", "echo crashing-now; exit 3"]
   - name: noimage
     image: {reg}/does-not-exist:v1
+  - name: unlive
+    image: {reg}/busybox:latest
+    command: ["sleep", "100000"]
+    livenessProbe:
+      tcpSocket: {{port: 9999}}
+      periodSeconds: 5
+      failureThreshold: 2
 "#
     )
 }
@@ -238,19 +253,8 @@ async fn kennel_up_end_to_end() {
     let t = std::time::Instant::now();
     loop {
         let out = std::process::Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &c.netns,
-                "busybox",
-                "wget",
-                "-q",
-                "-T",
-                "10",
-                "-O",
-                "-",
-                &format!("http://{ip}:8080/"),
-            ])
+            .args(["netns", "exec", &c.netns, "curl", "-s", "-m", "20"])
+            .arg(format!("http://{ip}:8080/"))
             .output()
             .unwrap();
         let body = String::from_utf8_lossy(&out.stdout);
@@ -304,6 +308,22 @@ async fn kennel_up_end_to_end() {
         c.pod_field("faulty", ".status.phase"),
         "Running",
         "crash-looping under Always stays Running"
+    );
+    // A liveness probe that never succeeds restarts its container.
+    c.wait_pod(
+        "faulty",
+        ".status.containerStatuses[?(@.name==\"unlive\")].restartCount",
+        STEP,
+        |n| n.parse::<u32>().is_ok_and(|n| n >= 1),
+    );
+    let describe = c.k(&["describe", "pod", "faulty"]);
+    assert!(
+        describe.contains("Liveness probe failed"),
+        "Unhealthy event:\n{describe}"
+    );
+    assert!(
+        describe.contains("failed liveness probe, will be restarted"),
+        "Killing event:\n{describe}"
     );
     assert_eq!(
         c.pod_field("envpod", ".status.conditions[?(@.type==\"Ready\")].status"),

@@ -110,8 +110,44 @@ fn spawn(spec: &ChildSpec) -> std::io::Result<Child> {
         .spawn()
 }
 
+fn pid_file(spec: &ChildSpec) -> PathBuf {
+    spec.log.with_extension("pid")
+}
+
+/// Stops a copy of `spec` left running by an earlier `kennel up` that was killed (it is not our
+/// child, so it cannot be adopted): two runtimes must never share one state directory.
+async fn stop_leftover(spec: &ChildSpec) {
+    let Ok(text) = std::fs::read_to_string(pid_file(spec)) else {
+        return;
+    };
+    let Ok(pid) = text.trim().parse::<i32>() else {
+        return;
+    };
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    let same_args = spec
+        .args
+        .iter()
+        .all(|a| cmdline.split('\0').any(|w| w == a));
+    if spec.args.is_empty() || !same_args {
+        return;
+    }
+    tracing::warn!("{}: stopping the copy left by an earlier run (pid {pid})", spec.name);
+    let target = nix::unistd::Pid::from_raw(pid);
+    let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGTERM);
+    for _ in 0..100 {
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGKILL);
+}
+
 /// Keeps `spec` running until `stop`; then SIGTERMs it and waits up to 10 s (then SIGKILL).
+/// A copy left running by an earlier, killed `kennel up` is stopped first.
 pub async fn child(spec: ChildSpec, mut stop: watch::Receiver<bool>) {
+    stop_leftover(&spec).await;
     let mut delay = BACKOFF_START / 2;
     loop {
         let t = Instant::now();
@@ -136,6 +172,9 @@ pub async fn child(spec: ChildSpec, mut stop: watch::Receiver<bool>) {
             c.id(),
             spec.log.display()
         );
+        if let Some(pid) = c.id() {
+            let _ = std::fs::write(pid_file(&spec), pid.to_string());
+        }
         tokio::select! {
             r = c.wait() => {
                 tracing::error!("{} exited ({}); see {}", spec.name, r.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()), spec.log.display());

@@ -1,6 +1,6 @@
 //! The node agent, assembled in a documented order: connect to the runtime, register the Node,
-//! start the heartbeat (Lease + status), the pod cache and the pod workers, and the node's HTTPS
-//! API for logs.
+//! start the heartbeat (Lease + status), the pod cache and the pod workers. (The node's HTTPS API
+//! for logs, `server.rs`, is started beside it by `kennel up`.)
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -2,6 +2,7 @@
 //! per pod uid that reconciles desired against observed state.
 
 pub mod observe;
+pub mod probing;
 pub mod pull;
 pub mod spec;
 pub mod status;
@@ -85,6 +86,10 @@ pub async fn manage(env: Arc<PodEnv>) {
         workers.retain(|_, h| !h.task.is_finished());
         if last_scan.elapsed() >= ORPHAN_SCAN {
             last_scan = tokio::time::Instant::now();
+            env.backoff
+                .lock()
+                .expect("backoff lock")
+                .gc(std::time::Instant::now());
             match env.cri.sandboxes(HashMap::new()).await {
                 Ok(list) => {
                     for sb in list {

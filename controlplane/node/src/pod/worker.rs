@@ -56,6 +56,8 @@ struct WorkerState {
     warned_dns: bool,
     /// The sandbox's IPs (the status may not carry them yet when the first container starts).
     pod_ips: Vec<String>,
+    /// Probe state per running container name.
+    probes: HashMap<String, crate::probe::ContainerProbes>,
 }
 
 /// The monotonic instant of a CRI timestamp (nanoseconds since the epoch), given `now`.
@@ -93,6 +95,7 @@ pub async fn run(env: Arc<PodEnv>, uid: String, mut rx: watch::Receiver<Option<A
                     tokio::time::sleep(RESYNC).await;
                     continue;
                 }
+                remove_logs(&env, &uid);
                 tracing::info!(%uid, "pod gone; sandbox removed");
                 return;
             }
@@ -169,6 +172,22 @@ fn field_path(kind: &str, name: &str) -> Option<String> {
     } else {
         format!("spec.containers{{{name}}}")
     })
+}
+
+/// Removes the log directory of pod `uid` (`<root>/<ns>_<name>_<uid>`), as kubelet does once a
+/// pod is gone.
+fn remove_logs(env: &PodEnv, uid: &str) {
+    let suffix = format!("_{uid}");
+    let Ok(dir) = std::fs::read_dir(&env.sandbox.logs_root) else {
+        return;
+    };
+    for e in dir.flatten() {
+        if e.file_name().to_string_lossy().ends_with(&suffix) {
+            if let Err(err) = std::fs::remove_dir_all(e.path()) {
+                tracing::warn!("removing {}: {err}", e.path().display());
+            }
+        }
+    }
 }
 
 /// Stops every container (SIGTERM, SIGKILL after `grace`), then the sandbox, then removes it.
@@ -302,9 +321,114 @@ async fn sync(env: &PodEnv, pod: &Pod, st: &mut WorkerState) -> Result<Flow, Syn
             }
         }
         obs = observe(&env.cri, &uid).await?;
+        run_probes(env, pod, &mut obs, st).await?;
     }
     write_status(env, pod, obs, st).await?;
     Ok(Flow::Again)
+}
+
+/// Runs the due probes; a liveness or startup failure stops the container (preStop first) and
+/// the restart policy brings it back.
+async fn run_probes(
+    env: &PodEnv,
+    pod: &Pod,
+    obs: &mut Observed,
+    st: &mut WorkerState,
+) -> Result<(), SyncError> {
+    let ip = st.pod_ips.first().cloned().unwrap_or_default();
+    let now = Instant::now();
+    let (kills, events) = super::probing::pass(&env.cri, pod, obs, &mut st.probes, &ip, |ns| {
+        instant_of(ns, now)
+    })
+    .await;
+    for (name, reason, message) in events {
+        event(env, pod, true, &reason, message, field_path("app", &name)).await;
+    }
+    let policy = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.clone())
+        .unwrap_or_else(|| "Always".into());
+    for k in kills {
+        let restart = policy != "Never";
+        event(
+            env,
+            pod,
+            false,
+            "Killing",
+            crate::probe::kill_message(&k.name, k.kind, restart),
+            field_path("app", &k.name),
+        )
+        .await;
+        let grace = pod_grace(pod);
+        let c = pod_container(pod, &k.name);
+        let probe_grace = c
+            .as_ref()
+            .and_then(|c| match k.kind {
+                crate::probe::ProbeKind::Startup => c.startup_probe.clone(),
+                _ => c.liveness_probe.clone(),
+            })
+            .map(|p| crate::probe::kill_grace_seconds(&p, grace))
+            .unwrap_or(grace);
+        let left = match &c {
+            Some(c) => pre_stop(env, pod, c, &k.id, &ip, probe_grace).await,
+            None => probe_grace,
+        };
+        env.cri.stop_container(&k.id, left).await?;
+        st.probes.remove(&k.name);
+    }
+    Ok(())
+}
+
+fn pod_grace(pod: &Pod) -> i64 {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
+        .unwrap_or(30)
+}
+
+fn pod_container(pod: &Pod, name: &str) -> Option<Container> {
+    let spec = pod.spec.as_ref()?;
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.as_deref().unwrap_or_default())
+        .find(|c| c.name == name)
+        .cloned()
+}
+
+/// Runs the container's preStop hook within `grace` seconds; returns the seconds left for
+/// StopContainer (at least 2, as kubelet).
+async fn pre_stop(env: &PodEnv, pod: &Pod, c: &Container, id: &str, ip: &str, grace: i64) -> i64 {
+    let Some(handler) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.clone()) else {
+        return grace;
+    };
+    let label = crate::hooks::pod_label(pod);
+    let target = crate::probe::Target {
+        container_id: id,
+        container: c,
+        pod_ip: ip,
+        pod: &label,
+    };
+    let (left, err) = crate::hooks::run_pre_stop(
+        &handler,
+        &target,
+        &env.cri,
+        Duration::from_secs(grace.max(0) as u64),
+    )
+    .await;
+    if let Some(e) = err {
+        let kind = crate::hooks::HookKind::PreStop;
+        event(
+            env,
+            pod,
+            true,
+            kind.failed_reason(),
+            e.to_string(),
+            field_path("app", &c.name),
+        )
+        .await;
+    }
+    left.as_secs() as i64
 }
 
 /// Init containers restart on failure unless the pod's policy is Never.
@@ -573,9 +697,46 @@ async fn create_start(
         false,
         "Started",
         format!("Started container {}", c.name),
-        fp,
+        fp.clone(),
     )
     .await;
+    if let Some(handler) = c.lifecycle.as_ref().and_then(|l| l.post_start.clone()) {
+        let label = crate::hooks::pod_label(pod);
+        let ip = st.pod_ips.first().cloned().unwrap_or_default();
+        let target = crate::probe::Target {
+            container_id: &id,
+            container: c,
+            pod_ip: &ip,
+            pod: &label,
+        };
+        if let Err(e) = crate::hooks::run_hook(&handler, &target, &env.cri, Duration::ZERO).await {
+            let kind = crate::hooks::HookKind::PostStart;
+            event(
+                env,
+                pod,
+                true,
+                kind.failed_reason(),
+                e.to_string(),
+                fp.clone(),
+            )
+            .await;
+            event(
+                env,
+                pod,
+                false,
+                "Killing",
+                kind.failed_reason().to_string(),
+                fp,
+            )
+            .await;
+            env.cri.stop_container(&id, pod_grace(pod)).await?;
+            st.waiting.insert(
+                c.name.clone(),
+                (crate::hooks::POST_START_HOOK_ERROR.into(), e.to_string()),
+            );
+            return Err(StartError::Config(e.to_string()));
+        }
+    }
     Ok(())
 }
 
@@ -772,6 +933,22 @@ async fn terminate(env: &PodEnv, pod: &Pod, uid: &str) -> Result<Flow, SyncError
         )
         .await;
     }
+    let ip = obs
+        .sandbox
+        .as_ref()
+        .and_then(|s| s.ips.first().cloned())
+        .unwrap_or_default();
+    let hooks = obs
+        .containers
+        .iter()
+        .filter(|o| o.state == RuntimeState::Running)
+        .filter_map(|o| pod_container(pod, &o.name).map(|c| (c, o.id.clone())))
+        .map(|(c, id)| {
+            let ip = ip.clone();
+            async move { pre_stop(env, pod, &c, &id, &ip, grace).await }
+        });
+    let left = futures::future::join_all(hooks).await;
+    let grace = left.into_iter().min().unwrap_or(grace).max(2);
     remove_sandboxes(env, uid, grace).await?;
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(env.client.clone(), &ns);
@@ -789,6 +966,7 @@ async fn terminate(env: &PodEnv, pod: &Pod, uid: &str) -> Result<Flow, SyncError
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
         Err(e) => return Err(e.into()),
     }
+    remove_logs(env, uid);
     tracing::info!(pod = %name_of(pod), "terminated and deleted");
     Ok(Flow::Done)
 }
