@@ -306,8 +306,8 @@ async fn kennel_up_end_to_end() {
     );
     assert_eq!(
         c.pod_field("faulty", ".status.phase"),
-        "Running",
-        "crash-looping under Always stays Running"
+        "Pending",
+        "a container that never started (its image is missing) keeps the pod Pending, as upstream's getPhase"
     );
     // A liveness probe that never succeeds restarts its container.
     c.wait_pod(
