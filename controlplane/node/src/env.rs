@@ -656,7 +656,8 @@ fn format_map(map: Option<&BTreeMap<String, String>>) -> String {
         .join("\n")
 }
 
-fn go_quote(s: &str) -> String {
+/// Go's `%q` of a string (kubelet's messages quote with it).
+pub(crate) fn go_quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

@@ -21,8 +21,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{LifecycleHandler, Pod};
 
 use crate::probe::{
-    exec_command, go_quote, http_get, CommandError, Exec, HttpRequest, Scheme, Target,
-    HTTP_TO_HTTPS,
+    exec_command, http_get, CommandError, Exec, HttpRequest, Scheme, Target, HTTP_TO_HTTPS,
 };
 
 /// The least time `StopContainer` gets after a preStop hook (kubelet's
@@ -139,7 +138,7 @@ pub async fn run_hook(
             container: container.clone(),
             pod: pod.clone(),
             error,
-            output: go_quote(output),
+            output: crate::env::go_quote(output),
         };
         return match exec_command(exec, target.container_id, cmd, timeout).await {
             Ok(o) if o.code == 0 => Ok(()),

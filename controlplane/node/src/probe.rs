@@ -624,8 +624,12 @@ pub(crate) async fn exec_command(
     cmd: Vec<String>,
     timeout: Duration,
 ) -> Result<ExecOutput, CommandError> {
-    let timed_out =
-        || CommandError::TimedOut(format!("command {} timed out", go_quote(&cmd.join(" "))));
+    let timed_out = || {
+        CommandError::TimedOut(format!(
+            "command {} timed out",
+            crate::env::go_quote(&cmd.join(" "))
+        ))
+    };
     let secs = if timeout.is_zero() {
         0
     } else {
@@ -666,7 +670,10 @@ pub(crate) fn resolve_port(port: &IntOrString, container: &Container) -> Result<
             match named {
                 Some(p) => i64::from(p.container_port),
                 None => name.parse::<i64>().map_err(|_| {
-                    format!("strconv.Atoi: parsing {}: invalid syntax", go_quote(name))
+                    format!(
+                        "strconv.Atoi: parsing {}: invalid syntax",
+                        crate::env::go_quote(name)
+                    )
                 })?,
             }
         }
@@ -730,31 +737,6 @@ pub(crate) async fn dial(
     }
 }
 
-/// Go's `%q` of a string.
-pub(crate) fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\u{b}' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 /// A duration as Go prints it (`1s`, `500ms`, `1m30s`).
 pub(crate) fn go_duration(d: Duration) -> String {
     let ms = d.as_millis();
@@ -788,9 +770,7 @@ pub(crate) mod http {
     use k8s_openapi::api::core::v1::{Container, HTTPGetAction};
     use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-    use super::{
-        dial, go_quote, join_host_port, resolve_port, sys_error, KUBE_VERSION, MAX_OUTPUT,
-    };
+    use super::{dial, join_host_port, resolve_port, sys_error, KUBE_VERSION, MAX_OUTPUT};
 
     /// Upper bound on a response's status line and headers.
     const MAX_HEAD: usize = 64 * 1024;
@@ -856,7 +836,10 @@ pub(crate) mod http {
                     ..self.clone()
                 });
             } else if loc.contains("://") {
-                return Err(format!("unsupported protocol scheme in {}", go_quote(loc)));
+                return Err(format!(
+                    "unsupported protocol scheme in {}",
+                    crate::env::go_quote(loc)
+                ));
             } else {
                 let base = self.request_target();
                 let dir = &base[..base.rfind('/').map_or(0, |i| i + 1)];
@@ -881,7 +864,7 @@ pub(crate) mod http {
             let port = match port.filter(|p| !p.is_empty()) {
                 Some(p) => p
                     .parse::<u16>()
-                    .map_err(|_| format!("invalid port {}", go_quote(p)))?,
+                    .map_err(|_| format!("invalid port {}", crate::env::go_quote(p)))?,
                 None => default_port,
             };
             Ok(HttpUrl {
@@ -945,7 +928,10 @@ pub(crate) mod http {
                 None | Some("") | Some("http") => Scheme::Http,
                 Some("https") => Scheme::Https,
                 Some(other) => {
-                    return Err(format!("unsupported protocol scheme {}", go_quote(other)))
+                    return Err(format!(
+                        "unsupported protocol scheme {}",
+                        crate::env::go_quote(other)
+                    ))
                 }
             };
             let host = action
@@ -1049,14 +1035,15 @@ pub(crate) mod http {
                     .unwrap_or_else(|_| Err(HTTP_TIMEOUT.into())),
                 None => hop.await,
             };
-            let r = r.map_err(|e| format!("Get {}: {e}", go_quote(&url.to_string())))?;
+            let r =
+                r.map_err(|e| format!("Get {}: {e}", crate::env::go_quote(&url.to_string())))?;
             let loc = match (&r.location, r.status) {
                 (Some(l), 301 | 302 | 303 | 307 | 308) => l.clone(),
                 _ => return Ok(r),
             };
             let next = url
                 .join(&loc)
-                .map_err(|e| format!("Get {}: {e}", go_quote(&url.to_string())))?;
+                .map_err(|e| format!("Get {}: {e}", crate::env::go_quote(&url.to_string())))?;
             if next.host != req.url.host {
                 // kubelet's redirect checker: a redirect to another host ends here.
                 return Ok(r);
@@ -1065,7 +1052,7 @@ pub(crate) mod http {
             if redirects >= 10 {
                 return Err(format!(
                     "Get {}: stopped after 10 redirects",
-                    go_quote(&next.to_string())
+                    crate::env::go_quote(&next.to_string())
                 ));
             }
             // A custom Host survives only a relative redirect (Go's client).
@@ -1158,7 +1145,7 @@ pub(crate) mod http {
         let text = String::from_utf8_lossy(head);
         let mut lines = text.split("\r\n");
         let line = lines.next().unwrap_or_default();
-        let malformed = || format!("malformed HTTP response {}", go_quote(line));
+        let malformed = || format!("malformed HTTP response {}", crate::env::go_quote(line));
         let mut parts = line.splitn(3, ' ');
         let proto = parts.next().unwrap_or_default();
         if !proto.starts_with("HTTP/") {
@@ -1349,7 +1336,8 @@ pub(crate) mod grpc {
 
     use bytes::{Buf, BufMut};
 
-    use super::{go_duration, go_quote, ProbeOutcome, KUBE_VERSION};
+    use super::{go_duration, ProbeOutcome, KUBE_VERSION};
+    use crate::env::go_quote;
 
     /// The method kubelet's grpc probe calls.
     const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
@@ -1540,7 +1528,7 @@ pub(crate) mod grpc {
         let connect_timeout = || {
             ProbeOutcome::Failure(format!(
                 "timeout: failed to connect service {} within {}: context deadline exceeded",
-                go_quote(addr),
+                crate::env::go_quote(addr),
                 go_duration(timeout)
             ))
         };
@@ -1551,7 +1539,7 @@ pub(crate) mod grpc {
             Err(e) => {
                 return ProbeOutcome::Failure(format!(
                     "error: failed to connect service at {}: {e}",
-                    go_quote(addr)
+                    crate::env::go_quote(addr)
                 ))
             }
         };
@@ -1606,7 +1594,7 @@ pub(crate) mod grpc {
             Ok(Ok(r)) if r.get_ref().status == 1 => ProbeOutcome::Success,
             Ok(Ok(r)) => ProbeOutcome::Failure(format!(
                 "service unhealthy (responded with {})",
-                go_quote(&serving_status_name(r.get_ref().status))
+                crate::env::go_quote(&serving_status_name(r.get_ref().status))
             )),
         }
     }
@@ -1966,7 +1954,7 @@ pub(crate) mod tests {
     #[test]
     fn go_formatting() {
         assert_eq!(
-            go_quote("a \"b\"\n\t\\\u{1b}é"),
+            crate::env::go_quote("a \"b\"\n\t\\\u{1b}é"),
             "\"a \\\"b\\\"\\n\\t\\\\\\x1bé\""
         );
         assert_eq!(go_duration(Duration::from_secs(1)), "1s");
