@@ -1337,7 +1337,6 @@ pub(crate) mod grpc {
     use bytes::{Buf, BufMut};
 
     use super::{go_duration, ProbeOutcome, KUBE_VERSION};
-    use crate::env::go_quote;
 
     /// The method kubelet's grpc probe calls.
     const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
