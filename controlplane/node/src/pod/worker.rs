@@ -471,6 +471,7 @@ async fn start_sandbox(
     if let Err(e) = std::fs::create_dir_all(&cfg.log_directory) {
         tracing::warn!("creating {}: {e}", cfg.log_directory);
     }
+    tracing::info!(pod = %name_of(pod), attempt, "RunPodSandbox");
     match env.cri.run_sandbox(cfg).await {
         Ok(id) => {
             tracing::info!(pod = %name_of(pod), sandbox = %id, "sandbox running");
