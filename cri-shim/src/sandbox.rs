@@ -53,6 +53,45 @@ pub fn guest_mem_mib(config: &PodSandboxConfig) -> u64 {
     mib.div_ceil(MEM_STEP_MIB) * MEM_STEP_MIB
 }
 
+/// The sandbox's hostPort mappings (CRI `port_mappings` with a host port) for the node's NAT.
+/// SCTP and a specific `host_ip` are refused by name: the mappings apply on every node address.
+pub fn host_ports(config: &PodSandboxConfig) -> Result<Vec<netns::HostPortMapping>, CriError> {
+    let mut out = Vec::new();
+    for (i, m) in config.port_mappings.iter().enumerate() {
+        if m.host_port == 0 {
+            continue;
+        }
+        let port = |v: i32, what: &str| {
+            u16::try_from(v).ok().filter(|p| *p > 0).ok_or_else(|| {
+                CriError::InvalidArgument(format!(
+                    "port_mappings[{i}].{what} {v} is not a port (1-65535)"
+                ))
+            })
+        };
+        let (host, container) = (
+            port(m.host_port, "host_port")?,
+            port(m.container_port, "container_port")?,
+        );
+        if !m.host_ip.is_empty() && m.host_ip != "0.0.0.0" {
+            return Err(CriError::InvalidArgument(format!(
+                "port_mappings[{i}].host_ip {}: binding a hostPort to one address is not supported (mappings apply on every node address)",
+                m.host_ip
+            )));
+        }
+        out.push(match k8s_cri::v1::Protocol::try_from(m.protocol) {
+            Ok(k8s_cri::v1::Protocol::Tcp) => netns::HostPortMapping::tcp(host, container),
+            Ok(k8s_cri::v1::Protocol::Udp) => netns::HostPortMapping::udp(host, container),
+            _ => {
+                return Err(CriError::InvalidArgument(format!(
+                    "port_mappings[{i}].protocol {}: only TCP and UDP hostPorts are supported",
+                    m.protocol
+                )))
+            }
+        });
+    }
+    Ok(out)
+}
+
 /// Guest hostname: the config's, else the pod name.
 pub fn hostname(config: &PodSandboxConfig) -> String {
     if !config.hostname.is_empty() {
@@ -123,6 +162,14 @@ impl Runtime {
             .map_err(|e| CriError::Internal(format!("pod network: {}", chain(&e))))?;
         rec.ip = Some(pod.ip.to_string());
         self.state.put_sandbox(rec)?;
+        let ports = host_ports(&rec.config)?;
+        if !ports.is_empty() {
+            let (node2, id2) = (node.clone(), id.clone());
+            tokio::task::spawn_blocking(move || node2.add_host_ports(&id2, &ports))
+                .await
+                .map_err(|e| CriError::Internal(e.to_string()))?
+                .map_err(|e| CriError::FailedPrecondition(format!("hostPort: {}", chain(&e))))?;
+        }
 
         let mem_mib = guest_mem_mib(&rec.config);
         let spec = VmSpec {
@@ -423,6 +470,43 @@ mod tests {
         });
         let e = validate_config(Some(&c)).unwrap_err().to_string();
         assert!(e.contains("namespace"), "{e}");
+    }
+
+    #[test]
+    fn host_ports_from_port_mappings() {
+        use k8s_cri::v1::{PortMapping, Protocol};
+        let pm = |protocol: Protocol, host_port, container_port, host_ip: &str| PortMapping {
+            protocol: protocol as i32,
+            host_port,
+            container_port,
+            host_ip: host_ip.into(),
+        };
+        let mut c = PodSandboxConfig {
+            port_mappings: vec![
+                pm(Protocol::Tcp, 8080, 80, ""),
+                pm(Protocol::Udp, 5353, 53, "0.0.0.0"),
+                pm(Protocol::Tcp, 0, 9000, ""),
+            ],
+            ..Default::default()
+        };
+        let got = host_ports(&c).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                netns::HostPortMapping::tcp(8080, 80),
+                netns::HostPortMapping::udp(5353, 53)
+            ]
+        );
+        for (bad, word) in [
+            (pm(Protocol::Sctp, 1, 1, ""), "protocol"),
+            (pm(Protocol::Tcp, 70000, 1, ""), "host_port"),
+            (pm(Protocol::Tcp, 80, -1, ""), "container_port"),
+            (pm(Protocol::Tcp, 80, 80, "10.0.0.1"), "host_ip"),
+        ] {
+            c.port_mappings = vec![bad];
+            let e = host_ports(&c).unwrap_err().to_string();
+            assert!(e.contains(word), "{e}");
+        }
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! - a pod with `nodeName` set runs busybox and kubia in its own VM: its init container first,
 //!   env from fieldRef/resourceFieldRef/ConfigMap/Secret (a missing ConfigMap first gives
 //!   CreateContainerConfigError, then the pod starts once it exists), kubia answers on the pod
-//!   IP and turns Ready through its httpGet readiness probe (tcpSocket liveness keeps passing),
-//!   `kubectl logs` (-c, init container);
+//!   IP and through its hostPort on the node address, turns Ready through its httpGet readiness
+//!   probe (tcpSocket liveness keeps passing), `kubectl logs` (-c, init container);
 //! - a second pod: a container that exits 3 under `restartPolicy: Always` goes to
 //!   CrashLoopBackOff with restartCount rising and `kubectl logs --previous`; its sibling with an
 //!   unknown image goes ErrImagePull → ImagePullBackOff; a third, whose liveness probe never
@@ -64,7 +64,7 @@ spec:
       requests: {{memory: 8Mi}}
   - name: kubia
     image: {reg}/kubia:latest
-    ports: [{{name: http, containerPort: 8080}}]
+    ports: [{{name: http, containerPort: 8080, hostPort: 18080}}]
     readinessProbe:
       httpGet: {{path: /, port: http}}
       periodSeconds: 5
@@ -115,6 +115,28 @@ spec:
     image: busybox
 "#
     )
+}
+
+/// GETs `url` from inside the node's namespace until the body contains `needle`.
+fn curl_until(c: &Cluster, url: &str, needle: &str) {
+    let t = std::time::Instant::now();
+    loop {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &c.netns, "curl", "-s", "-m", "20", url])
+            .output()
+            .unwrap();
+        let body = String::from_utf8_lossy(&out.stdout);
+        if body.contains(needle) {
+            return;
+        }
+        assert!(
+            t.elapsed() < STEP,
+            "{url}: {body:?} {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            c.diagnostics()
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
 }
 
 fn status_of(c: &Cluster, pod: &str, container: &str, path: &str) -> String {
@@ -249,26 +271,11 @@ async fn kennel_up_end_to_end() {
         std::thread::sleep(Duration::from_secs(1));
     }
     assert!(c.k(&["logs", "envpod", "-c", "init"]).contains("init-ran"));
-    // kubia answers on the pod IP, from the node's namespace, with the pod's hostname.
-    let t = std::time::Instant::now();
-    loop {
-        let out = std::process::Command::new("ip")
-            .args(["netns", "exec", &c.netns, "curl", "-s", "-m", "20"])
-            .arg(format!("http://{ip}:8080/"))
-            .output()
-            .unwrap();
-        let body = String::from_utf8_lossy(&out.stdout);
-        if body.contains("You've hit envpod") {
-            break;
-        }
-        assert!(
-            t.elapsed() < STEP,
-            "kubia on {ip}:8080: {body:?} {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            c.diagnostics()
-        );
-        std::thread::sleep(Duration::from_secs(2));
-    }
+    // kubia answers on the pod IP, from the node's namespace, with the pod's hostname, and
+    // through its hostPort on the node's address (kennel-cri's DNAT).
+    curl_until(&c, &format!("http://{ip}:8080/"), "You've hit envpod");
+    let host_ip = c.pod_field("envpod", ".status.hostIP");
+    curl_until(&c, &format!("http://{host_ip}:18080/"), "You've hit envpod");
     let describe = c.k(&["describe", "pod", "envpod"]);
     for event in ["Pulling", "Created", "Started"] {
         assert!(
