@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod down;
+mod node_cmd;
 mod supervise;
 mod up;
 
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// Run a single-node cluster: API server, kennel-cri and the node agent, supervised.
     Up(Box<up::UpArgs>),
+    /// Run only the node agent against an API server (kubeconfig) and a CRI runtime (socket).
+    Node(Box<node_cmd::NodeArgs>),
     /// Stop `kennel up` and remove every pod VM and the node network (objects are kept).
     Down(down::DownArgs),
     /// Run the Kubernetes-compatible API server.
@@ -86,6 +89,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => up::run(*args).await?,
         Command::Down(args) => down::run(args).await?,
+        Command::Node(args) => node_cmd::run(*args).await?,
         Command::Apiserver {
             data_dir,
             listen,

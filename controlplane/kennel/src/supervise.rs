@@ -132,7 +132,10 @@ async fn stop_leftover(spec: &ChildSpec) {
     if spec.args.is_empty() || !same_args {
         return;
     }
-    tracing::warn!("{}: stopping the copy left by an earlier run (pid {pid})", spec.name);
+    tracing::warn!(
+        "{}: stopping the copy left by an earlier run (pid {pid})",
+        spec.name
+    );
     let target = nix::unistd::Pid::from_raw(pid);
     let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGTERM);
     for _ in 0..100 {

@@ -155,11 +155,75 @@ fn help_lists_subcommands() {
         .arg("--help")
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("apiserver"));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for sub in ["up", "down", "node", "apiserver"] {
+        assert!(help.contains(sub), "--help lists {sub}: {help}");
+    }
     let out = Command::new(env!("CARGO_BIN_EXE_kennel"))
         .args(["apiserver", "--listen", "not-an-address"])
         .output()
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--listen"));
+}
+
+/// `kennel node` alone against `kennel apiserver`, with no runtime behind its CRI socket: it
+/// registers the Node (capacity, addresses, nodeInfo), holds a Lease, reports NotReady with
+/// the reason and keeps the `not-ready` taint — all read back with kubectl.
+#[test]
+fn node_agent_registers_without_a_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, _url) = start(dir.path());
+    let child = Command::new(env!("CARGO_BIN_EXE_kennel"))
+        .args(["node", "--node-name", "n1", "--node-ip", "127.0.0.1"])
+        .arg("--kubeconfig")
+        .arg(dir.path().join("admin.kubeconfig"))
+        .arg("--cri-socket")
+        .arg(dir.path().join("no-runtime.sock"))
+        .arg("--data-dir")
+        .arg(dir.path().join("node"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn kennel node");
+    let _node = Server(child);
+    let ready = "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}|{.status.conditions[?(@.type==\"Ready\")].message}";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        let out = Command::new("kubectl")
+            .args(["get", "node", "n1", "-o", ready])
+            .env("KUBECONFIG", dir.path().join("admin.kubeconfig"))
+            .output()
+            .unwrap();
+        let s = String::from_utf8_lossy(&out.stdout).into_owned();
+        if s.starts_with("False|") {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node n1 never registered: {s:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    assert!(status.contains("container runtime is down"), "{status}");
+    let info = kubectl(
+        dir.path(),
+        &["get", "node", "n1", "-o", "jsonpath={.status.addresses[0].address} {.status.capacity.pods} {.status.nodeInfo.operatingSystem} {.spec.taints[0].key}"],
+    );
+    assert_eq!(info, "127.0.0.1 110 linux node.kubernetes.io/not-ready");
+    let holder = kubectl(
+        dir.path(),
+        &[
+            "get",
+            "lease",
+            "-n",
+            "kube-node-lease",
+            "n1",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ],
+    );
+    assert_eq!(holder, "n1");
+    let wide = kubectl(dir.path(), &["get", "nodes"]);
+    assert!(wide.contains("n1") && wide.contains("NotReady"), "{wide}");
 }
