@@ -65,12 +65,17 @@ spec:
   - name: kubia
     image: {reg}/kubia:latest
     ports: [{{name: http, containerPort: 8080, hostPort: 18080}}]
+    # Guest kernel code is emulated on the CI hosts: a request can take seconds while the
+    # pod's other container starts, so the probes get more than the 1 s default.
     readinessProbe:
       httpGet: {{path: /, port: http}}
       periodSeconds: 5
+      timeoutSeconds: 10
     livenessProbe:
       tcpSocket: {{port: 8080}}
       periodSeconds: 20
+      timeoutSeconds: 10
+      failureThreshold: 5
 "#
     )
 }

@@ -83,7 +83,9 @@ pub async fn pass(
                 .get(kind)
                 .map(|s| s.spec().timeout)
                 .unwrap_or(std::time::Duration::from_secs(1));
+            let t = Instant::now();
             let outcome = probe::run(&handler, &target, cri, timeout).await;
+            tracing::debug!(container = %c.name, ?kind, took = ?t.elapsed(), "probe: {outcome:?}");
             if let Some(ev) = outcome.event(kind) {
                 events.push((c.name.clone(), ev.reason.to_string(), ev.message));
             }

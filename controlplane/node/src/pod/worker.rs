@@ -157,8 +157,10 @@ async fn event(
             EventType::Normal
         },
         reason: reason.into(),
+        // The recorder folds events with the same action into one series; kubelet's correlator
+        // keys on the message too, so a readiness failure does not vanish into a liveness one.
+        action: note.chars().take(128).collect(),
         note: Some(note),
-        action: reason.into(),
         secondary: None,
     };
     if let Err(e) = env.recorder.publish(&ev, &reference).await {
