@@ -65,16 +65,16 @@ spec:
   - name: kubia
     image: {reg}/kubia:latest
     ports: [{{name: http, containerPort: 8080, hostPort: 18080}}]
-    # Guest kernel code is emulated on the CI hosts: a request can take seconds while the
-    # pod's other container starts, so the probes get more than the 1 s default.
+    # Guest kernel code is emulated on the CI hosts: kubia answered a request ~10 s after
+    # reading it there (measured from its log), so the probes get far more than the 1 s default.
     readinessProbe:
       httpGet: {{path: /, port: http}}
-      periodSeconds: 5
-      timeoutSeconds: 10
+      periodSeconds: 10
+      timeoutSeconds: 40
     livenessProbe:
       tcpSocket: {{port: 8080}}
       periodSeconds: 20
-      timeoutSeconds: 10
+      timeoutSeconds: 20
       failureThreshold: 5
 "#
     )
