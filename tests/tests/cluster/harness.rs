@@ -291,7 +291,8 @@ impl Cluster {
         std::thread::sleep(Duration::from_millis(500));
     }
 
-    /// The VMM processes in this cluster's namespace.
+    /// The VMM processes in this cluster's namespace (an exited VMM its parent has not reaped
+    /// yet, a zombie, holds no VM and does not count).
     pub fn vmm_pids(&self) -> Vec<i32> {
         let out = Command::new("ip")
             .args(["netns", "pids", &self.netns])
@@ -301,10 +302,51 @@ impl Cluster {
             .lines()
             .filter_map(|l| l.trim().parse().ok())
             .filter(|pid: &i32| {
-                std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                    .is_ok_and(|c| c.trim() == "kennel-vmm")
+                let vmm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim() == "kennel-vmm");
+                // Field 3 of /proc/<pid>/stat, after the parenthesised name, is the state.
+                let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| {
+                    st.rsplit(')')
+                        .next()
+                        .and_then(|r| r.split_whitespace().next())
+                        == Some("Z")
+                });
+                vmm && !zombie
             })
             .collect()
+    }
+}
+
+impl Cluster {
+    /// Waits until exactly `n` VMMs run in the namespace (a stopped VM's process may take a
+    /// moment to go); fails with the processes and diagnostics after `within`.
+    pub fn wait_vmms(&self, n: usize, within: Duration, what: &str) {
+        let t = Instant::now();
+        loop {
+            let pids = self.vmm_pids();
+            if pids.len() == n {
+                return;
+            }
+            if t.elapsed() > within {
+                let ps = Command::new("ps")
+                    .args(["-o", "pid,stat,etime,args", "-p"])
+                    .arg(
+                        pids.iter()
+                            .map(|p| p.to_string())
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    )
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default();
+                panic!(
+                    "{what}: {} VMMs, want {n}, after {within:?}:\n{ps}\n{}",
+                    pids.len(),
+                    self.diagnostics()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 }
 
