@@ -60,6 +60,39 @@ pub struct NodeArgs {
     pub client_token_file: Option<PathBuf>,
 }
 
+/// The node agent as a supervised task (a fresh kube client per start).
+pub fn spawn_agent(
+    cfg: AgentConfig,
+    client_cfg: kube::Config,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(supervise::task("node agent", stop, move || {
+        let (cfg, client_cfg) = (cfg.clone(), client_cfg.clone());
+        async move {
+            let client = kube::Client::try_from(client_cfg).map_err(|e| e.to_string())?;
+            kennel_node::agent::run(cfg, client)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    }))
+}
+
+/// The node's HTTPS API (logs) as a supervised task.
+pub fn spawn_log_api(
+    cfg: LogServerConfig,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(supervise::task("node API (logs)", stop, move || {
+        let cfg = cfg.clone();
+        async move {
+            let _server = kennel_node::server::spawn(cfg)
+                .await
+                .map_err(|e| e.to_string())?;
+            futures::future::pending::<Result<(), String>>().await
+        }
+    }))
+}
+
 fn read(p: &PathBuf) -> anyhow::Result<String> {
     std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
 }
@@ -103,37 +136,13 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
                 client_token: read(t)?.trim().to_string(),
                 logs_root: cfg.logs_root.clone(),
             };
-            tasks.push(tokio::spawn(supervise::task(
-                "node API (logs)",
-                stop_rx.clone(),
-                move || {
-                    let cfg = log_cfg.clone();
-                    async move {
-                        let _server = kennel_node::server::spawn(cfg)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        futures::future::pending::<Result<(), String>>().await
-                    }
-                },
-            )));
+            tasks.push(spawn_log_api(log_cfg, stop_rx.clone()));
         }
         _ => tracing::warn!(
             "no --tls-cert/--tls-key/--client-token-file: the node API (kubectl logs) is off"
         ),
     }
-    tasks.push(tokio::spawn(supervise::task(
-        "node agent",
-        stop_rx,
-        move || {
-            let (cfg, client_cfg) = (cfg.clone(), client_cfg.clone());
-            async move {
-                let client = kube::Client::try_from(client_cfg).map_err(|e| e.to_string())?;
-                kennel_node::agent::run(cfg, client)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-        },
-    )));
+    tasks.push(spawn_agent(cfg, client_cfg, stop_rx));
     println!(
         "node agent {name} ({}) running against {}",
         args.node_ip,

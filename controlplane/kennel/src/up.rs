@@ -335,15 +335,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         logs_root: data.join("pods"),
         resolv_conf: "/etc/resolv.conf".into(),
     };
-    let node = tokio::spawn(supervise::task("node agent", stop_rx.clone(), move || {
-        let (cfg, client_cfg) = (agent_cfg.clone(), client_cfg.clone());
-        async move {
-            let client = kube::Client::try_from(client_cfg).map_err(|e| e.to_string())?;
-            kennel_node::agent::run(cfg, client)
-                .await
-                .map_err(|e| e.to_string())
-        }
-    }));
+    let node = crate::node_cmd::spawn_agent(agent_cfg, client_cfg, stop_rx.clone());
 
     let pki_dir = kennel_apiserver::pki::pki_dir(data);
     let ip: std::net::IpAddr = node_ip.parse().context("--node-ip")?;
@@ -357,19 +349,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         client_token: kennel_apiserver::pki::read_kubelet_client_token(&pki_dir)?,
         logs_root: data.join("pods"),
     };
-    let logs = tokio::spawn(supervise::task(
-        "node API (logs)",
-        stop_rx.clone(),
-        move || {
-            let cfg = log_cfg.clone();
-            async move {
-                let _server = kennel_node::server::spawn(cfg)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                futures::future::pending::<Result<(), String>>().await
-            }
-        },
-    ));
+    let logs = crate::node_cmd::spawn_log_api(log_cfg, stop_rx.clone());
 
     println!(
         "kennel is up: API server {} (store: {}), node {node_name} ({node_ip})",
