@@ -53,6 +53,8 @@ pub struct ImageServiceOptions {
     pub plain_http: Vec<String>,
     /// An extra trusted CA certificate (PEM file) for HTTPS registries.
     pub extra_ca: Option<PathBuf>,
+    /// Mirrors, per-host credentials and CAs (`--registries-config`).
+    pub registries: crate::registries::Registries,
 }
 
 /// Errors of the image service, each mapped to a specific gRPC status.
@@ -343,8 +345,11 @@ impl ImageServiceImpl {
                 return Ok(c.clone());
             }
         }
+        let reg = &self.opts.registries;
         let mut cfg = RegistryConfig {
-            plain_http: self.opts.plain_http.clone(),
+            plain_http: [self.opts.plain_http.clone(), reg.plain_http()].concat(),
+            credentials: reg.credentials.clone(),
+            ca_pem: reg.ca_pem.clone(),
             ..Default::default()
         };
         if let Some(path) = &self.opts.extra_ca {
@@ -385,12 +390,33 @@ impl ImageServiceImpl {
                     source,
                 })?;
         let creds = credentials(auth)?;
-        let client = self.client(&reference.registry, creds)?;
         let started = std::time::Instant::now();
-        let rec = self
-            .store
-            .pull(&client, image, &Progress::hidden())
-            .await
+        let mut rec = None;
+        for source in self.opts.registries.sources(&reference.registry) {
+            // The pod's credentials are for the image's registry; a mirror uses its own
+            // (from the registries config).
+            let (host, creds) = match &source {
+                Some(m) => (m.as_str(), None),
+                None => (reference.registry.as_str(), creds.clone()),
+            };
+            let client = self.client(host, creds)?;
+            match self
+                .store
+                .pull_from(&client, image, source.as_deref(), &Progress::hidden())
+                .await
+            {
+                Ok(r) => {
+                    rec = Some(Ok(r));
+                    break;
+                }
+                Err(e) if source.is_some() => {
+                    tracing::warn!(image, mirror = host, error = %e, "mirror failed, trying the next source");
+                }
+                Err(e) => rec = Some(Err(e)),
+            }
+        }
+        let rec = rec
+            .expect("sources() ends with the registry itself")
             .map_err(|source| ImageServiceError::Pull {
                 image: image.to_string(),
                 source,

@@ -12,6 +12,7 @@ pub mod convert;
 pub mod image_service;
 pub mod logs;
 pub mod oci;
+pub mod registries;
 pub mod runtime;
 pub mod sandbox;
 pub mod server;

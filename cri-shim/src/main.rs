@@ -62,6 +62,13 @@ struct Cli {
     /// Extra CA certificate (PEM) trusted for registries.
     #[arg(long)]
     registry_ca: Option<PathBuf>,
+    /// Build the template VMs of these guest memory sizes (MiB) at start-up instead of at the
+    /// first pod of each size (repeatable; progress in `<state-dir>/templates.json`).
+    #[arg(long)]
+    prewarm_mib: Vec<u64>,
+    /// Registry mirrors, credentials and CAs (k3s-style `registries.yaml`; see the README).
+    #[arg(long)]
+    registries_config: Option<PathBuf>,
     /// Empty image disk slots per pod VM (distinct images a pod can use).
     #[arg(long, default_value_t = 4)]
     disk_slots: usize,
@@ -179,9 +186,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if cli.teardown {
         return teardown(&rt).await;
     }
+    if !cli.prewarm_mib.is_empty() {
+        tokio::spawn(rt.clone().prewarm(cli.prewarm_mib.clone()));
+    }
     let image_opts = ImageServiceOptions {
         plain_http: cli.plain_http.clone(),
         extra_ca: cli.registry_ca.clone(),
+        registries: match &cli.registries_config {
+            Some(p) => cri_shim::registries::Registries::load(p)?,
+            None => Default::default(),
+        },
     };
     let shutdown = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

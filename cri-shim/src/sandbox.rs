@@ -275,6 +275,34 @@ impl Runtime {
         t
     }
 
+    /// Builds the templates for `sizes` (MiB) now rather than at the first pod of each size,
+    /// recording progress in [`templates_status_path`] (`kennel up` prints it).
+    pub async fn prewarm(self: Arc<Self>, sizes: Vec<u64>) {
+        let path = templates_status_path(&self.opts.state_dir);
+        let mut status: Vec<serde_json::Value> = Vec::new();
+        for mib in sizes {
+            let started = std::time::Instant::now();
+            status.push(serde_json::json!({"memMiB": mib, "state": "building"}));
+            write_templates_status(&path, &status);
+            let r = self.template(mib).await;
+            let secs = (started.elapsed().as_secs_f64() * 10.0).round() / 10.0;
+            let entry = match &r {
+                Ok(_) => serde_json::json!({"memMiB": mib, "state": "ready", "seconds": secs}),
+                Err(e) => {
+                    serde_json::json!({"memMiB": mib, "state": "failed", "seconds": secs, "error": e})
+                }
+            };
+            match &r {
+                Ok(_) => tracing::info!("template for {mib} MiB ready after {secs} s"),
+                Err(e) => tracing::warn!("template for {mib} MiB failed after {secs} s: {e}"),
+            }
+            if let Some(last) = status.last_mut() {
+                *last = entry;
+            }
+            write_templates_status(&path, &status);
+        }
+    }
+
     /// Reaps a VMM child of this process and marks its sandbox when it exits.
     fn watch_child(self: &Arc<Self>, id: String, pid: i32, mut child: tokio::process::Child) {
         let rt = self.clone();
@@ -523,5 +551,18 @@ mod tests {
         // 100 + 64 = 164 → 192
         assert_eq!(guest_mem_mib(&c), 192);
         assert!(cid_for("ffffff00") >= 100);
+    }
+}
+
+/// Where [`Runtime::prewarm`] records the templates it builds: a JSON array of
+/// `{"memMiB", "state": "building"|"ready"|"failed", "seconds", "error"}`.
+pub fn templates_status_path(state_dir: &std::path::Path) -> std::path::PathBuf {
+    state_dir.join("templates.json")
+}
+
+fn write_templates_status(path: &std::path::Path, status: &[serde_json::Value]) {
+    let body = serde_json::to_vec(status).unwrap_or_default();
+    if let Err(e) = crate::state::write_atomic(path, &body) {
+        tracing::warn!("writing {}: {e}", path.display());
     }
 }

@@ -170,6 +170,7 @@ async fn pull_status_list_remove_fsinfo() {
     let mut cri = serve(ImageServiceOptions {
         plain_http: vec![host.clone()],
         extra_ca: None,
+        ..Default::default()
     })
     .await;
     let bb_id = imgs.busybox.id().to_string();
@@ -385,6 +386,7 @@ async fn tls_and_basic_auth() {
     let mut cri = serve(ImageServiceOptions {
         plain_http: vec![],
         extra_ca: Some(ca.clone()),
+        ..Default::default()
     })
     .await;
 
@@ -461,6 +463,7 @@ async fn tls_and_basic_auth() {
     let mut bad_ca = serve(ImageServiceOptions {
         plain_http: vec![],
         extra_ca: Some(reg.dir().join("absent.pem")),
+        ..Default::default()
     })
     .await;
     let e = bad_ca.pull(&reference, None).await.unwrap_err();
@@ -487,6 +490,7 @@ async fn bearer_token_auth() {
     let mut cri = serve(ImageServiceOptions {
         plain_http: vec![host.clone()],
         extra_ca: None,
+        ..Default::default()
     })
     .await;
     let auth = |p: &str| AuthConfig {
@@ -561,4 +565,84 @@ fn http_get_basic(url: &str, user: &str, password: &str) -> String {
         "{head}"
     );
     body.to_string()
+}
+
+/// A k3s-style registries file: a mirror that is down is skipped, a mirror that serves the
+/// image is used (the image keeps its own name), and `configs` credentials log in to a
+/// token-auth registry when the request brings none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registries_config_mirrors_and_credentials() {
+    let imgs = test_images();
+    let creds = Credentials {
+        username: "puller".into(),
+        password: "token-pw".into(),
+    };
+    let mirror = TestRegistry::start(TestRegistryOptions::default()).expect("mirror registry");
+    let private = TestRegistry::start(TestRegistryOptions {
+        token_auth: Some(creds.clone()),
+        ..Default::default()
+    })
+    .expect("token-auth registry");
+    let push = RegistryClient::new(mirror.client_config(None)).unwrap();
+    imgs.busybox
+        .push(&push, &format!("{}/library/busybox:latest", mirror.host()))
+        .await
+        .unwrap();
+    let push = RegistryClient::new(private.client_config(Some(creds.clone()))).unwrap();
+    imgs.kubia
+        .push(&push, &format!("{}/kubia:latest", private.host()))
+        .await
+        .unwrap();
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("registries.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "mirrors:\n  docker.io:\n    endpoint: [\"http://{dead}\", \"http://{}\"]\nconfigs:\n  \"{}\":\n    auth: {{username: puller, password: token-pw}}\n",
+            mirror.host(),
+            private.host()
+        ),
+    )
+    .unwrap();
+    let registries = cri_shim::registries::Registries::load(&file).expect("registries.yaml");
+    let mut cri = serve(ImageServiceOptions {
+        plain_http: vec![private.host()],
+        registries,
+        ..Default::default()
+    })
+    .await;
+    // docker.io is never reached: the second mirror serves it.
+    let id = cri
+        .pull("busybox", None)
+        .await
+        .expect("pull through the mirror");
+    assert_eq!(id, imgs.busybox.id().to_string());
+    let listed = cri.list(None).await;
+    assert!(
+        listed.iter().any(|i| i
+            .repo_tags
+            .iter()
+            .any(|t| t == "docker.io/library/busybox:latest")),
+        "recorded under its own name: {listed:?}"
+    );
+    // No AuthConfig: the registries file's credentials get the token.
+    let reference = format!("{}/kubia:latest", private.host());
+    let id = cri
+        .pull(&reference, None)
+        .await
+        .expect("pull with configs credentials");
+    assert_eq!(id, imgs.kubia.id().to_string());
+    // The request's own credentials win over the file's.
+    cri.remove(&reference).await.unwrap();
+    let wrong = AuthConfig {
+        username: "puller".into(),
+        password: "wrong".into(),
+        ..Default::default()
+    };
+    let e = cri.pull(&reference, Some(wrong)).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
 }

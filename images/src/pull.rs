@@ -43,8 +43,20 @@ impl Store {
         reference: &str,
         progress: &Progress,
     ) -> Result<ImageRecord, PullError> {
+        self.pull_from(client, reference, None, progress).await
+    }
+
+    /// [`Store::pull`] with the content fetched from `mirror` (a registry host serving the
+    /// same repositories) when given; the image is recorded under `reference` all the same.
+    pub async fn pull_from(
+        self: &Arc<Self>,
+        client: &RegistryClient,
+        reference: &str,
+        mirror: Option<&str>,
+        progress: &Progress,
+    ) -> Result<ImageRecord, PullError> {
         let r: Reference = reference.parse()?;
-        let (reg, repo) = (r.registry.as_str(), r.repository.as_str());
+        let (reg, repo) = (mirror.unwrap_or(&r.registry), r.repository.as_str());
         let (top_bytes, top_type, top_digest) =
             client.get_manifest(reg, repo, &r.manifest_ref()).await?;
         let (manifest, manifest_bytes) = match parse_manifest(&top_bytes, top_type.as_deref())? {

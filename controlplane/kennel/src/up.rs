@@ -67,6 +67,10 @@ pub struct UpArgs {
     /// Extra CA certificate (PEM) trusted for registries.
     #[arg(long)]
     pub registry_ca: Option<PathBuf>,
+    /// Registry mirrors, credentials and CAs, k3s-style (default: /etc/kennel/registries.yaml
+    /// when it exists).
+    #[arg(long)]
+    pub registries_config: Option<PathBuf>,
     /// Guest kernel (uncompressed vmlinux).
     #[arg(long, env = "KENNEL_VMLINUX")]
     pub kernel: PathBuf,
@@ -276,6 +280,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             .to_string(),
         "--pod-cidr".into(),
         args.pod_cidr.clone(),
+        // The template of pods without memory limits, built now: the first such pod restores
+        // it instead of waiting for a boot, and this command shows the boot's progress.
+        "--prewarm-mib".into(),
+        cri_shim::runtime::DEFAULT_MEM_MIB.to_string(),
     ];
     if let Some(ns) = &args.netns {
         cri_args.extend(["--netns".into(), ns.clone()]);
@@ -285,6 +293,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     if let Some(ca) = &args.registry_ca {
         cri_args.extend(["--registry-ca".into(), ca.display().to_string()]);
+    }
+    let default_registries = Path::new("/etc/kennel/registries.yaml");
+    if let Some(file) = args.registries_config.clone().or_else(|| {
+        default_registries
+            .is_file()
+            .then(|| default_registries.into())
+    }) {
+        // Checked here too, so a mistake is one clear error instead of a restarting kennel-cri.
+        cri_shim::registries::Registries::load(&file)?;
+        cri_args.extend(["--registries-config".into(), file.display().to_string()]);
     }
     let cri_program = args
         .cri_bin
@@ -296,6 +314,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         &crate::down::cri_command_file(data),
         serde_json::to_string(&command)?.as_bytes(),
     )?;
+    // A previous run's report would read as this run's.
+    let _ = std::fs::remove_file(cri_shim::sandbox::templates_status_path(&data.join("cri")));
     let cri = tokio::spawn(supervise::child(
         ChildSpec {
             name: "kennel-cri",
@@ -367,17 +387,69 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         "  try: KUBECONFIG={} kubectl get nodes",
         kubeconfigs[0].display()
     );
-    println!("  the first pod of each memory size boots its template VM (30-40 s on nested KVM, ~100 ms on bare metal)");
+    println!("  the first pod of each other memory size boots its template VM (30-40 s on nested KVM, ~100 ms on bare metal)");
     println!("  logs: {}", data.join("logs").display());
+    let progress = tokio::spawn(show_template_progress(
+        cri_shim::sandbox::templates_status_path(&data.join("cri")),
+    ));
 
     wait_for_signal().await;
     tracing::info!("stopping the control plane (pod VMs keep running; `kennel down` removes them)");
     let _ = stop_tx.send(true);
+    progress.abort();
     let _ = node.await;
     let _ = logs.await;
     let _ = cri.await;
     drop(api);
     Ok(())
+}
+
+/// Prints the template builds kennel-cri reports in `path` (see `--prewarm-mib`): a line when
+/// one starts, every 10 s while it boots, and when it is ready or failed.
+async fn show_template_progress(path: PathBuf) {
+    let started = std::time::Instant::now();
+    let mut last_print = None::<std::time::Instant>;
+    let mut done = std::collections::BTreeSet::new();
+    loop {
+        let entries: Vec<serde_json::Value> = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let mut building = false;
+        for e in &entries {
+            let mib = e["memMiB"].as_u64().unwrap_or(0);
+            match e["state"].as_str().unwrap_or("") {
+                "building" => {
+                    building = true;
+                    // A cached template answers within a second or two: say nothing then.
+                    let due = match last_print {
+                        None => started.elapsed() >= std::time::Duration::from_secs(3),
+                        Some(t) => t.elapsed() >= std::time::Duration::from_secs(10),
+                    };
+                    if due {
+                        println!(
+                            "  pod VM template ({mib} MiB): booting the guest, {} s…",
+                            started.elapsed().as_secs()
+                        );
+                        last_print = Some(std::time::Instant::now());
+                    }
+                }
+                "ready" if done.insert(mib) && last_print.is_some() => println!(
+                    "  pod VM template ({mib} MiB): ready after {} s; pods restore from it",
+                    e["seconds"].as_f64().unwrap_or(0.0)
+                ),
+                "failed" if done.insert(mib) => println!(
+                    "  pod VM template ({mib} MiB) failed, pods will cold-boot: {}",
+                    e["error"].as_str().unwrap_or("")
+                ),
+                _ => {}
+            }
+        }
+        if !entries.is_empty() && !building {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -610,5 +610,34 @@ pub fn qos_class(pod: &Pod) -> &'static str {
     }
 }
 
+/// The CRI attempt for container `name` when the runtime holds none of its runs (a first start,
+/// or a restart in a sandbox recreated after its VM died, which took the old runs with it): the
+/// restart count goes on from the pod's last written status, as kubelet's does across sandboxes.
+pub fn next_attempt_after(pod: &Pod, name: &str, init: bool) -> u32 {
+    let statuses = pod.status.as_ref().and_then(|s| {
+        if init {
+            s.init_container_statuses.as_ref()
+        } else {
+            s.container_statuses.as_ref()
+        }
+    });
+    let Some(cs) = statuses.and_then(|v| v.iter().find(|c| c.name == name)) else {
+        return 0;
+    };
+    let ran = cs
+        .state
+        .as_ref()
+        .is_some_and(|s| s.running.is_some() || s.terminated.is_some())
+        || cs
+            .last_state
+            .as_ref()
+            .is_some_and(|s| s.terminated.is_some());
+    if ran {
+        cs.restart_count.max(0) as u32 + 1
+    } else {
+        cs.restart_count.max(0) as u32
+    }
+}
+
 #[cfg(test)]
 mod tests;

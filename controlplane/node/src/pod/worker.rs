@@ -513,7 +513,9 @@ async fn ensure_container(
 ) -> Result<(), SyncError> {
     let key = format!("{uid}/{}", c.name);
     let attempt = match last {
-        None => 0,
+        // Not in this sandbox: a first start, or a restart in a sandbox recreated after the
+        // previous one died, where the count goes on from the pod's status as kubelet's does.
+        None => status::next_attempt_after(pod, &c.name, kind == "init"),
         Some(o) => match o.state {
             RuntimeState::Running => return Ok(()),
             RuntimeState::Created | RuntimeState::Unknown => {
@@ -557,7 +559,12 @@ async fn ensure_container(
                             pod,
                             true,
                             "BackOff",
-                            "Back-off restarting failed container".into(),
+                            format!(
+                                "Back-off restarting failed container {} in pod {}_{}({uid})",
+                                c.name,
+                                pod.metadata.name.as_deref().unwrap_or_default(),
+                                pod.metadata.namespace.as_deref().unwrap_or_default()
+                            ),
                             field_path(kind, &c.name),
                         )
                         .await;

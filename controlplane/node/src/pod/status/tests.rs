@@ -1839,3 +1839,60 @@ fn qos_class_as_upstream() {
     let no_spec = Pod::default();
     assert_eq!(qos_class(&no_spec), "BestEffort", "no spec");
 }
+
+#[test]
+fn attempts_continue_across_a_recreated_sandbox() {
+    let status =
+        |name: &str, restarts: i32, state: ContainerState, last: Option<ContainerState>| {
+            ContainerStatus {
+                name: name.into(),
+                restart_count: restarts,
+                state: Some(state),
+                last_state: last,
+                ..Default::default()
+            }
+        };
+    let running = ContainerState {
+        running: Some(ContainerStateRunning::default()),
+        ..Default::default()
+    };
+    let terminated = ContainerState {
+        terminated: Some(ContainerStateTerminated::default()),
+        ..Default::default()
+    };
+    let waiting = ContainerState {
+        waiting: Some(ContainerStateWaiting::default()),
+        ..Default::default()
+    };
+    let pod = Pod {
+        status: Some(PodStatus {
+            container_statuses: Some(vec![
+                status("never", 0, waiting.clone(), None),
+                status("ran", 2, running.clone(), None),
+                status("exited", 0, terminated.clone(), None),
+                status("backoff", 4, waiting, Some(terminated.clone())),
+            ]),
+            init_container_statuses: Some(vec![status("init", 1, terminated, None)]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    // (name, init, attempt): upstream keeps counting where the last status left off.
+    let cases = [
+        ("unknown", false, 0),
+        ("never", false, 0),
+        ("ran", false, 3),
+        ("exited", false, 1),
+        ("backoff", false, 5),
+        ("init", true, 2),
+        ("init", false, 0),
+    ];
+    for (name, init, want) in cases {
+        assert_eq!(
+            next_attempt_after(&pod, name, init),
+            want,
+            "{name} init={init}"
+        );
+    }
+    assert_eq!(next_attempt_after(&Pod::default(), "x", false), 0);
+}
