@@ -478,6 +478,19 @@ impl Runtime {
     }
 }
 
+/// Where [`Runtime::prewarm`] records the templates it builds: a JSON array of
+/// `{"memMiB", "state": "building"|"ready"|"failed", "seconds", "error"}`.
+pub fn templates_status_path(state_dir: &std::path::Path) -> std::path::PathBuf {
+    state_dir.join("templates.json")
+}
+
+fn write_templates_status(path: &std::path::Path, status: &[serde_json::Value]) {
+    let body = serde_json::to_vec(status).unwrap_or_default();
+    if let Err(e) = crate::state::write_atomic(path, &body) {
+        tracing::warn!("writing {}: {e}", path.display());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -551,18 +564,5 @@ mod tests {
         // 100 + 64 = 164 → 192
         assert_eq!(guest_mem_mib(&c), 192);
         assert!(cid_for("ffffff00") >= 100);
-    }
-}
-
-/// Where [`Runtime::prewarm`] records the templates it builds: a JSON array of
-/// `{"memMiB", "state": "building"|"ready"|"failed", "seconds", "error"}`.
-pub fn templates_status_path(state_dir: &std::path::Path) -> std::path::PathBuf {
-    state_dir.join("templates.json")
-}
-
-fn write_templates_status(path: &std::path::Path, status: &[serde_json::Value]) {
-    let body = serde_json::to_vec(status).unwrap_or_default();
-    if let Err(e) = crate::state::write_atomic(path, &body) {
-        tracing::warn!("writing {}: {e}", path.display());
     }
 }

@@ -29,3 +29,15 @@ pub async fn push_test_images(registry: &TestRegistry) {
             .expect("push");
     }
 }
+
+/// Pushes Debian's static busybox as `<registry>/busybox:latest`, logging in with `credentials`.
+pub async fn push_busybox(registry: &TestRegistry, credentials: Option<images::auth::Credentials>) {
+    let client =
+        images::registry::RegistryClient::new(registry.client_config(credentials)).expect("client");
+    let layer = images::testimages::busybox_layer(images::testimages::HOST_BUSYBOX.as_ref())
+        .expect("busybox layer");
+    let img = images::testimages::busybox_image(&layer);
+    img.push(&client, &format!("{}/busybox:latest", registry.host()))
+        .await
+        .expect("push busybox");
+}

@@ -1,6 +1,7 @@
 //! `kennel`: `kennel up` (a whole single-node cluster), and each component as a subcommand.
 #![forbid(unsafe_code)]
 
+mod components;
 mod down;
 mod node_cmd;
 mod supervise;
@@ -23,12 +24,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a single-node cluster: API server, kennel-cri and the node agent, supervised.
+    /// Run a single-node cluster: API server, scheduler, controller manager, kennel-cri and the
+    /// node agent, supervised.
     Up(Box<up::UpArgs>),
     /// Run only the node agent against an API server (kubeconfig) and a CRI runtime (socket).
     Node(Box<node_cmd::NodeArgs>),
     /// Stop `kennel up` and remove every pod VM and the node network (objects are kept).
     Down(down::DownArgs),
+    /// Run only the scheduler against an API server (kubeconfig).
+    Scheduler(Box<components::SchedulerArgs>),
+    /// Run only the controller manager (ReplicaSets, Deployments, …) against an API server.
+    ControllerManager(Box<components::ControllerArgs>),
+    /// Register simulated nodes (no VMs) whose pods turn Running: for control-plane scale tests.
+    SimNodes(Box<components::SimArgs>),
     /// Run the Kubernetes-compatible API server.
     Apiserver {
         /// State directory (SQLite database, pki, admin.kubeconfig).
@@ -90,6 +98,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up(args) => up::run(*args).await?,
         Command::Down(args) => down::run(args).await?,
         Command::Node(args) => node_cmd::run(*args).await?,
+        Command::Scheduler(args) => components::run_scheduler(*args).await?,
+        Command::ControllerManager(args) => components::run_controllers(*args).await?,
+        Command::SimNodes(args) => components::run_sim(*args).await?,
         Command::Apiserver {
             data_dir,
             listen,

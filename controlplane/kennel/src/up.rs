@@ -356,6 +356,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         resolv_conf: "/etc/resolv.conf".into(),
     };
     let node = crate::node_cmd::spawn_agent(agent_cfg, client_cfg, stop_rx.clone());
+    // The scheduler and the controller manager, clients of the API server like any other.
+    let admin_cfg = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&api.kubeconfig).context("admin kubeconfig")?,
+        &Default::default(),
+    )
+    .await
+    .context("admin kubeconfig")?;
+    let scheduler =
+        crate::components::spawn_scheduler(admin_cfg.clone(), &node_name, stop_rx.clone());
+    let controllers = crate::components::spawn_controllers(admin_cfg, &node_name, stop_rx.clone());
 
     let pki_dir = kennel_apiserver::pki::pki_dir(data);
     let ip: std::net::IpAddr = node_ip.parse().context("--node-ip")?;
@@ -398,6 +408,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     progress.abort();
     let _ = node.await;
+    let _ = scheduler.await;
+    let _ = controllers.await;
     let _ = logs.await;
     let _ = cri.await;
     drop(api);

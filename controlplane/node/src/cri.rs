@@ -57,6 +57,9 @@ pub struct CriClient {
 
 type R<T> = Result<T, CriClientError>;
 
+/// How long an ExecSync call may take beyond the command's own timeout.
+const EXEC_MARGIN: Duration = Duration::from_secs(10);
+
 fn st(op: &'static str) -> impl FnOnce(tonic::Status) -> CriClientError {
     move |status| CriClientError::Status { op, status }
 }
@@ -278,15 +281,29 @@ impl CriClient {
         timeout_secs: i64,
     ) -> R<(i32, Vec<u8>, Vec<u8>)> {
         let mut rt = self.rt.clone();
-        let r = rt
-            .exec_sync(cri::ExecSyncRequest {
-                container_id: id.into(),
-                cmd,
-                timeout: timeout_secs,
-            })
-            .await
-            .map_err(st("ExecSync"))?
-            .into_inner();
+        let call = rt.exec_sync(cri::ExecSyncRequest {
+            container_id: id.into(),
+            cmd,
+            timeout: timeout_secs,
+        });
+        // The runtime bounds the command by `timeout`; this bounds the whole call (a guest too
+        // busy to even start the process), as kubelet's deadline of timeout plus a margin does.
+        let r = if timeout_secs > 0 {
+            let deadline = Duration::from_secs(timeout_secs as u64) + EXEC_MARGIN;
+            tokio::time::timeout(deadline, call)
+                .await
+                .map_err(|_| CriClientError::Status {
+                    op: "ExecSync",
+                    status: tonic::Status::deadline_exceeded(format!(
+                        "no answer within {} s",
+                        deadline.as_secs()
+                    )),
+                })?
+        } else {
+            call.await
+        }
+        .map_err(st("ExecSync"))?
+        .into_inner();
         Ok((r.exit_code, r.stdout, r.stderr))
     }
 

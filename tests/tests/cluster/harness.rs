@@ -22,9 +22,20 @@ pub struct Cluster {
     pub registry_host: String,
     /// Pod CIDR.
     pub pod_cidr: String,
+    /// A token-auth registry holding busybox, as `127.0.0.1:PORT` (user `puller`, password
+    /// `token-pw`).
+    pub private_host: String,
     registry: TestRegistry,
+    private: TestRegistry,
     child: Option<Child>,
 }
+
+/// The private registry's only user.
+pub static PRIVATE_CREDENTIALS: std::sync::LazyLock<images::auth::Credentials> =
+    std::sync::LazyLock::new(|| images::auth::Credentials {
+        username: "puller".into(),
+        password: "token-pw".into(),
+    });
 
 fn sh(cmd: &mut Command) {
     let out = cmd.output().expect("command runs");
@@ -57,6 +68,21 @@ impl Cluster {
         sh(Command::new("ip").args(["-n", &netns, "link", "set", "lo", "up"]));
         let registry = TestRegistry::start(TestRegistryOptions::default()).expect("registry");
         kennel_tests::registry::push_test_images(&registry).await;
+        let private = TestRegistry::start(TestRegistryOptions {
+            token_auth: Some(PRIVATE_CREDENTIALS.clone()),
+            ..Default::default()
+        })
+        .expect("token-auth registry");
+        kennel_tests::registry::push_busybox(&private, Some(PRIVATE_CREDENTIALS.clone())).await;
+        // Images named `kennel.test/...` come from the plain registry through a mirror.
+        std::fs::write(
+            dir.path().join("registries.yaml"),
+            format!(
+                "mirrors:\n  kennel.test:\n    endpoint: [\"http://{}\"]\n",
+                registry.host()
+            ),
+        )
+        .unwrap();
         let n = std::process::id() % 200 + 20;
         let mut c = Self {
             dir,
@@ -64,7 +90,9 @@ impl Cluster {
             node: "kennel-e2e".into(),
             registry_host: registry.host(),
             pod_cidr: format!("10.216.{n}.0/24"),
+            private_host: private.host(),
             registry,
+            private,
             child: None,
         };
         c.up();
@@ -105,7 +133,11 @@ impl Cluster {
                 "127.0.0.1:6443",
                 "--plain-http",
                 &self.registry_host,
+                "--plain-http",
+                &self.private_host,
             ])
+            .arg("--registries-config")
+            .arg(self.dir.path().join("registries.yaml"))
             .arg("--kernel")
             .arg(guest::vmlinux().expect("guest kernel"))
             .arg("--agent")
@@ -289,6 +321,48 @@ impl Cluster {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
         std::thread::sleep(Duration::from_millis(500));
+    }
+
+    /// `kennel down` on the data dir (from the host namespace, as a user runs it); `kennel up`
+    /// is reaped. Returns its output.
+    pub fn down(&mut self) -> String {
+        let out = Command::new(guest::workspace_bin("kennel"))
+            .arg("down")
+            .arg("--data-dir")
+            .arg(self.data())
+            .output()
+            .expect("kennel down runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "kennel down: {text}\n{}",
+            self.diagnostics()
+        );
+        if let Some(mut c) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && !matches!(c.try_wait(), Ok(Some(_))) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            assert!(
+                matches!(c.try_wait(), Ok(Some(_))),
+                "kennel up still runs after kennel down"
+            );
+        }
+        text
+    }
+
+    /// Output of a command run inside the node namespace.
+    pub fn in_netns(&self, args: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.netns])
+            .args(args)
+            .output()
+            .expect("ip netns exec runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// The VMM processes in this cluster's namespace (an exited VMM its parent has not reaped

@@ -1,0 +1,86 @@
+//! TEST FIXTURE, not a node agent: plays scheduler and kubelet for pods so controllers see them
+//! become Running/Ready without VMs. It binds unbound pods to `fake-node`, marks bound Pending
+//! pods Running + Ready with a pod IP after a short delay, and finishes graceful deletions by
+//! deleting with grace 0. (Simulated nodes from the scheduler crate's `sim` module replace it.)
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+/// The node every pod lands on.
+pub const NODE: &str = "fake-node";
+/// Delay before a bound pod turns Running/Ready.
+pub const START_DELAY: Duration = Duration::from_millis(200);
+
+/// Runs until aborted.
+pub async fn run(client: Client) {
+    let all: Api<Pod> = Api::all(client.clone());
+    let ips = Arc::new(AtomicU32::new(2));
+    let stream = watcher(all, watcher::Config::default())
+        .default_backoff()
+        .applied_objects();
+    futures::pin_mut!(stream);
+    while let Some(ev) = stream.next().await {
+        let Ok(pod) = ev else { continue };
+        let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
+        let name = pod.name_any();
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+        let phase = pod.status.as_ref().and_then(|s| s.phase.clone());
+        if pod.metadata.deletion_timestamp.is_some() {
+            let dp = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: Some(Preconditions {
+                    uid: pod.metadata.uid.clone(),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            tokio::spawn(async move {
+                let _ = api.delete(&name, &dp).await;
+            });
+        } else if node.is_none() {
+            let binding = json!({"apiVersion": "v1", "kind": "Binding",
+                "metadata": {"name": name}, "target": {"kind": "Node", "name": NODE}});
+            tokio::spawn(async move {
+                let _ = api
+                    .create_subresource::<_, serde_json::Value>(
+                        "binding",
+                        &name,
+                        &PostParams::default(),
+                        &binding,
+                    )
+                    .await;
+            });
+        } else if phase.as_deref() == Some("Pending") {
+            let n = ips.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                tokio::time::sleep(START_DELAY).await;
+                let now = k8s_openapi::jiff::Timestamp::now()
+                    .strftime("%Y-%m-%dT%H:%M:%SZ")
+                    .to_string();
+                let ip = format!("10.244.{}.{}", n / 250, n % 250 + 2);
+                let status = json!({"status": {
+                    "phase": "Running",
+                    "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": "127.0.0.1",
+                    "startTime": now,
+                    "conditions": [
+                        {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+                        {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+                        {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+                        {"type": "Ready", "status": "True", "lastTransitionTime": now},
+                    ],
+                }});
+                let _ = api
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                    .await;
+            });
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The scheduler, the controller manager and simulated nodes: as supervised tasks inside
+//! `kennel up`, and alone as `kennel scheduler`, `kennel controller-manager`, `kennel sim-nodes`
+//! (each a kube-rs client of the API server named by a kubeconfig, like any other client).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::watch;
+
+use crate::supervise;
+
+/// Where a standalone component finds the API server.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientArgs {
+    /// Kubeconfig of the cluster (default: /etc/kennel/admin.kubeconfig).
+    #[arg(long, default_value = "/etc/kennel/admin.kubeconfig")]
+    pub kubeconfig: PathBuf,
+}
+
+impl ClientArgs {
+    async fn config(&self) -> anyhow::Result<kube::Config> {
+        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig)
+            .with_context(|| format!("reading {}", self.kubeconfig.display()))?;
+        kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .with_context(|| format!("using {}", self.kubeconfig.display()))
+    }
+}
+
+/// `kennel scheduler` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SchedulerArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// The `spec.schedulerName` served.
+    #[arg(long, default_value = "default-scheduler")]
+    scheduler_name: String,
+    /// Schedule without holding the `kube-system/kube-scheduler` Lease (one instance only).
+    #[arg(long)]
+    no_leader_elect: bool,
+    /// Lease holder identity (default: host name and pid).
+    #[arg(long)]
+    identity: Option<String>,
+}
+
+/// `kennel controller-manager` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ControllerArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Run without holding the `kube-system/kube-controller-manager` Lease (one instance only).
+    #[arg(long)]
+    no_leader_elect: bool,
+    /// Lease holder identity (default: host name and pid).
+    #[arg(long)]
+    identity: Option<String>,
+}
+
+/// `kennel sim-nodes` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// How many nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Node names are `<prefix><index>`.
+    #[arg(long, default_value = "sim-")]
+    prefix: String,
+    /// CPU capacity of each node.
+    #[arg(long, default_value = "32")]
+    cpu: String,
+    /// Memory capacity of each node.
+    #[arg(long, default_value = "256Gi")]
+    memory: String,
+    /// Pods capacity of each node.
+    #[arg(long, default_value_t = 110)]
+    pods: u32,
+    /// Extra node labels, `key=value` (repeatable).
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// Milliseconds from binding to Running and Ready.
+    #[arg(long, default_value_t = 1000)]
+    ready_delay_ms: u64,
+}
+
+fn identity(given: &Option<String>) -> String {
+    given.clone().unwrap_or_else(|| {
+        let host = nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "kennel".into());
+        format!("{host}_{}", std::process::id())
+    })
+}
+
+/// The scheduler as a supervised task of `kennel up` (a stable identity: a rerun after a crash
+/// takes its own Lease back at once instead of waiting for it to expire).
+pub fn spawn_scheduler(
+    client_cfg: kube::Config,
+    node: &str,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let cfg = kennel_scheduler::SchedulerConfig {
+        identity: format!("kennel-up-{node}"),
+        ..Default::default()
+    };
+    tokio::spawn(supervise::task("scheduler", stop, move || {
+        let (cfg, client_cfg) = (cfg.clone(), client_cfg.clone());
+        async move {
+            let client = kube::Client::try_from(client_cfg).map_err(|e| e.to_string())?;
+            kennel_scheduler::run(cfg, client)
+                .await
+                .map_err(|e| format!("{e:#}"))
+        }
+    }))
+}
+
+/// The controller manager as a supervised task of `kennel up`.
+pub fn spawn_controllers(
+    client_cfg: kube::Config,
+    node: &str,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let cfg = kennel_controllers::ControllerConfig {
+        identity: format!("kennel-up-{node}"),
+        leader_elect: true,
+    };
+    tokio::spawn(supervise::task("controller manager", stop, move || {
+        let (cfg, client_cfg) = (cfg.clone(), client_cfg.clone());
+        async move {
+            let client = kube::Client::try_from(client_cfg).map_err(|e| e.to_string())?;
+            kennel_controllers::run(cfg, client)
+                .await
+                .map_err(|e| format!("{e:#}"))
+        }
+    }))
+}
+
+/// `kennel scheduler`: runs until Ctrl-C / SIGTERM.
+pub async fn run_scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_from(args.client.config().await?)?;
+    let cfg = kennel_scheduler::SchedulerConfig {
+        scheduler_name: args.scheduler_name.clone(),
+        identity: identity(&args.identity),
+        leader_elect: !args.no_leader_elect,
+        ..Default::default()
+    };
+    tokio::select! {
+        r = kennel_scheduler::run(cfg, client) => r.context("scheduler"),
+        _ = crate::up::wait_for_signal() => Ok(()),
+    }
+}
+
+/// `kennel controller-manager`: runs until Ctrl-C / SIGTERM.
+pub async fn run_controllers(args: ControllerArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_from(args.client.config().await?)?;
+    let cfg = kennel_controllers::ControllerConfig {
+        identity: identity(&args.identity),
+        leader_elect: !args.no_leader_elect,
+    };
+    tokio::select! {
+        r = kennel_controllers::run(cfg, client) => r.context("controller manager"),
+        _ = crate::up::wait_for_signal() => Ok(()),
+    }
+}
+
+/// `kennel sim-nodes`: registers the nodes and plays their kubelets until Ctrl-C / SIGTERM.
+pub async fn run_sim(args: SimArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_from(args.client.config().await?)?;
+    let mut labels = std::collections::BTreeMap::new();
+    for l in &args.labels {
+        let (k, v) = l
+            .split_once('=')
+            .with_context(|| format!("--label {l:?} is not key=value"))?;
+        labels.insert(k.to_string(), v.to_string());
+    }
+    let cfg = kennel_scheduler::sim::SimConfig {
+        nodes: args.nodes,
+        name_prefix: args.prefix.clone(),
+        cpu: args.cpu.clone(),
+        memory: args.memory.clone(),
+        pods: args.pods,
+        labels,
+        pod_ready_delay: Duration::from_millis(args.ready_delay_ms),
+        ..Default::default()
+    };
+    println!(
+        "simulating {} nodes {}0..{}{} (no VMs: pods bound to them turn Running after {} ms)",
+        args.nodes,
+        args.prefix,
+        args.prefix,
+        args.nodes.saturating_sub(1),
+        args.ready_delay_ms
+    );
+    tokio::select! {
+        r = kennel_scheduler::sim::run(cfg, client) => r.context("simulated nodes"),
+        _ = crate::up::wait_for_signal() => Ok(()),
+    }
+}
