@@ -99,15 +99,48 @@ pub async fn run(env: Arc<PodEnv>, uid: String, mut rx: watch::Receiver<Option<A
                 tracing::info!(%uid, "pod gone; sandbox removed");
                 return;
             }
-            Some(pod) => match sync(&env, &pod, &mut st).await {
-                Ok(Flow::Done) => return,
-                Ok(Flow::Again) => {}
-                Err(e) => tracing::warn!(pod = %name_of(&pod), "sync: {e}"),
-            },
+            Some(pod) => {
+                // A pass that starts containers can take minutes in an emulated guest; a
+                // deletion must not wait for it. The pass is level-triggered, so abandoning it
+                // at an await point leaves nothing the next pass does not see and finish.
+                let pass = sync(&env, &pod, &mut st);
+                let r = if pod.metadata.deletion_timestamp.is_some() {
+                    pass.await
+                } else {
+                    tokio::select! {
+                        r = pass => r,
+                        _ = deletion_requested(&mut rx) => {
+                            tracing::info!(pod = %name_of(&pod), "deletion requested: pass abandoned");
+                            continue;
+                        }
+                    }
+                };
+                match r {
+                    Ok(Flow::Done) => return,
+                    Ok(Flow::Again) => {}
+                    Err(e) => tracing::warn!(pod = %name_of(&pod), "sync: {e}"),
+                }
+            }
         }
         tokio::select! {
             r = rx.changed() => if r.is_err() { return },
             _ = tokio::time::sleep(RESYNC) => {}
+        }
+    }
+}
+
+/// Resolves once the pod is gone or marked for deletion (or its sender is dropped).
+async fn deletion_requested(rx: &mut watch::Receiver<Option<Arc<Pod>>>) {
+    loop {
+        if rx.changed().await.is_err() {
+            return;
+        }
+        let deleting = rx
+            .borrow()
+            .as_ref()
+            .is_none_or(|p| p.metadata.deletion_timestamp.is_some());
+        if deleting {
+            return;
         }
     }
 }
