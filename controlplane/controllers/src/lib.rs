@@ -10,7 +10,6 @@ pub mod ctx;
 pub mod deployment;
 pub mod expectations;
 pub mod informer;
-pub mod leader;
 pub mod podutil;
 pub mod ratelimit;
 pub mod replicaset;
@@ -24,7 +23,7 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::ReplicationController;
 
 pub use ctx::Ctx;
-pub use leader::{LeaderError, LeaseConfig};
+pub use kennel_lease::{LeaderError, LeaseConfig};
 
 /// Controller manager configuration.
 #[derive(Debug, Clone)]
@@ -89,7 +88,10 @@ pub async fn run(cfg: ControllerConfig, client: kube::Client) -> Result<(), Cont
     if !cfg.leader_elect {
         return Err(controllers(client).await);
     }
-    let mut elector = leader::Elector::new(client.clone(), LeaseConfig::new(&cfg.identity));
+    let mut elector = kennel_lease::Elector::new(
+        client.clone(),
+        LeaseConfig::new("kube-controller-manager", &cfg.identity),
+    );
     elector.acquire().await;
     tokio::select! {
         e = controllers(client) => Err(e),

@@ -7,7 +7,6 @@
 
 pub mod cache;
 pub mod framework;
-pub mod leader;
 pub mod message;
 pub mod nodeinfo;
 pub mod plugins;

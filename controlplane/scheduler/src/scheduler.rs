@@ -16,11 +16,11 @@ use tokio::task::JoinHandle;
 
 use crate::cache::{Cache, NodeChange};
 use crate::framework::{BindFailure, Profile, Rotor};
-use crate::leader::{self, LeaderConfig, LeaderError, Observed};
 use crate::nodeinfo::PodInfo;
 use crate::plugins;
 use crate::queue::SchedulingQueue;
 use crate::report::Reporter;
+use kennel_lease::{Elector, LeaderError, LeaseConfig};
 
 /// Scheduler settings.
 #[derive(Debug, Clone)]
@@ -63,12 +63,14 @@ pub async fn run(cfg: SchedulerConfig, client: kube::Client) -> Result<(), Sched
         schedule_forever(cfg, client).await;
         return Ok(());
     }
-    let lc = LeaderConfig::scheduler(&cfg.identity);
-    let mut obs = Observed::default();
-    leader::acquire(client.clone(), &lc, &mut obs).await;
+    let mut elector = Elector::new(
+        client.clone(),
+        LeaseConfig::new("kube-scheduler", &cfg.identity),
+    );
+    elector.acquire().await;
     tokio::select! {
-        _ = schedule_forever(cfg, client.clone()) => Ok(()),
-        e = leader::hold(client, &lc, &mut obs) => Err(e.into()),
+        _ = schedule_forever(cfg, client) => Ok(()),
+        e = elector.hold() => Err(e.into()),
     }
 }
 

@@ -1,7 +1,9 @@
 //! Leader election through a `coordination.k8s.io/v1` Lease, as client-go's leaderelection:
 //! acquire when the lease is free or its holder stopped renewing for a lease duration (measured
 //! on our clock from when we last saw the record change), renew every retry period, give up
-//! leadership when renewals fail for the renew deadline.
+//! leadership when renewals fail for the renew deadline. Shared by the scheduler
+//! (`kube-system/kube-scheduler`) and the controller manager (`kube-system/kube-controller-manager`).
+#![forbid(unsafe_code)]
 
 use std::time::{Duration, Instant};
 
@@ -18,7 +20,7 @@ pub enum LeaderError {
     Lost(String),
 }
 
-/// Lease parameters (kube-controller-manager's defaults through [`LeaseConfig::new`]).
+/// Lease parameters (upstream's defaults through [`LeaseConfig::new`]).
 #[derive(Debug, Clone)]
 pub struct LeaseConfig {
     /// Lease namespace.
@@ -36,11 +38,12 @@ pub struct LeaseConfig {
 }
 
 impl LeaseConfig {
-    /// `kube-system/kube-controller-manager`, 15 s lease, 10 s renew deadline, 2 s retry.
-    pub fn new(identity: &str) -> Self {
+    /// `kube-system/<name>` with kube-scheduler's and kube-controller-manager's timings: 15 s
+    /// lease, 10 s renew deadline, 2 s retry.
+    pub fn new(name: &str, identity: &str) -> Self {
         Self {
             namespace: "kube-system".into(),
-            name: "kube-controller-manager".into(),
+            name: name.into(),
             identity: identity.into(),
             lease_duration: Duration::from_secs(15),
             renew_deadline: Duration::from_secs(10),
