@@ -19,6 +19,8 @@ pub mod start;
 pub mod status;
 pub mod strategic;
 pub mod table;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod validate;
 
 pub use handlers::ApiState;

@@ -60,6 +60,12 @@ fn columns(kind: &str) -> Vec<Col> {
             ("Selector", "string", 1),
         ],
         "Endpoints" => vec![("Endpoints", "string", 0), ("Age", "string", 0)],
+        "EndpointSlice" => vec![
+            ("AddressType", "string", 0),
+            ("Ports", "string", 0),
+            ("Endpoints", "string", 0),
+            ("Age", "string", 0),
+        ],
         "Node" => vec![
             ("Status", "string", 0),
             ("Roles", "string", 0),
@@ -350,6 +356,37 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 }
             }
             vec![json!(or_none(eps.join(","))), age_v]
+        }
+        "EndpointSlice" => {
+            // As upstream's printer: ports and at most three addresses, then "+ N more...".
+            let ports: Vec<String> = o["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| int(&p["port"]).to_string())
+                .collect();
+            let addrs: Vec<String> = o["endpoints"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|e| e["addresses"].as_array().cloned().unwrap_or_default())
+                .map(|a| s(&a))
+                .collect();
+            let mut shown = addrs.iter().take(3).cloned().collect::<Vec<_>>().join(",");
+            if addrs.len() > 3 {
+                shown.push_str(&format!(" + {} more...", addrs.len() - 3));
+            }
+            let ports = if ports.is_empty() {
+                "<unset>".to_string()
+            } else {
+                ports.join(",")
+            };
+            vec![
+                json!(s(&o["addressType"])),
+                json!(ports),
+                json!(or_none(shown)),
+                age_v,
+            ]
         }
         "Node" => {
             let ready = st["conditions"]

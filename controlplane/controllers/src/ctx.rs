@@ -5,7 +5,10 @@ use std::fmt::Display;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Namespace, Pod, ReplicationController, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    Endpoints, Namespace, Pod, ReplicationController, Service, ServiceAccount,
+};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -31,6 +34,12 @@ pub struct Ctx {
     pub namespaces: Informer<Namespace>,
     /// All ServiceAccounts.
     pub service_accounts: Informer<ServiceAccount>,
+    /// All Services.
+    pub services: Informer<Service>,
+    /// All EndpointSlices.
+    pub endpoint_slices: Informer<EndpointSlice>,
+    /// All Endpoints.
+    pub endpoints: Informer<Endpoints>,
     /// Outstanding pod creations/deletions per controller key.
     pub expectations: Expectations,
     /// Failure backoff per controller key.
@@ -57,6 +66,9 @@ impl Ctx {
             deployments: Informer::new(),
             namespaces: Informer::new(),
             service_accounts: Informer::new(),
+            services: Informer::new(),
+            endpoint_slices: Informer::new(),
+            endpoints: Informer::new(),
             expectations: Expectations::default(),
             limiter: RateLimiter::default(),
             recorder,
@@ -75,6 +87,9 @@ impl Ctx {
             self.deployments.clone().run(Api::all(c.clone())),
             self.namespaces.clone().run(Api::all(c.clone())),
             self.service_accounts.clone().run(Api::all(c.clone())),
+            self.services.clone().run(Api::all(c.clone())),
+            self.endpoint_slices.clone().run(Api::all(c.clone())),
+            self.endpoints.clone().run(Api::all(c.clone())),
         );
     }
 
@@ -87,6 +102,9 @@ impl Ctx {
             self.deployments.ready(),
             self.namespaces.ready(),
             self.service_accounts.ready(),
+            self.services.ready(),
+            self.endpoint_slices.ready(),
+            self.endpoints.ready(),
         );
     }
 

@@ -1,5 +1,5 @@
 //! kennel's controller manager: level-triggered kube-runtime controllers (ReplicaSet,
-//! ReplicationController, Deployment, ServiceAccount) over shared informers (one watch per
+//! ReplicationController, Deployment, Endpoints/EndpointSlice, ServiceAccount) over shared informers (one watch per
 //! resource type), with client-go's expectations and per-key failure backoff, behind leader
 //! election on the `kube-system/kube-controller-manager` Lease.
 #![forbid(unsafe_code)]
@@ -8,6 +8,7 @@
 pub mod claim;
 pub mod ctx;
 pub mod deployment;
+pub mod endpoints;
 pub mod expectations;
 pub mod informer;
 pub mod podutil;
@@ -61,6 +62,10 @@ fn controllers(client: kube::Client) -> BoxFuture<'static, ControllerError> {
         (
             "deployment controller",
             deployment::controller(ctx.clone()).boxed(),
+        ),
+        (
+            "endpoints controller",
+            endpoints::controller(ctx.clone()).boxed(),
         ),
         (
             "serviceaccount controller",

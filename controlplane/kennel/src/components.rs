@@ -85,6 +85,28 @@ pub struct SimArgs {
     ready_delay_ms: u64,
 }
 
+/// `kennel proxy` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProxyArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// This node's name (endpoints on it are local for the `Local` traffic policies).
+    #[arg(long)]
+    node_name: String,
+    /// Addresses NodePorts and LoadBalancer ports are served on (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    node_ip: Vec<std::net::Ipv4Addr>,
+    /// The pod CIDR (service traffic from outside it is masqueraded).
+    #[arg(long)]
+    cluster_cidr: Option<kennel_proxy::Ipv4Net>,
+    /// Program this named network namespace instead of the current one.
+    #[arg(long)]
+    netns: Option<String>,
+    /// Remove the proxy's nftables table and exit.
+    #[arg(long)]
+    cleanup: bool,
+}
+
 fn identity(given: &Option<String>) -> String {
     given.clone().unwrap_or_else(|| {
         let host = nix::unistd::gethostname()
@@ -131,6 +153,38 @@ pub fn spawn_controllers(
         async move {
             let client = kube::Client::try_from(client_cfg).map_err(|e| e.to_string())?;
             kennel_controllers::run(cfg, client)
+                .await
+                .map_err(|e| format!("{e:#}"))
+        }
+    }))
+}
+
+/// The cluster's own Services (kube-dns, the `kubernetes` endpoints) kept in place.
+pub fn spawn_addons(
+    client_cfg: kube::Config,
+    spec: crate::addons::AddonSpec,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(supervise::task("cluster addons", stop, move || {
+        let (spec, client_cfg) = (spec.clone(), client_cfg.clone());
+        async move {
+            let client = kube::Client::try_from(client_cfg).map_err(|e| e.to_string())?;
+            crate::addons::run(client, spec).await
+        }
+    }))
+}
+
+/// kennel-proxy as a supervised task (its rules stay while it restarts).
+pub fn spawn_proxy(
+    client_cfg: kube::Config,
+    cfg: kennel_proxy::ProxyConfig,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(supervise::task("service proxy", stop, move || {
+        let (cfg, client_cfg) = (cfg.clone(), client_cfg.clone());
+        async move {
+            let client = kube::Client::try_from(client_cfg).map_err(|e| e.to_string())?;
+            kennel_proxy::run(cfg, client)
                 .await
                 .map_err(|e| format!("{e:#}"))
         }
@@ -195,6 +249,28 @@ pub async fn run_sim(args: SimArgs) -> anyhow::Result<()> {
     );
     tokio::select! {
         r = kennel_scheduler::sim::run(cfg, client) => r.context("simulated nodes"),
+        _ = crate::up::wait_for_signal() => Ok(()),
+    }
+}
+
+/// `kennel proxy`: programs the node's nftables until Ctrl-C / SIGTERM (or `--cleanup`).
+pub async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
+    let mut cfg = kennel_proxy::ProxyConfig::new(&args.node_name);
+    cfg.node_ips = args.node_ip.clone();
+    cfg.cluster_cidr = args.cluster_cidr;
+    cfg.netns = args.netns.clone();
+    if args.cleanup {
+        kennel_proxy::cleanup(&cfg).context("removing the proxy's table")?;
+        println!("removed nftables table ip {}", cfg.table);
+        return Ok(());
+    }
+    let client = kube::Client::try_from(args.client.config().await?)?;
+    println!(
+        "service proxy for node {} (nftables table ip {})",
+        cfg.node_name, cfg.table
+    );
+    tokio::select! {
+        r = kennel_proxy::run(cfg, client) => r.context("service proxy"),
         _ = crate::up::wait_for_signal() => Ok(()),
     }
 }

@@ -1,6 +1,7 @@
 //! `kennel down`: stops a running `kennel up` (SIGTERM, as Ctrl-C would), then removes every pod
 //! VM and the node network by running kennel-cri once in teardown mode with the arguments
-//! `kennel up` recorded, so nothing is left: no VMM, tap, IP, NAT rule or bridge.
+//! `kennel up` recorded, and the service proxy's nftables table, so nothing is left: no VMM,
+//! tap, IP, NAT or service rule, bridge.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -76,6 +77,15 @@ pub async fn run(args: DownArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("running {program} --teardown"))?;
     anyhow::ensure!(status.success(), "{program} --teardown failed ({status})");
+    // The service proxy's table lives in the same namespace as the node network.
+    let netns = rest
+        .iter()
+        .position(|a| a == "--netns")
+        .and_then(|i| rest.get(i + 1))
+        .cloned();
+    let mut proxy = kennel_proxy::ProxyConfig::new("");
+    proxy.netns = netns;
+    kennel_proxy::cleanup(&proxy).context("removing the service proxy's nftables table")?;
     let _ = std::fs::remove_file(pid_file(data));
     println!(
         "kennel is down: pod VMs and the node network removed; objects stay in {}",

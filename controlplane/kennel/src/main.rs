@@ -1,10 +1,12 @@
 //! `kennel`: `kennel up` (a whole single-node cluster), and each component as a subcommand.
 #![forbid(unsafe_code)]
 
+mod addons;
 mod components;
 mod down;
 mod node_cmd;
 mod supervise;
+mod svcroute;
 mod up;
 
 use std::io::Write;
@@ -37,6 +39,8 @@ enum Command {
     ControllerManager(Box<components::ControllerArgs>),
     /// Register simulated nodes (no VMs) whose pods turn Running: for control-plane scale tests.
     SimNodes(Box<components::SimArgs>),
+    /// Run only the service proxy (Services as nftables rules) against an API server.
+    Proxy(Box<components::ProxyArgs>),
     /// Run the Kubernetes-compatible API server.
     Apiserver {
         /// State directory (SQLite database, pki, admin.kubeconfig).
@@ -99,6 +103,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Down(args) => down::run(args).await?,
         Command::Node(args) => node_cmd::run(*args).await?,
         Command::Scheduler(args) => components::run_scheduler(*args).await?,
+        Command::Proxy(args) => components::run_proxy(*args).await?,
         Command::ControllerManager(args) => components::run_controllers(*args).await?,
         Command::SimNodes(args) => components::run_sim(*args).await?,
         Command::Apiserver {

@@ -30,8 +30,10 @@ pub struct UpArgs {
     /// else the pod network gateway).
     #[arg(long)]
     pub node_ip: Option<String>,
-    /// API server listen address.
-    #[arg(long, default_value = "127.0.0.1:6443")]
+    /// API server listen address. Every address by default, as k3s: pods reach it through the
+    /// `kubernetes` Service, whose endpoint is then the node's address (TLS and a token are
+    /// required either way).
+    #[arg(long, default_value = "0.0.0.0:6443")]
     pub listen: SocketAddr,
     /// Use etcd at these comma-separated URLs instead of the embedded SQLite store.
     #[arg(long, value_delimiter = ',')]
@@ -209,6 +211,21 @@ fn write_user_kubeconfigs(args: &UpArgs, admin: &Path) -> anyhow::Result<Vec<Pat
     Ok(out)
 }
 
+/// kennel-proxy for this node: NodePorts on the node address, the pod CIDR as the cluster's,
+/// nft in this process's namespace (`--netns` already moved the whole process there).
+pub fn proxy_config(
+    node: &str,
+    node_ip: &str,
+    pod_cidr: ipnet::Ipv4Net,
+) -> anyhow::Result<kennel_proxy::ProxyConfig> {
+    let mut cfg = kennel_proxy::ProxyConfig::new(node);
+    cfg.node_ips = vec![node_ip
+        .parse()
+        .with_context(|| format!("node IP {node_ip}"))?];
+    cfg.cluster_cidr = Some(pod_cidr);
+    Ok(cfg)
+}
+
 /// Runs the cluster until Ctrl-C / SIGTERM.
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let data = &args.data_dir;
@@ -237,6 +254,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         std::process::id().to_string().as_bytes(),
     )?;
     let (reserved_cpu, reserved_mem) = parse_reserved(&args.system_reserved)?;
+    let pod_cidr: ipnet::Ipv4Net = args
+        .pod_cidr
+        .parse()
+        .with_context(|| format!("--pod-cidr {}", args.pod_cidr))?;
     let (node_token, token_file) = node_credentials(data, &node_name)?;
     let store = if args.etcd_endpoints.is_empty() {
         StoreConfig::Sqlite
@@ -365,7 +386,29 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     .context("admin kubeconfig")?;
     let scheduler =
         crate::components::spawn_scheduler(admin_cfg.clone(), &node_name, stop_rx.clone());
-    let controllers = crate::components::spawn_controllers(admin_cfg, &node_name, stop_rx.clone());
+    let controllers =
+        crate::components::spawn_controllers(admin_cfg.clone(), &node_name, stop_rx.clone());
+    let addons = crate::components::spawn_addons(
+        admin_cfg.clone(),
+        crate::addons::AddonSpec {
+            api_endpoint: crate::addons::api_endpoint(api.addr, &node_ip),
+        },
+        stop_rx.clone(),
+    );
+    let service_cidr: ipnet::Ipv4Net = args
+        .service_cidr
+        .parse()
+        .with_context(|| format!("--service-cidr {}", args.service_cidr))?;
+    let route = tokio::spawn(supervise::task(
+        "service route",
+        stop_rx.clone(),
+        move || crate::svcroute::run(service_cidr, netns::config::DEFAULT_BRIDGE.to_string()),
+    ));
+    let proxy = crate::components::spawn_proxy(
+        admin_cfg.clone(),
+        proxy_config(&node_name, &node_ip, pod_cidr)?,
+        stop_rx.clone(),
+    );
 
     let pki_dir = kennel_apiserver::pki::pki_dir(data);
     let ip: std::net::IpAddr = node_ip.parse().context("--node-ip")?;
@@ -410,6 +453,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let _ = node.await;
     let _ = scheduler.await;
     let _ = controllers.await;
+    let _ = addons.await;
+    let _ = proxy.await;
+    let _ = route.await;
     let _ = logs.await;
     let _ = cri.await;
     drop(api);

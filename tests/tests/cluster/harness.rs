@@ -130,7 +130,7 @@ impl Cluster {
             ])
             .args([
                 "--listen",
-                "127.0.0.1:6443",
+                "0.0.0.0:6443",
                 "--plain-http",
                 &self.registry_host,
                 "--plain-http",

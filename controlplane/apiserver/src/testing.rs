@@ -1,0 +1,51 @@
+//! Test fixture (feature `testing`): the real API server in-process — TLS, token auth, SQLite
+//! in a temporary directory — and admin kube clients for it. Shared by the other crates' tests
+//! and benchmarks so each does not grow its own copy.
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::Client;
+
+use crate::{ApiServerConfig, RunningApiServer, StoreConfig};
+
+/// One API server for a test: dropped with the test, its data directory with it.
+pub struct TestApiServer {
+    /// The running server (URL, CA, admin kubeconfig path).
+    pub api: RunningApiServer,
+    /// Its data directory.
+    pub dir: tempfile::TempDir,
+    /// An admin client.
+    pub client: Client,
+}
+
+impl TestApiServer {
+    /// Starts the API server on a free loopback port.
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir for the API server");
+        let api = crate::start(ApiServerConfig {
+            data_dir: dir.path().to_path_buf(),
+            listen: "127.0.0.1:0".parse().expect("loopback address"),
+            store: StoreConfig::Sqlite,
+            tls: true,
+            auth: true,
+            token_file: None,
+        })
+        .await
+        .expect("start the API server");
+        let client = admin_client(&api).await;
+        Self { api, dir, client }
+    }
+
+    /// A fresh admin client with its own connection pool.
+    pub async fn client(&self) -> Client {
+        admin_client(&self.api).await
+    }
+}
+
+/// An admin client for `api`, from the kubeconfig it wrote.
+pub async fn admin_client(api: &RunningApiServer) -> Client {
+    let kc = Kubeconfig::read_from(&api.kubeconfig).expect("read the admin kubeconfig");
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("admin kubeconfig");
+    Client::try_from(cfg).expect("admin client")
+}
