@@ -8,7 +8,8 @@
 //!   IP and through its hostPort on the node address, turns Ready through its httpGet readiness
 //!   probe (tcpSocket liveness keeps passing), `kubectl logs` (-c, init container);
 //! - a NodePort Service selects it: its endpoints (named target port), the ClusterIP and the
-//!   NodePort from the node (through kennel-proxy's rules and the service-range route); after
+//!   NodePort from the node (through kennel-proxy's rules and the service-range route), `dig`
+//!   of its A and SRV records at the kube-dns ClusterIP (kennel-dns behind the proxy); after
 //!   the kill -9 rerun the ClusterIP still answers;
 //! - a second pod: a container that exits 3 under `restartPolicy: Always` goes to
 //!   CrashLoopBackOff with restartCount rising and `kubectl logs --previous`; its sibling with an
@@ -356,6 +357,41 @@ async fn kennel_up_end_to_end() {
         &c,
         &format!("http://{host_ip}:{node_port}/"),
         "You've hit envpod",
+    );
+    // Its name through kennel-dns, asked at the kube-dns ClusterIP the pods get (the proxy
+    // DNATs it to kennel-dns on the gateway).
+    let dns_ip = c.k(&[
+        "get",
+        "svc",
+        "-n",
+        "kube-system",
+        "kube-dns",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    netns_until(
+        &c,
+        &[
+            "dig",
+            &format!("@{dns_ip}"),
+            "+short",
+            "+time=3",
+            "kubia.default.svc.cluster.local",
+        ],
+        &cluster_ip,
+    );
+    netns_until(
+        &c,
+        &[
+            "dig",
+            &format!("@{dns_ip}"),
+            "+short",
+            "+time=3",
+            "+tcp",
+            "SRV",
+            "_http._tcp.kubia.default.svc.cluster.local",
+        ],
+        "80 kubia.default.svc.cluster.local.",
     );
 
     let describe = c.k(&["describe", "pod", "envpod"]);

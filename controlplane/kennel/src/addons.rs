@@ -1,15 +1,19 @@
-//! What `kennel up` keeps in the cluster for its own services: the endpoints of
-//! `default/kubernetes`, the API server's address as pods reach it (upstream's API server writes
-//! them itself; here the API server knows only its listen address, `kennel up` knows the node's).
-//! Written as Endpoints (labelled `endpointslice.kubernetes.io/skip-mirror`) and as an
+//! What `kennel up` keeps in the cluster for its own services, as k3s' bundled manifests do:
+//! - `kube-system/kube-dns`: the Service whose ClusterIP pods get as their nameserver, with
+//!   selector-less endpoints at the node's DNS listener (kennel-dns runs in this process, not in
+//!   a pod, so nothing selects it);
+//! - the endpoints of `default/kubernetes`: the API server's address as pods reach it (upstream's
+//!   API server writes them itself; here only `kennel up` knows the node's address).
+//!
+//! Both are written as Endpoints (labelled `endpointslice.kubernetes.io/skip-mirror`) and as an
 //! EndpointSlice managed by `kennel`, re-checked every minute so a deleted object comes back.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Endpoints;
+use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::Client;
 use serde_json::{json, Value};
 
@@ -19,8 +23,23 @@ const MANAGER: &str = "kennel";
 /// The addresses the addons point at.
 #[derive(Debug, Clone)]
 pub struct AddonSpec {
+    /// ClusterIP of `kube-system/kube-dns`.
+    pub dns_ip: Ipv4Addr,
+    /// Where kennel-dns listens (port 53 UDP and TCP).
+    pub dns_endpoint: Ipv4Addr,
     /// The API server as pods reach it.
     pub api_endpoint: SocketAddr,
+}
+
+/// The cluster DNS address of a service range: its tenth address, as kubeadm picks
+/// (10.96.0.0/12 → 10.96.0.10).
+pub fn default_dns_ip(service_cidr: &ipnet::Ipv4Net) -> anyhow::Result<Ipv4Addr> {
+    let ip = Ipv4Addr::from(u32::from(service_cidr.network()) + 10);
+    anyhow::ensure!(
+        service_cidr.contains(&ip),
+        "--service-cidr {service_cidr} is too small for a DNS address"
+    );
+    Ok(ip)
 }
 
 /// The address pods use for the API server: the listen address, or the node's when the API
@@ -47,6 +66,16 @@ pub async fn run(client: Client, spec: AddonSpec) -> Result<(), String> {
 
 /// Writes the addons once.
 pub async fn ensure(client: &Client, spec: &AddonSpec) -> anyhow::Result<()> {
+    ensure_dns_service(client, spec.dns_ip).await?;
+    let dns_ports = [("dns", 53, "UDP"), ("dns-tcp", 53, "TCP")];
+    ensure_endpoints(
+        client,
+        "kube-system",
+        "kube-dns",
+        IpAddr::V4(spec.dns_endpoint),
+        &dns_ports,
+    )
+    .await?;
     let api_ports = [("https", spec.api_endpoint.port(), "TCP")];
     ensure_endpoints(
         client,
@@ -56,6 +85,44 @@ pub async fn ensure(client: &Client, spec: &AddonSpec) -> anyhow::Result<()> {
         &api_ports,
     )
     .await
+}
+
+fn dns_service(ip: Ipv4Addr) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": {
+            "k8s-app": "kube-dns", "kubernetes.io/cluster-service": "true",
+            "kubernetes.io/name": "KubeDNS"}},
+        "spec": {"type": "ClusterIP", "clusterIP": ip.to_string(), "clusterIPs": [ip.to_string()],
+            "ports": [
+                {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]},
+    })
+}
+
+async fn ensure_dns_service(client: &Client, ip: Ipv4Addr) -> anyhow::Result<()> {
+    let api: Api<Service> = Api::namespaced(client.clone(), "kube-system");
+    if let Some(have) = api.get_opt("kube-dns").await? {
+        let current = have.spec.as_ref().and_then(|s| s.cluster_ip.clone());
+        if current.as_deref() == Some(ip.to_string().as_str()) {
+            return Ok(());
+        }
+        // The ClusterIP is immutable: a changed --cluster-dns needs a new Service.
+        tracing::info!("kube-dns: ClusterIP {current:?} → {ip}, recreating");
+        api.delete("kube-dns", &DeleteParams::default()).await?;
+        for _ in 0..50 {
+            if api.get_opt("kube-dns").await?.is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let svc: Service = serde_json::from_value(dns_service(ip))?;
+    match api.create(&PostParams::default(), &svc).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn endpoints(ns: &str, name: &str, ip: IpAddr, ports: &[(&str, u16, &str)]) -> Value {
@@ -140,6 +207,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn dns_ip_is_the_tenth_address() {
+        let net = |s: &str| s.parse::<ipnet::Ipv4Net>().unwrap();
+        assert_eq!(
+            default_dns_ip(&net("10.96.0.0/12")).unwrap(),
+            Ipv4Addr::new(10, 96, 0, 10)
+        );
+        assert_eq!(
+            default_dns_ip(&net("10.43.0.0/16")).unwrap(),
+            Ipv4Addr::new(10, 43, 0, 10)
+        );
+        assert!(default_dns_ip(&net("10.0.0.0/30")).is_err());
+    }
+
+    #[test]
     fn api_endpoint_prefers_the_listen_address() {
         let l: SocketAddr = "127.0.0.1:6443".parse().unwrap();
         assert_eq!(api_endpoint(l, "10.0.0.5"), l);
@@ -152,7 +233,8 @@ mod tests {
 
     #[test]
     fn objects_parse_as_their_types() {
-        let ip = IpAddr::V4(std::net::Ipv4Addr::new(10, 88, 0, 1));
+        let ip = IpAddr::V4(Ipv4Addr::new(10, 88, 0, 1));
+        let _: Service = serde_json::from_value(dns_service(Ipv4Addr::new(10, 96, 0, 10))).unwrap();
         let ports = [("dns", 53, "UDP"), ("dns-tcp", 53, "TCP")];
         let e: Endpoints =
             serde_json::from_value(endpoints("kube-system", "kube-dns", ip, &ports)).unwrap();

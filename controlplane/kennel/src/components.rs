@@ -107,6 +107,22 @@ pub struct ProxyArgs {
     cleanup: bool,
 }
 
+/// `kennel dns` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DnsArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Addresses to serve on, UDP and TCP (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:53")]
+    listen: Vec<std::net::SocketAddr>,
+    /// The cluster domain.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Resolvers for other names (default: the nameservers of /etc/resolv.conf).
+    #[arg(long, value_delimiter = ',')]
+    upstream: Vec<std::net::SocketAddr>,
+}
+
 fn identity(given: &Option<String>) -> String {
     given.clone().unwrap_or_else(|| {
         let host = nix::unistd::gethostname()
@@ -170,6 +186,23 @@ pub fn spawn_addons(
         async move {
             let client = kube::Client::try_from(client_cfg).map_err(|e| e.to_string())?;
             crate::addons::run(client, spec).await
+        }
+    }))
+}
+
+/// kennel-dns as a supervised task.
+pub fn spawn_dns(
+    client_cfg: kube::Config,
+    cfg: kennel_dns::DnsConfig,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(supervise::task("cluster DNS", stop, move || {
+        let (cfg, client_cfg) = (cfg.clone(), client_cfg.clone());
+        async move {
+            let client = kube::Client::try_from(client_cfg).map_err(|e| e.to_string())?;
+            kennel_dns::run(cfg, client)
+                .await
+                .map_err(|e| format!("{e:#}"))
         }
     }))
 }
@@ -273,4 +306,27 @@ pub async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
         r = kennel_proxy::run(cfg, client) => r.context("service proxy"),
         _ = crate::up::wait_for_signal() => Ok(()),
     }
+}
+
+/// `kennel dns`: serves the cluster domain until Ctrl-C / SIGTERM.
+pub async fn run_dns(args: DnsArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_from(args.client.config().await?)?;
+    let mut cfg = kennel_dns::DnsConfig::new(args.listen.clone());
+    cfg.domain = args.cluster_domain.clone();
+    cfg.upstreams = if args.upstream.is_empty() {
+        kennel_dns::upstreams_from_resolv_conf(
+            &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        )
+    } else {
+        args.upstream.clone()
+    };
+    let running = kennel_dns::serve(cfg, client)
+        .await
+        .context("cluster DNS")?;
+    println!(
+        "cluster DNS for {} on {:?}",
+        args.cluster_domain, running.addrs
+    );
+    crate::up::wait_for_signal().await;
+    Ok(())
 }

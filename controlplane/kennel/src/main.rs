@@ -39,6 +39,8 @@ enum Command {
     ControllerManager(Box<components::ControllerArgs>),
     /// Register simulated nodes (no VMs) whose pods turn Running: for control-plane scale tests.
     SimNodes(Box<components::SimArgs>),
+    /// Run only the cluster DNS server against an API server.
+    Dns(Box<components::DnsArgs>),
     /// Run only the service proxy (Services as nftables rules) against an API server.
     Proxy(Box<components::ProxyArgs>),
     /// Run the Kubernetes-compatible API server.
@@ -104,6 +106,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node(args) => node_cmd::run(*args).await?,
         Command::Scheduler(args) => components::run_scheduler(*args).await?,
         Command::Proxy(args) => components::run_proxy(*args).await?,
+        Command::Dns(args) => components::run_dns(*args).await?,
         Command::ControllerManager(args) => components::run_controllers(*args).await?,
         Command::SimNodes(args) => components::run_sim(*args).await?,
         Command::Apiserver {

@@ -44,7 +44,8 @@ pub struct UpArgs {
     /// Service ClusterIP range.
     #[arg(long, default_value = "10.96.0.0/12")]
     pub service_cidr: String,
-    /// Cluster DNS server IPs given to pods (ClusterFirst); empty until a DNS server runs.
+    /// Cluster DNS server IPs given to pods (ClusterFirst; default: the service range's tenth
+    /// address, the `kube-dns` Service that kennel-dns answers behind).
     #[arg(long, value_delimiter = ',')]
     pub cluster_dns: Vec<String>,
     /// Cluster domain.
@@ -258,6 +259,22 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .pod_cidr
         .parse()
         .with_context(|| format!("--pod-cidr {}", args.pod_cidr))?;
+    let service_cidr: ipnet::Ipv4Net = args
+        .service_cidr
+        .parse()
+        .with_context(|| format!("--service-cidr {}", args.service_cidr))?;
+    // Pods get the kube-dns Service's address as their nameserver; kennel-dns answers behind it
+    // on the pod network's gateway.
+    let dns_ip = crate::addons::default_dns_ip(&service_cidr)?;
+    let cluster_dns = if args.cluster_dns.is_empty() {
+        vec![dns_ip.to_string()]
+    } else {
+        args.cluster_dns.clone()
+    };
+    let pod_gateway = pod_cidr
+        .hosts()
+        .next()
+        .with_context(|| format!("--pod-cidr {pod_cidr} has no gateway address"))?;
     let (node_token, token_file) = node_credentials(data, &node_name)?;
     let store = if args.etcd_endpoints.is_empty() {
         StoreConfig::Sqlite
@@ -371,7 +388,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             data_dir: data.clone(),
         },
         cri_socket: socket,
-        cluster_dns: args.cluster_dns.clone(),
+        cluster_dns,
         cluster_domain: args.cluster_domain.clone(),
         logs_root: data.join("pods"),
         resolv_conf: "/etc/resolv.conf".into(),
@@ -391,19 +408,24 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let addons = crate::components::spawn_addons(
         admin_cfg.clone(),
         crate::addons::AddonSpec {
+            dns_ip,
+            dns_endpoint: pod_gateway,
             api_endpoint: crate::addons::api_endpoint(api.addr, &node_ip),
         },
         stop_rx.clone(),
     );
-    let service_cidr: ipnet::Ipv4Net = args
-        .service_cidr
-        .parse()
-        .with_context(|| format!("--service-cidr {}", args.service_cidr))?;
     let route = tokio::spawn(supervise::task(
         "service route",
         stop_rx.clone(),
         move || crate::svcroute::run(service_cidr, netns::config::DEFAULT_BRIDGE.to_string()),
     ));
+    let mut dns_cfg =
+        kennel_dns::DnsConfig::new(vec![std::net::SocketAddr::from((pod_gateway, 53))]);
+    dns_cfg.domain = args.cluster_domain.clone();
+    dns_cfg.upstreams = kennel_dns::upstreams_from_resolv_conf(
+        &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+    );
+    let dns = crate::components::spawn_dns(admin_cfg.clone(), dns_cfg, stop_rx.clone());
     let proxy = crate::components::spawn_proxy(
         admin_cfg.clone(),
         proxy_config(&node_name, &node_ip, pod_cidr)?,
@@ -455,6 +477,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let _ = controllers.await;
     let _ = addons.await;
     let _ = proxy.await;
+    let _ = dns.await;
     let _ = route.await;
     let _ = logs.await;
     let _ = cri.await;
