@@ -39,7 +39,9 @@ pub async fn check_namespace(state: &ApiState, ns: &str) -> Result<(), ApiError>
     Ok(())
 }
 
-/// Picks a free ClusterIP in 10.96.0.0/16 for a new Service.
+/// Picks a free ClusterIP in 10.96.0.0/16 for a new Service. Dynamic picks start above
+/// 10.96.0.255, so the low band stays free for explicit addresses such as the DNS Service's
+/// 10.96.0.10 (upstream's ServiceIPStaticSubrange idea, without its fallback into that band).
 async fn allocate_cluster_ip(state: &ApiState) -> Result<String, ApiError> {
     let svc = registry::find("", "v1", "services").expect("services registered");
     let page = state
@@ -53,7 +55,7 @@ async fn allocate_cluster_ip(state: &ApiState) -> Result<String, ApiError> {
         .filter_map(|kv| super::decode(kv).ok())
         .filter_map(|o| o["spec"]["clusterIP"].as_str().map(String::from))
         .collect();
-    for n in 10u32..65534 {
+    for n in 256u32..65534 {
         let ip = format!("10.96.{}.{}", n / 256, n % 256);
         if n % 256 != 0 && n % 256 != 255 && !used.contains(&ip) {
             return Ok(ip);
