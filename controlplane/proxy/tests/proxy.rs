@@ -418,10 +418,12 @@ async fn services_through_nftables() {
     })
     .await;
     eprintln!("refusal times: {:?}", refused.2);
+    // Refused, not timed out: `tcp_get` gives up after 2 s with TimedOut, so ECONNREFUSED means a
+    // reject came back (the first one took ~1 s once in CI, a SYN retransmit; no wall-clock
+    // threshold here, the machines are shared).
     for r in &refused.0 {
         assert_eq!(r, &Err(ErrorKind::ConnectionRefused), "{refused:?}");
     }
-    assert!(refused.1 < Duration::from_secs(1), "{refused:?}");
 
     // NodePort from outside (masqueraded) and from the node itself.
     let (out, node2) = (net.outside.clone(), node.clone());
