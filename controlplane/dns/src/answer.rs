@@ -89,7 +89,7 @@ pub fn answer(idx: Option<&Index>, domain: &str, req: &Message, ttl: u32) -> Out
         return Outcome::Answer(reply(req, ResponseCode::FormErr));
     };
     let qname = absolute(&q.name().to_ascii());
-    let ours = qname == domain || qname.ends_with(&format!(".{domain}"));
+    let ours = crate::index::under(&qname, domain);
     let reverse = qname.ends_with(".in-addr.arpa.");
     if !ours && !reverse {
         return Outcome::Forward;

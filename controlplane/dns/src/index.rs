@@ -48,6 +48,12 @@ pub fn absolute(name: &str) -> String {
     n
 }
 
+/// Whether absolute `name` is `domain` or below it (no allocation: this is on every query).
+pub fn under(name: &str, domain: &str) -> bool {
+    name.strip_suffix(domain)
+        .is_some_and(|head| head.is_empty() || head.ends_with('.'))
+}
+
 /// `1.2.3.4` → `4.3.2.1.in-addr.arpa.`
 pub fn reverse_name(ip: Ipv4Addr) -> String {
     let o = ip.octets();
@@ -116,6 +122,29 @@ impl Index {
         }
     }
 
+    /// SRV `_<port>._<proto>.<fqdn>` → `target`, for named ports only.
+    fn add_srv(
+        &mut self,
+        fqdn: &str,
+        name: Option<&str>,
+        proto: Option<&str>,
+        port: i32,
+        target: &str,
+    ) {
+        let (Some(port_name), Ok(port)) = (name.filter(|n| !n.is_empty()), u16::try_from(port))
+        else {
+            return;
+        };
+        let proto = proto.unwrap_or("TCP").to_ascii_lowercase();
+        self.add(
+            &format!("_{port_name}._{proto}.{fqdn}"),
+            Rec::Srv {
+                port,
+                target: target.to_string(),
+            },
+        );
+    }
+
     fn add_service(&mut self, svc: &Service, ns: &str, name: &str, slices: &[&EndpointSlice]) {
         let Some(spec) = &svc.spec else { return };
         let fqdn = format!("{name}.{ns}.svc.{}", self.domain);
@@ -134,17 +163,12 @@ impl Index {
             self.add(&fqdn, Rec::A(ip));
             self.add(&reverse_name(ip), Rec::Ptr(fqdn.clone()));
             for p in &ports {
-                let (Some(port_name), Ok(port)) = (&p.name, u16::try_from(p.port)) else {
-                    continue;
-                };
-                let proto = p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase();
-                let srv = format!("_{port_name}._{proto}.{fqdn}");
-                self.add(
-                    &srv,
-                    Rec::Srv {
-                        port,
-                        target: fqdn.clone(),
-                    },
+                self.add_srv(
+                    &fqdn,
+                    p.name.as_deref(),
+                    p.protocol.as_deref(),
+                    p.port,
+                    &fqdn,
                 );
             }
             return;
@@ -172,24 +196,8 @@ impl Index {
                     };
                     self.add(&host, Rec::A(ip));
                     for p in slice.ports.iter().flatten() {
-                        let (Some(port_name), Some(port)) = (&p.name, p.port) else {
-                            continue;
-                        };
-                        let Ok(port) = u16::try_from(port) else {
-                            continue;
-                        };
-                        if port_name.is_empty() {
-                            continue;
-                        }
-                        let proto = p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase();
-                        let srv = format!("_{port_name}._{proto}.{fqdn}");
-                        self.add(
-                            &srv,
-                            Rec::Srv {
-                                port,
-                                target: host.clone(),
-                            },
-                        );
+                        let port = p.port.unwrap_or(0);
+                        self.add_srv(&fqdn, p.name.as_deref(), p.protocol.as_deref(), port, &host);
                     }
                 }
             }
@@ -198,7 +206,7 @@ impl Index {
 
     /// Whether `name` (absolute, lowercase) is in the cluster domain.
     pub fn in_domain(&self, name: &str) -> bool {
-        name == self.domain || name.ends_with(&format!(".{}", self.domain))
+        under(name, &self.domain)
     }
 
     /// The records of `name`, `None` if the name does not exist. Pod names
@@ -210,20 +218,17 @@ impl Index {
         if name == self.domain || self.interior.contains(name) {
             return Some(Vec::new());
         }
-        let pod_suffix = format!(".pod.{}", self.domain);
-        if let Some(head) = name.strip_suffix(&pod_suffix) {
-            return match head.split_once('.') {
-                Some((label, ns)) if !ns.contains('.') => {
-                    undashed(label).map(|ip| vec![Rec::A(ip)])
-                }
-                None => Some(Vec::new()),
-                _ => None,
-            };
-        }
-        if name == &pod_suffix[1..] || name == format!("svc.{}", self.domain) {
+        // Below the domain, without allocating: `head` is what precedes it, with its dot.
+        let head = name.strip_suffix(self.domain.as_str())?;
+        if head == "svc." || head == "pod." {
             return Some(Vec::new());
         }
-        None
+        let pod = head.strip_suffix(".pod.")?;
+        match pod.split_once('.') {
+            Some((label, ns)) if !ns.contains('.') => undashed(label).map(|ip| vec![Rec::A(ip)]),
+            None => Some(Vec::new()),
+            _ => None,
+        }
     }
 
     /// Whether a PTR record exists for `name` (a reverse name).
