@@ -193,12 +193,8 @@ async fn run(name: &str, store: StoreConfig) -> Results {
     println!("== {name}");
     let dir = tempfile::tempdir().unwrap();
     let server = kennel_apiserver::start(ApiServerConfig {
-        data_dir: dir.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
         store,
-        tls: true,
-        auth: true,
-        token_file: None,
+        ..ApiServerConfig::new(dir.path())
     })
     .await
     .expect("start");

@@ -15,6 +15,7 @@ pub mod registry;
 pub mod request;
 pub mod selectors;
 pub mod server;
+pub mod services;
 pub mod start;
 pub mod status;
 pub mod strategic;

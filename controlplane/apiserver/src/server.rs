@@ -114,6 +114,7 @@ pub fn router(state: ApiState, tokens: Tokens) -> Router {
 pub async fn bootstrap(state: &ApiState) -> Result<(), StoreError> {
     let ns = registry::find("", "v1", "namespaces").expect("namespaces registered");
     let now = super::defaults::now_rfc3339();
+    let api_ip = state.services.api_ip().to_string();
     for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         let obj = json!({
             "kind": "Namespace", "apiVersion": "v1",
@@ -132,7 +133,7 @@ pub async fn bootstrap(state: &ApiState) -> Result<(), StoreError> {
         "kind": "Service", "apiVersion": "v1",
         "metadata": {"name": "kubernetes", "namespace": "default", "uid": uuid::Uuid::new_v4().to_string(),
             "creationTimestamp": now, "labels": {"component": "apiserver", "provider": "kubernetes"}},
-        "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.1", "clusterIPs": ["10.96.0.1"],
+        "spec": {"type": "ClusterIP", "clusterIP": api_ip, "clusterIPs": [api_ip],
             "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}],
             "sessionAffinity": "None", "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack",
             "internalTrafficPolicy": "Cluster"},

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::handlers::KubeletClient;
+use crate::services::{self, ServiceNetwork};
 use crate::{pki, ApiState};
 use kennel_store::{spawn_compactor, CompactionPolicy, EtcdStore, SqliteStore, Store, StoreError};
 
@@ -72,6 +73,25 @@ pub struct ApiServerConfig {
     /// Extra bearer tokens, Kubernetes static token file format (`token,user[,uid,"groups"]`).
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// ClusterIP and NodePort ranges and the DNS Service's address.
+    #[serde(default)]
+    pub service_network: ServiceNetwork,
+}
+
+impl ApiServerConfig {
+    /// Defaults for a server keeping its state in `data_dir`: SQLite, HTTPS and token auth on
+    /// a free loopback port, the default Service network.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        ApiServerConfig {
+            data_dir: data_dir.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            store: StoreConfig::Sqlite,
+            tls: true,
+            auth: true,
+            token_file: None,
+            service_network: ServiceNetwork::default(),
+        }
+    }
 }
 
 /// Tokens (first column) of a static token file; blank lines and `#` comments are skipped.
@@ -128,11 +148,15 @@ pub async fn open_store(cfg: &ApiServerConfig) -> Result<Arc<dyn Store>, StoreEr
 pub async fn start(cfg: ApiServerConfig) -> Result<RunningApiServer, ApiServerError> {
     let store = open_store(&cfg).await?;
     let compactor = spawn_compactor(store.clone(), CompactionPolicy::default());
+    let net = Arc::new(cfg.service_network.clone());
     let mut state = ApiState {
         store: store.clone(),
         kubelet: None,
+        services: net.clone(),
     };
     crate::bootstrap(&state).await?;
+    services::repair::repair_once(store.as_ref(), &net).await?;
+    let repair = tokio::spawn(services::repair::run(store.clone(), net));
     let pki = pki::ensure_pki(&cfg.data_dir, &[])?;
     state.kubelet = Some(Arc::new(KubeletClient::new(
         &pki.ca_pem,
@@ -199,7 +223,7 @@ pub async fn start(cfg: ApiServerConfig) -> Result<RunningApiServer, ApiServerEr
         token: pki.admin_token,
         ca_pem: if cfg.tls { pki.ca_pem } else { String::new() },
         store,
-        tasks: vec![server, compactor],
+        tasks: vec![server, compactor, repair],
     })
 }
 

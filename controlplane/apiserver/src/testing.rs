@@ -5,7 +5,7 @@
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
 
-use crate::{ApiServerConfig, RunningApiServer, StoreConfig};
+use crate::{ApiServerConfig, RunningApiServer};
 
 /// One API server for a test: dropped with the test, its data directory with it.
 pub struct TestApiServer {
@@ -21,16 +21,9 @@ impl TestApiServer {
     /// Starts the API server on a free loopback port.
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().expect("tempdir for the API server");
-        let api = crate::start(ApiServerConfig {
-            data_dir: dir.path().to_path_buf(),
-            listen: "127.0.0.1:0".parse().expect("loopback address"),
-            store: StoreConfig::Sqlite,
-            tls: true,
-            auth: true,
-            token_file: None,
-        })
-        .await
-        .expect("start the API server");
+        let api = crate::start(ApiServerConfig::new(dir.path()))
+            .await
+            .expect("start the API server");
         let client = admin_client(&api).await;
         Self { api, dir, client }
     }
@@ -43,9 +36,14 @@ impl TestApiServer {
 
 /// An admin client for `api`, from the kubeconfig it wrote.
 pub async fn admin_client(api: &RunningApiServer) -> Client {
-    let kc = Kubeconfig::read_from(&api.kubeconfig).expect("read the admin kubeconfig");
+    client_from(&api.kubeconfig).await
+}
+
+/// A client from the kubeconfig file at `path`.
+pub async fn client_from(path: &std::path::Path) -> Client {
+    let kc = Kubeconfig::read_from(path).expect("read the kubeconfig");
     let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
-        .expect("admin kubeconfig");
-    Client::try_from(cfg).expect("admin client")
+        .expect("kubeconfig");
+    Client::try_from(cfg).expect("client")
 }

@@ -10,10 +10,9 @@ mod kubelet;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use kennel_apiserver::{ApiServerConfig, StoreConfig};
+use kennel_apiserver::ApiServerConfig;
 use kennel_controllers::ControllerConfig;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
 
 fn cpu_seconds() -> f64 {
@@ -67,21 +66,10 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
     let dir = tempfile::tempdir().expect("tempdir");
-    let api = kennel_apiserver::start(ApiServerConfig {
-        data_dir: dir.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        store: StoreConfig::Sqlite,
-        tls: true,
-        auth: true,
-        token_file: None,
-    })
-    .await
-    .expect("start API server");
-    let kc = Kubeconfig::read_from(&api.kubeconfig).expect("kubeconfig");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+    let api = kennel_apiserver::start(ApiServerConfig::new(dir.path()))
         .await
-        .expect("config");
-    let client = kube::Client::try_from(cfg).expect("client");
+        .expect("start API server");
+    let client = kennel_apiserver::testing::admin_client(&api).await;
     let controllers = tokio::spawn(kennel_controllers::run(
         ControllerConfig {
             identity: "bench".into(),

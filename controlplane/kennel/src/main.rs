@@ -15,6 +15,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use kennel_apiserver::services::ServiceNetwork;
 use kennel_apiserver::{ApiServerConfig, StoreConfig};
 
 #[derive(Parser)]
@@ -63,7 +64,26 @@ enum Command {
         /// Extra bearer tokens (static token file: `token,user[,uid,"groups"]` per line).
         #[arg(long)]
         token_file: Option<PathBuf>,
+        /// ClusterIPs are allocated from this range.
+        #[arg(long, default_value = "10.96.0.0/16")]
+        service_cluster_ip_range: ipnet::Ipv4Net,
+        /// NodePorts are allocated from this range (`FIRST-LAST`).
+        #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]
+        service_node_port_range: std::ops::RangeInclusive<u16>,
     },
+}
+
+/// Parses `FIRST-LAST`.
+fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s}: expected FIRST-LAST"))?;
+    let a: u16 = a.trim().parse().map_err(|e| format!("{s}: {e}"))?;
+    let b: u16 = b.trim().parse().map_err(|e| format!("{s}: {e}"))?;
+    if a == 0 || a > b {
+        return Err(format!("{s}: FIRST must be at least 1 and not above LAST"));
+    }
+    Ok(a..=b)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -116,6 +136,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             insecure_http,
             no_auth,
             token_file,
+            service_cluster_ip_range,
+            service_node_port_range,
         } => {
             let store = if etcd_endpoints.is_empty() {
                 StoreConfig::Sqlite
@@ -131,6 +153,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 tls: !insecure_http,
                 auth: !no_auth,
                 token_file,
+                service_network: ServiceNetwork {
+                    cidr: service_cluster_ip_range,
+                    node_ports: service_node_port_range,
+                    dns_ip: None,
+                },
             })
             .await
             .context("starting the API server")?;

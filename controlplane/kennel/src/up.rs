@@ -290,6 +290,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         tls: true,
         auth: true,
         token_file: Some(token_file),
+        service_network: kennel_apiserver::services::ServiceNetwork {
+            cidr: service_cidr,
+            dns_ip: Some(dns_ip),
+            ..Default::default()
+        },
     })
     .await
     .context("starting the API server")?;

@@ -12,10 +12,10 @@ use std::time::Duration;
 use futures::{AsyncBufReadExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kennel_apiserver::pki;
-use kennel_apiserver::{ApiServerConfig, RunningApiServer, StoreConfig};
+use kennel_apiserver::testing::TestApiServer;
+use kennel_apiserver::RunningApiServer;
 use kennel_node::server::{self, LogServerConfig, RunningLogServer};
 use kube::api::{Api, LogParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
 use serde_json::json;
 use tokio::io::AsyncBufReadExt as _;
@@ -171,22 +171,7 @@ impl Cluster {
 }
 
 async fn start() -> Cluster {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let api = kennel_apiserver::start(ApiServerConfig {
-        data_dir: dir.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        store: StoreConfig::Sqlite,
-        tls: true,
-        auth: true,
-        token_file: None,
-    })
-    .await
-    .expect("start API server");
-    let kc = Kubeconfig::read_from(&api.kubeconfig).expect("kubeconfig");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .expect("config");
-    let client = Client::try_from(cfg).expect("client");
+    let TestApiServer { api, dir, client } = TestApiServer::start().await;
     Cluster {
         api,
         dir,

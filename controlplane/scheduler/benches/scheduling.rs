@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kennel_apiserver::{ApiServerConfig, StoreConfig};
+use kennel_apiserver::ApiServerConfig;
 use kennel_scheduler::cache::Cache;
 use kennel_scheduler::framework::Rotor;
 use kennel_scheduler::nodeinfo::PodInfo;
@@ -17,7 +17,6 @@ use kennel_scheduler::plugins::default_profile;
 use kennel_scheduler::sim::{self, SimConfig};
 use kennel_scheduler::SchedulerConfig;
 use kube::api::{Api, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher;
 use serde_json::json;
 
@@ -73,25 +72,10 @@ fn framework_rate(nodes: usize, pods: usize) -> f64 {
 
 async fn api_run(nodes: usize, pods: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let api = kennel_apiserver::start(ApiServerConfig {
-        data_dir: dir.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        store: StoreConfig::Sqlite,
-        tls: true,
-        auth: true,
-        token_file: None,
-    })
-    .await
-    .unwrap();
-    let client = || async {
-        let kc = Kubeconfig::read_from(&api.kubeconfig).unwrap();
-        kube::Client::try_from(
-            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-                .await
-                .unwrap(),
-        )
-        .unwrap()
-    };
+    let api = kennel_apiserver::start(ApiServerConfig::new(dir.path()))
+        .await
+        .unwrap();
+    let client = || kennel_apiserver::testing::admin_client(&api);
     let (c_sim, c_sched, c_test) = (client().await, client().await, client().await);
     let t = Instant::now();
     let sim_task = tokio::spawn(sim::run(

@@ -31,6 +31,8 @@ pub struct ApiState {
     pub store: Arc<dyn Store>,
     /// How to reach node agents (`pods/log`); `None` answers those requests with an error.
     pub kubelet: Option<Arc<KubeletClient>>,
+    /// The Service network (ClusterIP and NodePort ranges).
+    pub services: Arc<crate::services::ServiceNetwork>,
 }
 
 /// Decodes a stored value and stamps its `resourceVersion`.

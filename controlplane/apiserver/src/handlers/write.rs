@@ -8,6 +8,7 @@ use super::{encode_as, json_response, ns_of, read_current, with_rv, ApiState, Wr
 use crate::defaults::{self, apply_defaults, initial_status, spec_part};
 use crate::registry::{self, ResourceDef};
 use crate::request::{self, normalize, Query, Target};
+use crate::services;
 use crate::status::ApiError;
 use crate::strategic::strategic_merge;
 use crate::validate::validate;
@@ -35,74 +36,6 @@ pub async fn check_namespace(state: &ApiState, ns: &str) -> Result<(), ApiError>
         return Err(ApiError::Forbidden(format!(
             "unable to create new content in namespace {ns} because it is being terminated"
         )));
-    }
-    Ok(())
-}
-
-/// Picks a free ClusterIP in 10.96.0.0/16 for a new Service. Dynamic picks start above
-/// 10.96.0.255, so the low band stays free for explicit addresses such as the DNS Service's
-/// 10.96.0.10 (upstream's ServiceIPStaticSubrange idea, without its fallback into that band).
-async fn allocate_cluster_ip(state: &ApiState) -> Result<String, ApiError> {
-    let svc = registry::find("", "v1", "services").expect("services registered");
-    let page = state
-        .store
-        .list(&svc.key_prefix(), 0, None)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let used: std::collections::HashSet<String> = page
-        .items
-        .iter()
-        .filter_map(|kv| super::decode(kv).ok())
-        .filter_map(|o| o["spec"]["clusterIP"].as_str().map(String::from))
-        .collect();
-    for n in 256u32..65534 {
-        let ip = format!("10.96.{}.{}", n / 256, n % 256);
-        if n % 256 != 0 && n % 256 != 255 && !used.contains(&ip) {
-            return Ok(ip);
-        }
-    }
-    Err(ApiError::Internal("service IP range exhausted".into()))
-}
-
-/// Assigns free node ports (30000–32767) to NodePort/LoadBalancer service ports without one.
-async fn allocate_node_ports(state: &ApiState, obj: &mut Value) -> Result<(), ApiError> {
-    if !matches!(
-        obj["spec"]["type"].as_str(),
-        Some("NodePort" | "LoadBalancer")
-    ) {
-        return Ok(());
-    }
-    let svc = registry::find("", "v1", "services").expect("services registered");
-    let page = state
-        .store
-        .list(&svc.key_prefix(), 0, None)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let mut used: std::collections::HashSet<i64> = page
-        .items
-        .iter()
-        .filter_map(|kv| super::decode(kv).ok())
-        .flat_map(|o| {
-            o["spec"]["ports"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|p| p["nodePort"].as_i64())
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let Some(ports) = obj["spec"].get_mut("ports").and_then(Value::as_array_mut) else {
-        return Ok(());
-    };
-    for p in ports {
-        if p["nodePort"].as_i64().unwrap_or(0) != 0 {
-            continue;
-        }
-        let port = (30000..=32767)
-            .find(|n| !used.contains(n))
-            .ok_or_else(|| ApiError::Internal("node port range exhausted".into()))?;
-        used.insert(port);
-        p["nodePort"] = json!(port);
     }
     Ok(())
 }
@@ -166,32 +99,29 @@ pub async fn create(
     if let Some(ns) = &ns {
         check_namespace(state, ns).await?;
     }
-    if def.kind == "Service"
-        && obj["spec"]["clusterIP"].as_str().unwrap_or("").is_empty()
-        && obj["spec"]["type"] != "ExternalName"
-    {
-        let ip = allocate_cluster_ip(state).await?;
-        obj["spec"]["clusterIP"] = json!(ip);
-        obj["spec"]["clusterIPs"] = json!([ip]);
-    }
-    if def.kind == "Service" {
-        allocate_node_ports(state, &mut obj).await?;
-    }
     let key = def.key(ns.as_deref(), &name);
+    if state.store.get(&key).await.ok().flatten().is_some() {
+        return Err(ApiError::AlreadyExists {
+            resource: def.qualified(),
+            name,
+        });
+    }
+    let held = if def.kind == "Service" {
+        services::admit(state, None, &mut obj).await?
+    } else {
+        services::Held::default()
+    };
     if opts.dry_run {
-        if state.store.get(&key).await.ok().flatten().is_some() {
-            return Err(ApiError::AlreadyExists {
-                resource: def.qualified(),
-                name,
-            });
-        }
+        held.release(state.store.as_ref()).await;
         return Ok(json_response(StatusCode::CREATED, &obj, &warnings));
     }
-    let rev = state
-        .store
-        .create(&key, encode_as(def, &obj))
-        .await
-        .map_err(|e| ApiError::from_store(e, &def.qualified(), &name))?;
+    let rev = match state.store.create(&key, encode_as(def, &obj)).await {
+        Ok(rev) => rev,
+        Err(e) => {
+            held.release(state.store.as_ref()).await;
+            return Err(ApiError::from_store(e, &def.qualified(), &name));
+        }
+    };
     Ok(json_response(
         StatusCode::CREATED,
         &with_rv(obj, rev),
@@ -292,6 +222,27 @@ pub async fn store_update(
     Ok(with_rv(new, rev))
 }
 
+/// [`store_update`] after the admission a kind needs: a Service's allocated values are kept,
+/// new ones reserved (and released again when the write fails).
+async fn admitted_update(
+    state: &ApiState,
+    t: &Target,
+    cur: &KeyValue,
+    old: &Value,
+    mut new: Value,
+    dry_run: bool,
+) -> Result<Value, ApiError> {
+    if t.def.kind != "Service" || t.sub.is_some() {
+        return store_update(state, t.def, cur, new, dry_run).await;
+    }
+    let held = services::admit(state, Some(old), &mut new).await?;
+    let out = store_update(state, t.def, cur, new, dry_run).await;
+    if dry_run || out.is_err() {
+        held.release(state.store.as_ref()).await;
+    }
+    out
+}
+
 fn conflict(def: &ResourceDef, name: &str) -> ApiError {
     ApiError::Conflict {
         resource: def.qualified(),
@@ -329,7 +280,7 @@ pub async fn update(
         }
     }
     let merged = merge_update(def, &old, new, t.sub.as_deref() == Some("status"));
-    let out = store_update(state, def, &cur, merged, opts.dry_run).await?;
+    let out = admitted_update(state, t, &cur, &old, merged, opts.dry_run).await?;
     Ok(json_response(StatusCode::OK, &out, &warnings))
 }
 
@@ -427,7 +378,7 @@ pub async fn patch(
             ));
         }
         let merged = merge_update(def, &old, new, t.sub.as_deref() == Some("status"));
-        match store_update(state, def, &cur, merged, opts.dry_run).await {
+        match admitted_update(state, t, &cur, &old, merged, opts.dry_run).await {
             Err(ApiError::Conflict { .. }) => continue,
             Err(e) => return Err(e),
             Ok(out) => return Ok(json_response(StatusCode::OK, &out, &warnings)),

@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use kennel_apiserver::{ApiServerConfig, RunningApiServer, StoreConfig};
+use kennel_apiserver::testing::TestApiServer;
+use kennel_apiserver::RunningApiServer;
 use kennel_controllers::{ControllerConfig, ControllerError};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
 
 /// API server, controller manager and stand-in kubelet for one test.
@@ -35,28 +35,13 @@ impl Drop for Cluster {
 
 /// An admin client from `kubeconfig`.
 pub async fn client_for(kubeconfig: &std::path::Path) -> Client {
-    let kc = Kubeconfig::read_from(kubeconfig).expect("kubeconfig");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .expect("config");
-    Client::try_from(cfg).expect("client")
+    kennel_apiserver::testing::client_from(kubeconfig).await
 }
 
 impl Cluster {
     /// Starts everything (leader election on, as `kennel up` would run it).
     pub async fn start() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let api = kennel_apiserver::start(ApiServerConfig {
-            data_dir: dir.path().to_path_buf(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            store: StoreConfig::Sqlite,
-            tls: true,
-            auth: true,
-            token_file: None,
-        })
-        .await
-        .expect("start API server");
-        let client = client_for(&api.kubeconfig).await;
+        let TestApiServer { api, dir, client } = TestApiServer::start().await;
         let controllers = tokio::spawn(kennel_controllers::run(
             ControllerConfig {
                 identity: "test-controller-manager".into(),

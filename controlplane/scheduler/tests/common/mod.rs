@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Event, Pod};
-use kennel_apiserver::{ApiServerConfig, RunningApiServer, StoreConfig};
+use kennel_apiserver::testing::TestApiServer;
+use kennel_apiserver::RunningApiServer;
 use kube::api::{Api, ListParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
 use serde_json::{json, Value};
 
@@ -25,28 +25,13 @@ pub struct Cluster {
 impl Cluster {
     /// Starts the API server.
     pub async fn start() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let api = kennel_apiserver::start(ApiServerConfig {
-            data_dir: dir.path().to_path_buf(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            store: StoreConfig::Sqlite,
-            tls: true,
-            auth: true,
-            token_file: None,
-        })
-        .await
-        .expect("start API server");
-        let client = Self::client_for(&api).await;
+        let TestApiServer { api, dir, client } = TestApiServer::start().await;
         Self { api, dir, client }
     }
 
     /// A fresh client (own connection pool).
     pub async fn client_for(api: &RunningApiServer) -> Client {
-        let kc = Kubeconfig::read_from(&api.kubeconfig).expect("kubeconfig");
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-            .await
-            .expect("config");
-        Client::try_from(cfg).expect("client")
+        kennel_apiserver::testing::admin_client(api).await
     }
 
     /// Pods API in `default`.
