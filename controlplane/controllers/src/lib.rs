@@ -68,6 +68,10 @@ fn controllers(client: kube::Client) -> BoxFuture<'static, ControllerError> {
             endpoints::controller(ctx.clone()).boxed(),
         ),
         (
+            "endpointslice mirroring controller",
+            endpoints::mirror::controller(ctx.clone()).boxed(),
+        ),
+        (
             "serviceaccount controller",
             serviceaccount::controller(ctx.clone()).boxed(),
         ),

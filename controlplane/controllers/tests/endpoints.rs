@@ -208,4 +208,70 @@ async fn selectorless_services_keep_their_hand_made_endpoints() {
         got.subsets, e.subsets,
         "the book's external-service endpoints are left alone"
     );
+
+    // They are mirrored into an EndpointSlice, as real kubectl shows, and followed.
+    let cache = tempfile::tempdir().unwrap();
+    let mirrored = |want: Vec<&'static str>| {
+        let (kc, cache) = (c.api.kubeconfig.clone(), cache.path().to_path_buf());
+        async move {
+            eventually(T, "mirrored slice", || {
+                let (kc, cache, want) = (kc.clone(), cache.clone(), want.clone());
+                async move {
+                    let out = kubectl(
+                        &kc,
+                        &cache,
+                        &[
+                            "get",
+                            "endpointslices",
+                            "-o",
+                            "json",
+                            "-l",
+                            "kubernetes.io/service-name=external-service",
+                        ],
+                    )
+                    .await;
+                    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+                    let items = v["items"].as_array()?.clone();
+                    let mut ips: Vec<String> = items
+                        .iter()
+                        .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+                        .filter_map(|e| e["addresses"][0].as_str().map(String::from))
+                        .collect();
+                    ips.sort();
+                    let managed = items.iter().all(|s| {
+                        s["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"]
+                            == "endpointslicemirroring-controller.k8s.io"
+                            && s["metadata"]["ownerReferences"][0]["kind"] == "Endpoints"
+                            && s["ports"][0]["port"] == 80
+                    });
+                    (managed && ips == want).then_some(())
+                }
+            })
+            .await
+        }
+    };
+    mirrored(vec!["11.11.11.11", "22.22.22.22"]).await;
+    let patch = json!({"subsets": [{"addresses": [{"ip": "22.22.22.22"}, {"ip": "33.33.33.33"}], "ports": [{"port": 80}]}]});
+    eps.patch(
+        "external-service",
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .unwrap();
+    mirrored(vec!["22.22.22.22", "33.33.33.33"]).await;
+    eps.delete("external-service", &DeleteParams::default())
+        .await
+        .unwrap();
+    mirrored(vec![]).await;
+    // Nothing else was mirrored (skip-mirror is covered by the unit tests: this API server
+    // has no Endpoints for its `kubernetes` Service; `kennel up` writes them labelled).
+    let all: Api<EndpointSlice> = Api::namespaced(c.client.clone(), "default");
+    let list = all
+        .list(&ListParams::default().labels(
+            "endpointslice.kubernetes.io/managed-by=endpointslicemirroring-controller.k8s.io",
+        ))
+        .await
+        .unwrap();
+    assert!(list.items.is_empty(), "{:?}", list.items);
 }

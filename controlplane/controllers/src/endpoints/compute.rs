@@ -163,7 +163,7 @@ pub fn endpoints_of(
 }
 
 /// A port set as a map key.
-fn ports_key(ports: &[EndpointPort]) -> String {
+pub fn ports_key(ports: &[EndpointPort]) -> String {
     let mut parts: Vec<String> = ports
         .iter()
         .map(|p| {

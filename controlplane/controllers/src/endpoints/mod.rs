@@ -5,6 +5,7 @@
 //! deleted Service are removed with it (its slices go by owner reference).
 
 pub mod compute;
+pub mod mirror;
 mod write;
 
 use std::sync::Arc;

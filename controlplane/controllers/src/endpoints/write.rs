@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Endpoints, Service};
-use k8s_openapi::api::discovery::v1::{EndpointPort, EndpointSlice};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use kube::ResourceExt;
@@ -24,16 +24,19 @@ fn owner(svc: &Service) -> OwnerReference {
     }
 }
 
-/// The Service's labels (minus the reserved ones) plus the slice labels.
-fn slice_labels(svc: &Service) -> BTreeMap<String, String> {
-    let mut l: BTreeMap<String, String> = svc
-        .labels()
+/// `labels` (minus the reserved ones) plus the slice labels.
+pub fn slice_labels(
+    labels: &BTreeMap<String, String>,
+    service: &str,
+    managed_by: &str,
+) -> BTreeMap<String, String> {
+    let mut l: BTreeMap<String, String> = labels
         .iter()
         .filter(|(k, _)| *k != SERVICE_NAME && *k != MANAGED_BY_LABEL)
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    l.insert(SERVICE_NAME.into(), svc.name_any());
-    l.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
+    l.insert(SERVICE_NAME.into(), service.to_string());
+    l.insert(MANAGED_BY_LABEL.into(), managed_by.to_string());
     l
 }
 
@@ -64,21 +67,51 @@ fn err(what: &'static str, ns: &str, name: &str, source: kube::Error) -> Endpoin
     }
 }
 
+/// A set of slices one owner manages for one Service.
+pub struct SliceSet {
+    /// Namespace.
+    pub ns: String,
+    /// The Service (slice names start with it).
+    pub service: String,
+    /// The owner of the slices (the Service, or for mirrored slices the Endpoints).
+    pub owner: OwnerReference,
+    /// Labels of every slice (with the service-name and managed-by labels).
+    pub labels: BTreeMap<String, String>,
+    /// The manager (`endpointslice.kubernetes.io/managed-by`).
+    pub managed_by: &'static str,
+}
+
 /// Creates, updates and deletes the Service's slices.
 pub async fn slices(svc: &Service, eps: &[PodEndpoint], ctx: &Ctx) -> Result<(), EndpointsError> {
-    let ns = svc.namespace().unwrap_or_default();
-    let uid = svc.metadata.uid.clone().unwrap_or_default();
-    let api: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), &ns);
+    let set = SliceSet {
+        ns: svc.namespace().unwrap_or_default(),
+        service: svc.name_any(),
+        owner: owner(svc),
+        labels: slice_labels(svc.labels(), &svc.name_any(), MANAGED_BY),
+        managed_by: MANAGED_BY,
+    };
+    sync_slices(&set, compute::desired_slices(eps), ctx).await
+}
+
+/// Makes the slices of `set` the `desired` (ports, endpoints) groups, touching only what
+/// differs.
+pub async fn sync_slices(
+    set: &SliceSet,
+    desired: Vec<(Vec<EndpointPort>, Vec<Endpoint>)>,
+    ctx: &Ctx,
+) -> Result<(), EndpointsError> {
+    let ns = &set.ns;
+    let api: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), ns);
     let mut existing: Vec<_> = ctx
         .endpoint_slices
-        .owned_by(&uid)
+        .owned_by(&set.owner.uid)
         .into_iter()
-        .filter(|s| s.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY))
+        .filter(|s| s.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(set.managed_by))
         .collect();
     existing.sort_by_key(|s| s.name_any());
-    let labels = slice_labels(svc);
+    let labels = &set.labels;
     let mut created = Vec::new();
-    for (ports, endpoints) in compute::desired_slices(eps) {
+    for (ports, endpoints) in desired {
         let reuse = existing
             .iter()
             .position(|s| same_ports(s.ports.as_deref().unwrap_or_default(), &ports));
@@ -88,7 +121,7 @@ pub async fn slices(svc: &Service, eps: &[PodEndpoint], ctx: &Ctx) -> Result<(),
                 let have = existing.remove(i);
                 if have.endpoints == endpoints
                     && have.ports == ports
-                    && have.metadata.labels.as_ref() == Some(&labels)
+                    && have.metadata.labels.as_ref() == Some(labels)
                 {
                     continue;
                 }
@@ -98,15 +131,15 @@ pub async fn slices(svc: &Service, eps: &[PodEndpoint], ctx: &Ctx) -> Result<(),
                 s.metadata.labels = Some(labels.clone());
                 api.replace(&have.name_any(), &PostParams::default(), &s)
                     .await
-                    .map_err(|e| err("update endpointslice", &ns, &have.name_any(), e))?;
+                    .map_err(|e| err("update endpointslice", ns, &have.name_any(), e))?;
             }
             None => {
                 let s = EndpointSlice {
                     metadata: ObjectMeta {
-                        generate_name: Some(format!("{}-", svc.name_any())),
+                        generate_name: Some(format!("{}-", set.service)),
                         namespace: Some(ns.clone()),
                         labels: Some(labels.clone()),
-                        owner_references: Some(vec![owner(svc)]),
+                        owner_references: Some(vec![set.owner.clone()]),
                         ..Default::default()
                     },
                     address_type: "IPv4".into(),
@@ -116,7 +149,7 @@ pub async fn slices(svc: &Service, eps: &[PodEndpoint], ctx: &Ctx) -> Result<(),
                 let made = api
                     .create(&PostParams::default(), &s)
                     .await
-                    .map_err(|e| err("create endpointslice", &ns, &svc.name_any(), e))?;
+                    .map_err(|e| err("create endpointslice", ns, &set.service, e))?;
                 created.push(made.name_any());
             }
         }
@@ -127,13 +160,13 @@ pub async fn slices(svc: &Service, eps: &[PodEndpoint], ctx: &Ctx) -> Result<(),
             .await
         {
             Ok(_) | Err(kube::Error::Api(_)) => {}
-            Err(e) => return Err(err("delete endpointslice", &ns, &stale.name_any(), e)),
+            Err(e) => return Err(err("delete endpointslice", ns, &stale.name_any(), e)),
         }
     }
     // Until the informer has seen what was created, a next pass would create it again.
     for name in created {
         for _ in 0..50 {
-            if ctx.endpoint_slices.get(&ns, &name).is_some() {
+            if ctx.endpoint_slices.get(ns, &name).is_some() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
