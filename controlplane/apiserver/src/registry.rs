@@ -127,6 +127,7 @@ pub static RESOURCES: &[ResourceDef] = &[
     res!("batch", "v1", "cronjobs", "cronjob", "CronJob", true, ["cj"], ["all"], ["status"]),
     res!("coordination.k8s.io", "v1", "leases", "lease", "Lease", true, [], [], []),
     res!("networking.k8s.io", "v1", "ingresses", "ingress", "Ingress", true, ["ing"], [], ["status"]),
+    res!("networking.k8s.io", "v1", "ingressclasses", "ingressclass", "IngressClass", false, [], [], []),
     res!("discovery.k8s.io", "v1", "endpointslices", "endpointslice", "EndpointSlice", true, [], [], []),
     res!("events.k8s.io", "v1", "events", "event", "Event", true, [], [], []),
     res!("storage.k8s.io", "v1", "storageclasses", "storageclass", "StorageClass", false, ["sc"], [], []),

@@ -131,6 +131,11 @@ fn columns(kind: &str) -> Vec<Col> {
             ("Ports", "string", 0),
             ("Age", "string", 0),
         ],
+        "IngressClass" => vec![
+            ("Controller", "string", 0),
+            ("Parameters", "string", 0),
+            ("Age", "string", 0),
+        ],
         "Lease" => vec![("Holder", "string", 0), ("Age", "string", 0)],
         "CronJob" => vec![
             ("Schedule", "string", 0),
@@ -515,6 +520,15 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 json!(ports),
                 age_v,
             ]
+        }
+        "IngressClass" => {
+            let p = &spec["parameters"];
+            let params = if p.is_null() {
+                "<none>".to_string()
+            } else {
+                format!("{}/{}", s(&p["kind"]), s(&p["name"]))
+            };
+            vec![json!(s(&spec["controller"])), json!(params), age_v]
         }
         "Lease" => vec![json!(s(&spec["holderIdentity"])), age_v],
         "CronJob" => vec![

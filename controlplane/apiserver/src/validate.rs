@@ -53,6 +53,7 @@ pub fn roundtrip(kind: &str, v: &Value) -> Result<Value, ApiError> {
         "Job" => rt!(batch::v1::Job),
         "Lease" => rt!(coordination::v1::Lease),
         "Ingress" => rt!(networking::v1::Ingress),
+        "IngressClass" => rt!(networking::v1::IngressClass),
         "Binding" => rt!(core::v1::Binding),
         "Scale" => rt!(autoscaling::v1::Scale),
         other => Err(ApiError::BadRequest(format!("unsupported kind {other}"))),
