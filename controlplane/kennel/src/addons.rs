@@ -3,16 +3,19 @@
 //!   selector-less endpoints at the node's DNS listener (kennel-dns runs in this process, not in
 //!   a pod, so nothing selects it);
 //! - the endpoints of `default/kubernetes`: the API server's address as pods reach it (upstream's
-//!   API server writes them itself; here only `kennel up` knows the node's address).
+//!   API server writes them itself; here only `kennel up` knows the node's address);
+//! - the IngressClass `kennel` (the default class), served by the built-in Ingress controller.
 //!
-//! Both are written as Endpoints (labelled `endpointslice.kubernetes.io/skip-mirror`) and as an
-//! EndpointSlice managed by `kennel`, re-checked every minute so a deleted object comes back.
+//! The endpoints are written as Endpoints (labelled `endpointslice.kubernetes.io/skip-mirror`)
+//! and as an EndpointSlice managed by `kennel`; everything is re-checked every minute so a
+//! deleted object comes back.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::IngressClass;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::Client;
 use serde_json::{json, Value};
@@ -84,7 +87,19 @@ pub async fn ensure(client: &Client, spec: &AddonSpec) -> anyhow::Result<()> {
         spec.api_endpoint.ip(),
         &api_ports,
     )
-    .await
+    .await?;
+    ensure_ingress_class(client).await
+}
+
+/// The default IngressClass `kennel`, served by the built-in Ingress controller.
+async fn ensure_ingress_class(client: &Client) -> anyhow::Result<()> {
+    let class = kennel_ingress::ingress_class(&kennel_ingress::IngressConfig::new(Vec::new()));
+    let api: Api<IngressClass> = Api::all(client.clone());
+    match api.create(&PostParams::default(), &class).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn dns_service(ip: Ipv4Addr) -> Value {

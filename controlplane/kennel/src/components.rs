@@ -123,6 +123,33 @@ pub struct DnsArgs {
     upstream: Vec<std::net::SocketAddr>,
 }
 
+/// `kennel ingress` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct IngressArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Plain HTTP listener ("none" for none).
+    #[arg(long, default_value = "0.0.0.0:80")]
+    http_listen: String,
+    /// TLS listener ("none" for none).
+    #[arg(long, default_value = "0.0.0.0:443")]
+    https_listen: String,
+    /// Addresses written to `status.loadBalancer.ingress` of served Ingresses (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    node_ip: Vec<std::net::IpAddr>,
+}
+
+/// Parses a listener flag: an address, or `none`.
+pub fn listener(flag: &str, value: &str) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    if value == "none" {
+        return Ok(None);
+    }
+    value
+        .parse()
+        .map(Some)
+        .with_context(|| format!("{flag} {value}: expected ADDRESS:PORT or none"))
+}
+
 fn identity(given: &Option<String>) -> String {
     given.clone().unwrap_or_else(|| {
         let host = nix::unistd::gethostname()
@@ -130,6 +157,30 @@ fn identity(given: &Option<String>) -> String {
             .unwrap_or_else(|_| "kennel".into());
         format!("{host}_{}", std::process::id())
     })
+}
+
+/// A component as a supervised task of `kennel up`: `run` is started again (with back-off)
+/// whenever it ends, each time with a fresh client.
+fn spawn_component<F, Fut>(
+    name: &'static str,
+    client_cfg: kube::Config,
+    stop: watch::Receiver<bool>,
+    run: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(kube::Client) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    tokio::spawn(supervise::task(name, stop, move || {
+        let client = kube::Client::try_from(client_cfg.clone()).map_err(|e| e.to_string());
+        let started = client.map(&run);
+        async move { started?.await }
+    }))
+}
+
+/// Formats a component's error with its causes.
+fn chain(e: impl Into<anyhow::Error>) -> String {
+    format!("{:#}", e.into())
 }
 
 /// The scheduler as a supervised task of `kennel up` (a stable identity: a rerun after a crash
@@ -143,15 +194,10 @@ pub fn spawn_scheduler(
         identity: format!("kennel-up-{node}"),
         ..Default::default()
     };
-    tokio::spawn(supervise::task("scheduler", stop, move || {
-        let (cfg, client_cfg) = (cfg.clone(), client_cfg.clone());
-        async move {
-            let client = kube::Client::try_from(client_cfg).map_err(|e| e.to_string())?;
-            kennel_scheduler::run(cfg, client)
-                .await
-                .map_err(|e| format!("{e:#}"))
-        }
-    }))
+    spawn_component("scheduler", client_cfg, stop, move |client| {
+        let cfg = cfg.clone();
+        async move { kennel_scheduler::run(cfg, client).await.map_err(chain) }
+    })
 }
 
 /// The controller manager as a supervised task of `kennel up`.
@@ -164,30 +210,22 @@ pub fn spawn_controllers(
         identity: format!("kennel-up-{node}"),
         leader_elect: true,
     };
-    tokio::spawn(supervise::task("controller manager", stop, move || {
-        let (cfg, client_cfg) = (cfg.clone(), client_cfg.clone());
-        async move {
-            let client = kube::Client::try_from(client_cfg).map_err(|e| e.to_string())?;
-            kennel_controllers::run(cfg, client)
-                .await
-                .map_err(|e| format!("{e:#}"))
-        }
-    }))
+    spawn_component("controller manager", client_cfg, stop, move |client| {
+        let cfg = cfg.clone();
+        async move { kennel_controllers::run(cfg, client).await.map_err(chain) }
+    })
 }
 
-/// The cluster's own Services (kube-dns, the `kubernetes` endpoints) kept in place.
+/// The cluster's own objects (kube-dns, the `kubernetes` endpoints, the IngressClass) kept in
+/// place.
 pub fn spawn_addons(
     client_cfg: kube::Config,
     spec: crate::addons::AddonSpec,
     stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(supervise::task("cluster addons", stop, move || {
-        let (spec, client_cfg) = (spec.clone(), client_cfg.clone());
-        async move {
-            let client = kube::Client::try_from(client_cfg).map_err(|e| e.to_string())?;
-            crate::addons::run(client, spec).await
-        }
-    }))
+    spawn_component("cluster addons", client_cfg, stop, move |client| {
+        crate::addons::run(client, spec.clone())
+    })
 }
 
 /// kennel-dns as a supervised task.
@@ -196,15 +234,10 @@ pub fn spawn_dns(
     cfg: kennel_dns::DnsConfig,
     stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(supervise::task("cluster DNS", stop, move || {
-        let (cfg, client_cfg) = (cfg.clone(), client_cfg.clone());
-        async move {
-            let client = kube::Client::try_from(client_cfg).map_err(|e| e.to_string())?;
-            kennel_dns::run(cfg, client)
-                .await
-                .map_err(|e| format!("{e:#}"))
-        }
-    }))
+    spawn_component("cluster DNS", client_cfg, stop, move |client| {
+        let cfg = cfg.clone();
+        async move { kennel_dns::run(cfg, client).await.map_err(chain) }
+    })
 }
 
 /// kennel-proxy as a supervised task (its rules stay while it restarts).
@@ -213,15 +246,22 @@ pub fn spawn_proxy(
     cfg: kennel_proxy::ProxyConfig,
     stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(supervise::task("service proxy", stop, move || {
-        let (cfg, client_cfg) = (cfg.clone(), client_cfg.clone());
-        async move {
-            let client = kube::Client::try_from(client_cfg).map_err(|e| e.to_string())?;
-            kennel_proxy::run(cfg, client)
-                .await
-                .map_err(|e| format!("{e:#}"))
-        }
-    }))
+    spawn_component("service proxy", client_cfg, stop, move |client| {
+        let cfg = cfg.clone();
+        async move { kennel_proxy::run(cfg, client).await.map_err(chain) }
+    })
+}
+
+/// The Ingress controller as a supervised task.
+pub fn spawn_ingress(
+    client_cfg: kube::Config,
+    cfg: kennel_ingress::IngressConfig,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    spawn_component("ingress controller", client_cfg, stop, move |client| {
+        let cfg = cfg.clone();
+        async move { kennel_ingress::run(cfg, client).await.map_err(chain) }
+    })
 }
 
 /// `kennel scheduler`: runs until Ctrl-C / SIGTERM.
@@ -326,6 +366,23 @@ pub async fn run_dns(args: DnsArgs) -> anyhow::Result<()> {
     println!(
         "cluster DNS for {} on {:?}",
         args.cluster_domain, running.addrs
+    );
+    crate::up::wait_for_signal().await;
+    Ok(())
+}
+
+/// `kennel ingress`: the Ingress controller until Ctrl-C / SIGTERM.
+pub async fn run_ingress(args: IngressArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_from(args.client.config().await?)?;
+    let mut cfg = kennel_ingress::IngressConfig::new(args.node_ip.clone());
+    cfg.http_listen = listener("--http-listen", &args.http_listen)?;
+    cfg.https_listen = listener("--https-listen", &args.https_listen)?;
+    let running = kennel_ingress::spawn(cfg, client).context("ingress controller")?;
+    println!(
+        "ingress controller (class {}) on http {:?}, https {:?}",
+        kennel_ingress::DEFAULT_CLASS,
+        running.http_addr,
+        running.https_addr
     );
     crate::up::wait_for_signal().await;
     Ok(())

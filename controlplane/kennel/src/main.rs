@@ -42,6 +42,8 @@ enum Command {
     SimNodes(Box<components::SimArgs>),
     /// Run only the cluster DNS server against an API server.
     Dns(Box<components::DnsArgs>),
+    /// Run only the Ingress controller (class `kennel`) against an API server.
+    Ingress(Box<components::IngressArgs>),
     /// Run only the service proxy (Services as nftables rules) against an API server.
     Proxy(Box<components::ProxyArgs>),
     /// Run the Kubernetes-compatible API server.
@@ -127,6 +129,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Scheduler(args) => components::run_scheduler(*args).await?,
         Command::Proxy(args) => components::run_proxy(*args).await?,
         Command::Dns(args) => components::run_dns(*args).await?,
+        Command::Ingress(args) => components::run_ingress(*args).await?,
         Command::ControllerManager(args) => components::run_controllers(*args).await?,
         Command::SimNodes(args) => components::run_sim(*args).await?,
         Command::Apiserver {

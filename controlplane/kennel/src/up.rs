@@ -51,6 +51,12 @@ pub struct UpArgs {
     /// Cluster domain.
     #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// The Ingress controller's plain HTTP listener ("none": no HTTP).
+    #[arg(long, default_value = "0.0.0.0:80")]
+    pub ingress_http: String,
+    /// The Ingress controller's TLS listener ("none": no HTTPS).
+    #[arg(long, default_value = "0.0.0.0:443")]
+    pub ingress_https: String,
     /// Run the whole node network (bridge, taps, NAT, VMMs) and the API server inside this
     /// existing network namespace.
     #[arg(long)]
@@ -436,6 +442,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         proxy_config(&node_name, &node_ip, pod_cidr)?,
         stop_rx.clone(),
     );
+    let mut ingress_cfg =
+        kennel_ingress::IngressConfig::new(vec![node_ip.parse().context("--node-ip")?]);
+    ingress_cfg.http_listen = crate::components::listener("--ingress-http", &args.ingress_http)?;
+    ingress_cfg.https_listen = crate::components::listener("--ingress-https", &args.ingress_https)?;
+    let ingress = crate::components::spawn_ingress(admin_cfg.clone(), ingress_cfg, stop_rx.clone());
 
     let pki_dir = kennel_apiserver::pki::pki_dir(data);
     let ip: std::net::IpAddr = node_ip.parse().context("--node-ip")?;
@@ -482,6 +493,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let _ = controllers.await;
     let _ = addons.await;
     let _ = proxy.await;
+    let _ = ingress.await;
     let _ = dns.await;
     let _ = route.await;
     let _ = logs.await;
