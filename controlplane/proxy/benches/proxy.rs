@@ -6,7 +6,8 @@
 //! `nft -f` into an empty namespace) and the incremental sync after one
 //! endpoint change (render the partial transaction + apply), median of
 //! several, and the script sizes. Then connect+request+close through a
-//! ClusterIP vs straight to the pod, with the 10,000-Service table loaded.
+//! ClusterIP vs straight to the pod, with the largest table loaded.
+//! `KENNEL_BENCH_SERVICES=1000` (comma-separated sizes) measures fewer.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -166,13 +167,19 @@ fn main() {
         sh(&["ip", "netns", "add", ns]);
         sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
     }
-    let rs = {
-        sync_bench(1_000, &n);
-        sync_bench(10_000, &n)
-    };
-    drop(rs);
+    // KENNEL_BENCH_SERVICES: the table sizes measured, comma-separated (default 1000,10000);
+    // the largest stays loaded for the per-connection part.
+    let sizes: Vec<u32> = std::env::var("KENNEL_BENCH_SERVICES")
+        .unwrap_or_else(|_| "1000,10000".into())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    for &size in &sizes {
+        sync_bench(size, &n);
+    }
+    let loaded = sizes.iter().copied().max().unwrap_or(0);
 
-    // Per-connection overhead with the 10,000-Service table in place.
+    // Per-connection overhead with the largest table in place.
     sh(&["ip", "-n", &n, "link", "add", "kbr0", "type", "bridge"]);
     sh(&["ip", "-n", &n, "addr", "add", "10.64.0.1/10", "dev", "kbr0"]);
     sh(&["ip", "-n", &n, "link", "set", "kbr0", "up"]);
@@ -218,7 +225,7 @@ fn main() {
             let _ = s.write_all(b"ok");
         }
     });
-    let mut model = services(10_000);
+    let mut model = services(loaded);
     let key = PortKey {
         namespace: "bench".into(),
         name: "target".into(),
@@ -231,7 +238,8 @@ fn main() {
         key.clone(),
         ServicePort {
             key,
-            cluster_ips: vec![Ipv4Addr::new(10, 127, 0, 1)],
+            // Outside the pods' 10.64.0.0/10, so the client routes it to its gateway (the node).
+            cluster_ips: vec![Ipv4Addr::new(172, 30, 0, 1)],
             node_port: None,
             external_ips: vec![],
             affinity_timeout: None,
@@ -247,7 +255,7 @@ fn main() {
     ))
     .unwrap();
     let direct = SocketAddr::from(([10, 64, 0, 3], 8080));
-    let via = SocketAddr::from(([10, 127, 0, 1], 80));
+    let via = SocketAddr::from(([172, 30, 0, 1], 80));
     // Wait for the links to come up (first ARP) before timing anything.
     let t = Instant::now();
     while NetNs::named(&a)
@@ -263,8 +271,9 @@ fn main() {
     let d = median((0..3).map(|_| connect_loop(&a, direct, rounds)).collect());
     let v = median((0..3).map(|_| connect_loop(&a, via, rounds)).collect());
     println!(
-        "connect+request+close from a pod: direct to pod {d:.1?}, via ClusterIP {v:.1?} (+{:.1?}) per connection, 10,001 Services loaded",
-        v.saturating_sub(d)
+        "connect+request+close from a pod: direct to pod {d:.1?}, via ClusterIP {v:.1?} (+{:.1?}) per connection, {} Services loaded",
+        v.saturating_sub(d),
+        loaded + 1
     );
     let _ = nft.delete_table("kennel-proxy");
 }
