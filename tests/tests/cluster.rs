@@ -9,8 +9,13 @@
 //!   probe (tcpSocket liveness keeps passing), `kubectl logs` (-c, init container);
 //! - a NodePort Service selects it: its endpoints (named target port), the ClusterIP and the
 //!   NodePort from the node (through kennel-proxy's rules and the service-range route), `dig`
-//!   of its A and SRV records at the kube-dns ClusterIP (kennel-dns behind the proxy); after
-//!   the kill -9 rerun the ClusterIP still answers;
+//!   of its A and SRV records at the kube-dns ClusterIP (kennel-dns behind the proxy); the
+//!   book's external-service (hand-made Endpoints, mirrored into a slice) answers by its
+//!   ClusterIP and an ExternalName Service resolves as a CNAME; the book's Ingress routes by
+//!   Host on the node's port 80 (404 for other hosts) and shows the node address; a client pod
+//!   VM fetches kubia by ClusterIP and by each DNS name and reaches `kubernetes.default.svc`;
+//!   after the kill -9 rerun the
+//!   ClusterIP still answers;
 //! - a second pod: a container that exits 3 under `restartPolicy: Always` goes to
 //!   CrashLoopBackOff with restartCount rising and `kubectl logs --previous`; its sibling with an
 //!   unknown image goes ErrImagePull → ImagePullBackOff; a third, whose liveness probe never
@@ -103,6 +108,80 @@ spec:
     targetPort: http
 "#;
 
+/// A pod whose kubia client fetches the kubia Service by address and names, and connects to
+/// the API server's Service.
+fn client_pod(reg: &str, node: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: svc-client
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: client
+    image: {reg}/kubia:latest
+    command: ["/app/kubia", "get", "http://{KUBIA_IP}/", "http://kubia/", "http://kubia.default/",
+      "http://kubia.default.svc.cluster.local/", "tcp://kubernetes.default.svc:443"]
+"#
+    )
+}
+
+/// The book's kubia Ingress (listing 5.13), for the built-in controller.
+const KUBIA_INGRESS: &str = r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: kubia
+spec:
+  rules:
+  - host: kubia.example.com
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend:
+          service:
+            name: kubia
+            port:
+              number: 80
+"#;
+
+/// The book's external-service (a Service without a selector, Endpoints written by hand) with
+/// `ip:8080` as its endpoint, and an ExternalName Service.
+fn external_service(ip: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata:
+  name: external-service
+spec:
+  ports:
+  - port: 80
+---
+apiVersion: v1
+kind: Endpoints
+metadata:
+  name: external-service
+subsets:
+- addresses:
+  - ip: {ip}
+  ports:
+  - port: 8080
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: external-name
+spec:
+  type: ExternalName
+  externalName: kubia.example.com
+  ports:
+  - port: 80
+"#
+    )
+}
+
 fn faulty_pod(reg: &str, node: &str) -> String {
     format!(
         r#"apiVersion: v1
@@ -145,47 +224,56 @@ spec:
     )
 }
 
-/// Runs `cmd` inside the node's namespace until its output contains `needle`.
-fn netns_until(c: &Cluster, cmd: &[&str], needle: &str) {
+/// Polls `probe` (its output, and whether it is what is wanted) every `every` until it says
+/// yes, failing with the last output and the cluster's diagnostics after `within`.
+fn poll_until(
+    c: &Cluster,
+    what: &str,
+    within: Duration,
+    every: Duration,
+    mut probe: impl FnMut() -> (String, bool),
+) {
     let t = std::time::Instant::now();
     loop {
-        let out = c.in_netns(cmd);
-        if out.contains(needle) {
-            eprintln!(
-                "[cluster] {cmd:?} → {needle:?} after {:.1} s",
-                t.elapsed().as_secs_f64()
-            );
+        let (out, done) = probe();
+        if done {
+            eprintln!("[cluster] {what} after {:.1} s", t.elapsed().as_secs_f64());
             return;
         }
         assert!(
-            t.elapsed() < STEP,
-            "{cmd:?}: {out:?}, want {needle:?}\n{}",
+            t.elapsed() < within,
+            "{what}: last {out:?}\n{}",
             c.diagnostics()
         );
-        std::thread::sleep(Duration::from_secs(1));
+        std::thread::sleep(every);
     }
+}
+
+/// Runs `cmd` inside the node's namespace until its output contains `needle`.
+fn netns_until(c: &Cluster, cmd: &[&str], needle: &str) {
+    let what = format!("{cmd:?} → {needle:?}");
+    poll_until(c, &what, STEP, Duration::from_secs(1), || {
+        let out = c.in_netns(cmd);
+        let done = out.contains(needle);
+        (out, done)
+    });
 }
 
 /// GETs `url` from inside the node's namespace until the body contains `needle`.
 fn curl_until(c: &Cluster, url: &str, needle: &str) {
-    let t = std::time::Instant::now();
-    loop {
+    let what = format!("GET {url} → {needle:?}");
+    poll_until(c, &what, STEP, Duration::from_secs(2), || {
         let out = std::process::Command::new("ip")
             .args(["netns", "exec", &c.netns, "curl", "-s", "-m", "20", url])
             .output()
             .unwrap();
-        let body = String::from_utf8_lossy(&out.stdout);
-        if body.contains(needle) {
-            return;
-        }
-        assert!(
-            t.elapsed() < STEP,
-            "{url}: {body:?} {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            c.diagnostics()
-        );
-        std::thread::sleep(Duration::from_secs(2));
-    }
+        let body = String::from_utf8_lossy(&out.stdout).into_owned();
+        let done = body.contains(needle);
+        (
+            format!("{body} {}", String::from_utf8_lossy(&out.stderr)),
+            done,
+        )
+    });
 }
 
 fn status_of(c: &Cluster, pod: &str, container: &str, path: &str) -> String {
@@ -393,6 +481,90 @@ async fn kennel_up_end_to_end() {
         ],
         "80 kubia.default.svc.cluster.local.",
     );
+    // The book's external-service: a Service without a selector and hand-made Endpoints (here
+    // the pod's address), mirrored into an EndpointSlice that the proxy and DNS serve; and an
+    // ExternalName Service as a CNAME.
+    c.apply(&external_service(&ip));
+    let ext_ip = c.k(&[
+        "get",
+        "svc",
+        "external-service",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    curl_until(&c, &format!("http://{ext_ip}/"), "You've hit envpod");
+    netns_until(
+        &c,
+        &[
+            "dig",
+            &format!("@{dns_ip}"),
+            "+short",
+            "+time=3",
+            "external-name.default.svc.cluster.local",
+        ],
+        "kubia.example.com.",
+    );
+    // The book's Ingress: the built-in controller (default class `kennel`) routes by Host on
+    // the node's port 80 straight to the pod, and shows the node's address.
+    c.apply(KUBIA_INGRESS);
+    netns_until(
+        &c,
+        &[
+            "curl",
+            "-s",
+            "-m",
+            "20",
+            "-H",
+            "Host: kubia.example.com",
+            &format!("http://{host_ip}/"),
+        ],
+        "You've hit envpod",
+    );
+    netns_until(
+        &c,
+        &[
+            "curl",
+            "-s",
+            "-m",
+            "20",
+            "-H",
+            "Host: other.example.com",
+            &format!("http://{host_ip}/"),
+        ],
+        "default backend - 404",
+    );
+    let address = c.k(&[
+        "get",
+        "ingress",
+        "kubia",
+        "-o",
+        "jsonpath={.status.loadBalancer.ingress[0].ip}",
+    ]);
+    assert_eq!(address, host_ip, "the Ingress shows the node's address");
+    // A pod VM as the client: kubia by its ClusterIP and by each of its DNS names (the guest's
+    // resolv.conf search domains), and the API server through `kubernetes.default.svc`.
+    c.apply(&client_pod(&reg, &node));
+    let targets = [
+        format!("GET http://{KUBIA_IP}:80/ -> HTTP/1.1 200 OK | You've hit envpod"),
+        "GET http://kubia:80/ -> HTTP/1.1 200 OK | You've hit envpod".to_string(),
+        "GET http://kubia.default:80/ -> HTTP/1.1 200 OK | You've hit envpod".to_string(),
+        "GET http://kubia.default.svc.cluster.local:80/ -> HTTP/1.1 200 OK | You've hit envpod"
+            .to_string(),
+        "connected to kubernetes.default.svc:443".to_string(),
+    ];
+    poll_until(
+        &c,
+        &format!("svc-client reached {targets:?}"),
+        FIRST_POD,
+        Duration::from_secs(2),
+        || {
+            let logs =
+                String::from_utf8_lossy(&c.kubectl(&["logs", "svc-client"]).stdout).into_owned();
+            let done = targets.iter().all(|n| logs.contains(n.as_str()));
+            (logs, done)
+        },
+    );
+    c.k(&["delete", "pod", "svc-client", "--wait=false"]);
 
     let describe = c.k(&["describe", "pod", "envpod"]);
     assert!(

@@ -2,6 +2,8 @@
 //! *Kubernetes in Action*. Each connection carries one request; the response closes it.
 #![forbid(unsafe_code)]
 
+pub mod client;
+
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
