@@ -13,7 +13,9 @@
 //!   book's external-service (hand-made Endpoints, mirrored into a slice) answers by its
 //!   ClusterIP and an ExternalName Service resolves as a CNAME; the book's Ingress routes by
 //!   Host on the node's port 80 (404 for other hosts) and shows the node address; a client pod
-//!   VM fetches kubia by ClusterIP and by each DNS name and reaches `kubernetes.default.svc`;
+//!   VM fetches kubia by ClusterIP and by each DNS name (a Service without endpoints refuses
+//!   at once; spreading and ClientIP affinity are proven in kennel-proxy's namespace test, a
+//!   second kubia VM starved the first on this host) and reaches `kubernetes.default.svc`;
 //!   after the kill -9 rerun the
 //!   ClusterIP still answers;
 //! - a second pod: a container that exits 3 under `restartPolicy: Always` goes to
@@ -123,10 +125,22 @@ spec:
   - name: client
     image: {reg}/kubia:latest
     command: ["/app/kubia", "get", "http://{KUBIA_IP}/", "http://kubia/", "http://kubia.default/",
-      "http://kubia.default.svc.cluster.local/", "tcp://kubernetes.default.svc:443"]
+      "http://kubia.default.svc.cluster.local/", "tcp://kubernetes.default.svc:443",
+      "tcp://kubia-none:80"]
 "#
     )
 }
+
+/// A Service whose selector matches no pod.
+const KUBIA_NONE: &str = r#"apiVersion: v1
+kind: Service
+metadata:
+  name: kubia-none
+spec:
+  selector: {app: nothing}
+  ports:
+  - port: 80
+"#;
 
 /// The book's kubia Ingress (listing 5.13), for the built-in controller.
 const KUBIA_INGRESS: &str = r#"apiVersion: networking.k8s.io/v1
@@ -417,6 +431,8 @@ async fn kennel_up_end_to_end() {
     // kennel-proxy, from the node (busybox wget segfaulted inside the guest, so a pod as the
     // client is left for later) ---
     c.apply(KUBIA_SERVICE);
+    // A Service that selects nothing: refused at once.
+    c.apply(KUBIA_NONE);
     let cluster_ip = c.k(&["get", "svc", "kubia", "-o", "jsonpath={.spec.clusterIP}"]);
     assert_eq!(cluster_ip, KUBIA_IP);
     let node_port = c.k(&[
@@ -551,6 +567,7 @@ async fn kennel_up_end_to_end() {
         "GET http://kubia.default.svc.cluster.local:80/ -> HTTP/1.1 200 OK | You've hit envpod"
             .to_string(),
         "connected to kubernetes.default.svc:443".to_string(),
+        "connect kubia-none:80: ".to_string(),
     ];
     poll_until(
         &c,
@@ -563,6 +580,15 @@ async fn kennel_up_end_to_end() {
             let done = targets.iter().all(|n| logs.contains(n.as_str()));
             (logs, done)
         },
+    );
+    let logs = String::from_utf8_lossy(&c.kubectl(&["logs", "svc-client"]).stdout).into_owned();
+    let none = logs
+        .lines()
+        .find(|l| l.starts_with("connect kubia-none:80: "))
+        .unwrap();
+    assert!(
+        none.contains("refused"),
+        "no endpoints: refused at once: {none}"
     );
     c.k(&["delete", "pod", "svc-client", "--wait=false"]);
 
