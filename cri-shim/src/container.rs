@@ -1,5 +1,6 @@
 //! Containers: create (image disk attached and mounted, OCI spec to the agent, log pumps),
-//! start, stop, remove, exec, stats, log reopening, and the waiter that records exits.
+//! start, remove, exec, stats, log reopening, and the waiter that records exits (stopping is
+//! in [`crate::stop`]).
 
 use crate::image_service::image_ref_for;
 use crate::logs::{CriLogWriter, LogStream};
@@ -344,9 +345,15 @@ impl Runtime {
                 // The VM went away; its watcher marks the containers.
                 return;
             };
+            let exited = tokio::time::Instant::now();
             for p in pumps.into_iter().flatten() {
                 let _ = tokio::time::timeout(Duration::from_secs(10), p).await;
             }
+            tracing::debug!(
+                "container {id}: exited ({}), output drained in {:?}",
+                w.exit_code,
+                exited.elapsed()
+            );
             let writer = rt
                 .logs
                 .lock()
@@ -356,107 +363,8 @@ impl Runtime {
             if let Some(w) = writer {
                 let _ = w.lock().unwrap_or_else(|p| p.into_inner()).flush_partial();
             }
-            let (reason, message) = if w.oom_killed {
-                (
-                    "OOMKilled",
-                    "the container's memory limit was exceeded".to_string(),
-                )
-            } else if w.exit_code == 0 {
-                ("Completed", String::new())
-            } else if w.signal != 0 {
-                ("Error", format!("killed by signal {}", w.signal))
-            } else {
-                ("Error", String::new())
-            };
-            let _ = rt.state.update_container(&id, |r| {
-                if r.state == ContainerState::Running {
-                    r.state = ContainerState::Exited;
-                    r.finished_at = now_ns();
-                    r.exit_code = w.exit_code;
-                    r.reason = reason.into();
-                    r.message = message;
-                }
-            });
+            let _ = rt.record_exit(&id, &w);
         });
-    }
-
-    async fn wait_exited(&self, id: &str, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            match self.state.container(id) {
-                Ok(Some(c)) if c.state == ContainerState::Running => {}
-                _ => return true,
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// SIGKILLs every process of a running container and waits for its exit to be recorded.
-    pub(crate) async fn kill_container(&self, id: &str, wait: Duration) -> Result<(), CriError> {
-        let c = self.container_rec(id)?;
-        if let Ok(mut agent) = self.agent(&c.sandbox_id).await {
-            let _ = agent
-                .signal_process(pb::SignalProcessRequest {
-                    container_id: c.id.clone(),
-                    exec_id: String::new(),
-                    signal: libc::SIGKILL,
-                    all: true,
-                })
-                .await;
-        }
-        if !self.wait_exited(&c.id, wait).await {
-            self.state.update_container(&c.id, |r| {
-                if r.state == ContainerState::Running {
-                    r.state = ContainerState::Exited;
-                    r.finished_at = now_ns();
-                    r.exit_code = 137;
-                    r.reason = "Error".into();
-                    r.message = "killed".into();
-                }
-            })?;
-        }
-        Ok(())
-    }
-
-    /// StopContainer: SIGTERM (or the image's stop signal is not consulted: SIGTERM), then
-    /// SIGKILL after `timeout` seconds. Stopping a stopped container is fine.
-    pub async fn stop_container(self: &Arc<Self>, id: &str, timeout: i64) -> Result<(), CriError> {
-        let c = self.container_rec(id)?;
-        match c.state {
-            ContainerState::Exited | ContainerState::Unknown => return Ok(()),
-            ContainerState::Created => {
-                self.state.update_container(&c.id, |r| {
-                    r.state = ContainerState::Exited;
-                    r.finished_at = now_ns();
-                    r.reason = "Error".into();
-                    r.message = "stopped before it started".into();
-                })?;
-                return Ok(());
-            }
-            ContainerState::Running => {}
-        }
-        if timeout > 0 {
-            if let Ok(mut agent) = self.agent(&c.sandbox_id).await {
-                let _ = agent
-                    .signal_process(pb::SignalProcessRequest {
-                        container_id: c.id.clone(),
-                        exec_id: String::new(),
-                        signal: libc::SIGTERM,
-                        all: false,
-                    })
-                    .await;
-            }
-            if self
-                .wait_exited(&c.id, Duration::from_secs(timeout as u64))
-                .await
-            {
-                return Ok(());
-            }
-        }
-        self.kill_container(&c.id, Duration::from_secs(30)).await
     }
 
     /// Drops in-memory handles of a container (log writer).
@@ -473,7 +381,7 @@ impl Runtime {
             return Ok(());
         };
         if c.state == ContainerState::Running {
-            self.kill_container(&c.id, Duration::from_secs(30)).await?;
+            self.kill_container(&c.id).await?;
         }
         let alive = matches!(self.state.sandbox(&c.sandbox_id)?, Some(s) if s.vmm.is_some());
         if alive {

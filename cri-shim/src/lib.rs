@@ -4,11 +4,14 @@
 //! runtime ([`runtime::Runtime`]) keeps sandboxes and containers in [`state`], starts one
 //! `kennel-vmm` per sandbox ([`vm`], [`sandbox`]) and drives the kennel-agent inside it
 //! ([`container`]); [`oci`] turns CRI container configs into OCI specs; [`logs`] writes
-//! CRI-format log files; [`image_service`] serves images from the `images` store.
+//! CRI-format log files; [`image_service`] serves images from the `images` store; [`uds`] and
+//! [`authority`] let clients that send any HTTP/2 `:authority` on the socket in.
 #![forbid(unsafe_code)]
 
+pub mod authority;
 pub mod container;
 pub mod convert;
+pub mod hostname;
 pub mod image_service;
 pub mod logs;
 pub mod oci;
@@ -17,4 +20,6 @@ pub mod runtime;
 pub mod sandbox;
 pub mod server;
 pub mod state;
+pub mod stop;
+pub mod uds;
 pub mod vm;

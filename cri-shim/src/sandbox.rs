@@ -31,6 +31,14 @@ pub fn validate_config(config: Option<&PodSandboxConfig>) -> Result<&PodSandboxC
             )));
         }
     }
+    if !c.hostname.is_empty() {
+        if let Some(why) = crate::hostname::problem(&c.hostname) {
+            return Err(CriError::InvalidArgument(format!(
+                "config.hostname {:?} is not a valid hostname: {why}",
+                c.hostname
+            )));
+        }
+    }
     Ok(c)
 }
 
@@ -92,16 +100,13 @@ pub fn host_ports(config: &PodSandboxConfig) -> Result<Vec<netns::HostPortMappin
     Ok(out)
 }
 
-/// Guest hostname: the config's, else the pod name.
+/// Guest hostname: the config's, else one made from the pod name ([`crate::hostname`]).
 pub fn hostname(config: &PodSandboxConfig) -> String {
     if !config.hostname.is_empty() {
         return config.hostname.clone();
     }
-    config
-        .metadata
-        .as_ref()
-        .map(|m| m.name.clone())
-        .unwrap_or_default()
+    let name = config.metadata.as_ref().map_or("", |m| m.name.as_str());
+    crate::hostname::from_pod_name(name)
 }
 
 fn cid_for(id: &str) -> u32 {
@@ -391,7 +396,7 @@ impl Runtime {
         let _guard = lock.lock().await;
         for c in self.state.containers_of(&rec.id) {
             if c.state == ContainerState::Running {
-                let _ = self.kill_container(&c.id, Duration::from_secs(10)).await;
+                let _ = self.kill_container(&c.id).await;
             }
         }
         let rec = self.state.sandbox(&rec.id)?.unwrap_or(rec);
@@ -511,6 +516,28 @@ mod tests {
         });
         let e = validate_config(Some(&c)).unwrap_err().to_string();
         assert!(e.contains("namespace"), "{e}");
+    }
+
+    #[test]
+    fn hostname_is_the_configs_or_a_valid_one_from_the_name() {
+        let name = format!("{}_x", "p".repeat(66));
+        let mut c = PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: name.clone(),
+                namespace: "ns".into(),
+                uid: "u".into(),
+                attempt: 0,
+            }),
+            ..Default::default()
+        };
+        assert!(validate_config(Some(&c)).is_ok(), "no hostname is fine");
+        assert_eq!(hostname(&c), "p".repeat(63));
+        c.hostname = "web-0".into();
+        assert_eq!(hostname(&c), "web-0");
+        c.hostname = name;
+        let e = validate_config(Some(&c)).unwrap_err();
+        assert!(matches!(e, CriError::InvalidArgument(_)), "{e}");
+        assert!(e.to_string().contains("config.hostname"), "{e}");
     }
 
     #[test]

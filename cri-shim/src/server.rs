@@ -71,10 +71,7 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .add_service(RuntimeServiceServer::new(RuntimeServiceImpl::new(rt)))
         .add_service(ImageServiceServer::new(images))
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::UnixListenerStream::new(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(crate::uds::incoming(listener), shutdown)
         .await?;
     Ok(())
 }
@@ -181,6 +178,7 @@ impl RuntimeService for RuntimeServiceImpl {
             let v = serde_json::json!({
                 "vmm": vmm, "images": rec.images, "runtime": "kennel",
                 "state_dir": self.rt.state.sandbox_dir(&rec.id),
+                "hostname": crate::sandbox::hostname(&rec.config),
             });
             info.insert("info".to_string(), v.to_string());
         }

@@ -5,7 +5,8 @@
 //! stop/remove of unknown ids; image pull/status/list; containers through every state; CRI
 //! logs; ExecSync (output, exit code, timeout); DNS and hostname in the guest; the pod IP
 //! serving kubia to the node namespace; OOMKilled; a kennel-cri restart re-attaching to the
-//! running VM; stop/remove of the sandbox.
+//! running VM; the same CRI contract checked by a Python grpcio client (`cri/client.py`) with
+//! each `:authority` gRPC clients send on a Unix socket; stop/remove of the sandbox.
 
 #[path = "cri/harness.rs"]
 mod harness;
@@ -22,6 +23,8 @@ const STATE_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long a hog may take from StartContainer to OOMKilled. Filling memory is page faults,
 /// which this host emulates at ~100 KiB/s in a busy guest, so the hog's limit is small.
 const OOM_TIMEOUT: Duration = Duration::from_secs(300);
+/// StopContainer's timeout for the `sleep` container (which ignores SIGTERM as PID 1).
+const STOP_TIMEOUT: i64 = 10;
 /// The hog's memory limit.
 const HOG_LIMIT: i64 = 4 << 20;
 /// Hogs run one after another in one pod: each must be OOMKilled, the pod stays alive
@@ -288,6 +291,13 @@ async fn cri_runtime_end_to_end() {
         })
         .await
         .expect("remove unknown container is OK");
+    cri.rt
+        .stop_container(cri::StopContainerRequest {
+            container_id: unknown.clone(),
+            timeout: 0,
+        })
+        .await
+        .expect("stop unknown container is OK (the CRI makes it idempotent)");
     let e = cri
         .rt
         .pod_sandbox_status(cri::PodSandboxStatusRequest {
@@ -706,14 +716,22 @@ async fn cri_runtime_end_to_end() {
         .expect("ExecSync after restart");
     assert_eq!(r.stdout, b"still here\n");
 
+    // --- the same contract through Python grpcio (grpc-core), with each authority clients send ---
+    python_client_suite(&cri, &pod, &sleeper, &ip).await;
+
     // --- stop (SIGTERM ignored by sleep as PID 1 → SIGKILL after the timeout), remove ---
-    cri.rt
-        .stop_container(cri::StopContainerRequest {
-            container_id: sleeper.clone(),
-            timeout: 1,
-        })
-        .await
-        .expect("StopContainer");
+    // The deadline kubelet gives the call: the timeout plus its 2 min runtime request timeout.
+    let mut req = tonic::Request::new(cri::StopContainerRequest {
+        container_id: sleeper.clone(),
+        timeout: STOP_TIMEOUT,
+    });
+    req.set_timeout(Duration::from_secs(STOP_TIMEOUT as u64 + 120));
+    let t0 = Instant::now();
+    cri.rt.stop_container(req).await.expect("StopContainer");
+    eprintln!(
+        "StopContainer(timeout {STOP_TIMEOUT} s) of a sleep ignoring SIGTERM returned after {:?}",
+        t0.elapsed()
+    );
     let s = status(&mut cri, &sleeper).await;
     assert_eq!(
         s.state,
@@ -761,16 +779,14 @@ async fn cri_runtime_end_to_end() {
         .await
         .expect("remove exited");
     assert!(log_path.exists());
-    // stopping an unknown container names it
-    let e = cri
-        .rt
+    // stopping a removed container is fine too (idempotent, as kubelet expects)
+    cri.rt
         .stop_container(cri::StopContainerRequest {
             container_id: echo.clone(),
             timeout: 0,
         })
         .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::NotFound, "{e}");
+        .expect("StopContainer of a removed container");
 
     // --- OOM: a 4 MiB limit and dd filling a 64 MiB buffer, HOGS times in one pod (the restart
     // count is the CRI attempt); each must end OOMKilled while the ticker keeps ticking ---
@@ -1015,6 +1031,38 @@ async fn cri_runtime_end_to_end() {
         .into_inner()
         .containers;
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// Runs tests/tests/cri/client.py (Debian python3-grpcio + python3-grpc-tools; /usr/bin/python3,
+/// not a python3 earlier in PATH without them) against this kennel-cri, sandbox and running
+/// container; it also runs one more sandbox (a long name, no hostname) and removes it.
+async fn python_client_suite(cri: &Cri, pod: &str, container: &str, ip: &str) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cri/client.py");
+    let log_dir = cri.log_dir("long-name");
+    let t0 = Instant::now();
+    let run = tokio::process::Command::new("/usr/bin/python3")
+        .arg(script)
+        .arg("--socket")
+        .arg(cri.socket())
+        .args(["--sandbox", pod, "--container", container, "--pod-ip", ip])
+        .arg("--long-name-pod")
+        .arg(&log_dir)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(900), run)
+        .await
+        .expect("the Python CRI suite finishes")
+        .expect("/usr/bin/python3 runs (apt-get install python3-grpcio python3-grpc-tools)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("Python grpcio CRI suite ({:?}):\n{stdout}", t0.elapsed());
+    assert!(
+        out.status.success(),
+        "Python grpcio CRI suite failed ({}):\n{stdout}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        cri.server_log()
+    );
 }
 
 fn now_ns() -> i64 {
