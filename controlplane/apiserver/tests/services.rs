@@ -117,9 +117,9 @@ async fn allocation_through_kubectl() {
     assert!(e.contains("provided port is already allocated"), "{e}");
     let e = k.fails(
         &["create", "-f", "-"],
-        Some(&manifest("out", "  clusterIP: 10.100.0.5\n", "1")),
+        Some(&manifest("out", "  clusterIP: 10.112.0.5\n", "1")),
     );
-    assert!(e.contains("The range of valid IPs is 10.96.0.0/16"), "{e}");
+    assert!(e.contains("The range of valid IPs is 10.96.0.0/12"), "{e}");
     let e = k.fails(
         &["create", "-f", "-"],
         Some(&manifest("dns", "  clusterIP: 10.96.0.10\n", "1")),

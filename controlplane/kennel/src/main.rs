@@ -67,7 +67,7 @@ enum Command {
         #[arg(long)]
         token_file: Option<PathBuf>,
         /// ClusterIPs are allocated from this range.
-        #[arg(long, default_value = "10.96.0.0/16")]
+        #[arg(long, default_value = "10.96.0.0/12")]
         service_cluster_ip_range: ipnet::Ipv4Net,
         /// NodePorts are allocated from this range (`FIRST-LAST`).
         #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]

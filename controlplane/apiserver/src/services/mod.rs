@@ -27,7 +27,7 @@ pub use reserve::Held;
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct ServiceNetwork {
-    /// ClusterIPs come from here (`--service-cluster-ip-range`, default 10.96.0.0/16).
+    /// ClusterIPs come from here (`--service-cluster-ip-range`, default 10.96.0.0/12 as kubeadm).
     pub cidr: Ipv4Net,
     /// NodePorts come from here (`--service-node-port-range`, default 30000-32767).
     pub node_ports: RangeInclusive<u16>,
@@ -38,7 +38,7 @@ pub struct ServiceNetwork {
 impl Default for ServiceNetwork {
     fn default() -> Self {
         ServiceNetwork {
-            cidr: "10.96.0.0/16".parse().expect("default service CIDR"),
+            cidr: "10.96.0.0/12".parse().expect("default service CIDR"),
             node_ports: 30000..=32767,
             dns_ip: None,
         }

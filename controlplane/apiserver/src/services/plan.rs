@@ -318,11 +318,11 @@ mod tests {
     fn refuses_bad_explicit_addresses() {
         for (ip, why) in [
             (
-                "10.97.0.5",
-                "provided IP is not in the valid range. The range of valid IPs is 10.96.0.0/16",
+                "10.112.0.5",
+                "provided IP is not in the valid range. The range of valid IPs is 10.96.0.0/12",
             ),
             ("10.96.0.0", "not in the valid range"),
-            ("10.96.255.255", "not in the valid range"),
+            ("10.111.255.255", "not in the valid range"),
             ("banana", "must be a valid IP address"),
             ("10.96.0.10", "reserved for the cluster DNS Service"),
         ] {
