@@ -4,7 +4,7 @@
 use std::fmt::Display;
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{
     Endpoints, Namespace, Pod, ReplicationController, Service, ServiceAccount,
 };
@@ -30,6 +30,10 @@ pub struct Ctx {
     pub replication_controllers: Informer<ReplicationController>,
     /// All Deployments.
     pub deployments: Informer<Deployment>,
+    /// All StatefulSets.
+    pub stateful_sets: Informer<StatefulSet>,
+    /// All ControllerRevisions.
+    pub controller_revisions: Informer<ControllerRevision>,
     /// All Namespaces.
     pub namespaces: Informer<Namespace>,
     /// All ServiceAccounts.
@@ -64,6 +68,8 @@ impl Ctx {
             replica_sets: Informer::new(),
             replication_controllers: Informer::new(),
             deployments: Informer::new(),
+            stateful_sets: Informer::new(),
+            controller_revisions: Informer::new(),
             namespaces: Informer::new(),
             service_accounts: Informer::new(),
             services: Informer::new(),
@@ -85,6 +91,8 @@ impl Ctx {
                 .clone()
                 .run(Api::all(c.clone())),
             self.deployments.clone().run(Api::all(c.clone())),
+            self.stateful_sets.clone().run(Api::all(c.clone())),
+            self.controller_revisions.clone().run(Api::all(c.clone())),
             self.namespaces.clone().run(Api::all(c.clone())),
             self.service_accounts.clone().run(Api::all(c.clone())),
             self.services.clone().run(Api::all(c.clone())),
@@ -100,6 +108,8 @@ impl Ctx {
             self.replica_sets.ready(),
             self.replication_controllers.ready(),
             self.deployments.ready(),
+            self.stateful_sets.ready(),
+            self.controller_revisions.ready(),
             self.namespaces.ready(),
             self.service_accounts.ready(),
             self.services.ready(),

@@ -1,5 +1,5 @@
 //! kennel's controller manager: level-triggered kube-runtime controllers (ReplicaSet,
-//! ReplicationController, Deployment, Endpoints/EndpointSlice, ServiceAccount) over shared informers (one watch per
+//! ReplicationController, Deployment, StatefulSet, Endpoints/EndpointSlice, ServiceAccount) over shared informers (one watch per
 //! resource type), with client-go's expectations and per-key failure backoff, behind leader
 //! election on the `kube-system/kube-controller-manager` Lease.
 #![forbid(unsafe_code)]
@@ -16,6 +16,7 @@ pub mod ratelimit;
 pub mod replicaset;
 pub mod selector;
 pub mod serviceaccount;
+pub mod statefulset;
 
 use std::sync::Arc;
 
@@ -62,6 +63,10 @@ fn controllers(client: kube::Client) -> BoxFuture<'static, ControllerError> {
         (
             "deployment controller",
             deployment::controller(ctx.clone()).boxed(),
+        ),
+        (
+            "statefulset controller",
+            statefulset::controller(ctx.clone()).boxed(),
         ),
         (
             "endpoints controller",

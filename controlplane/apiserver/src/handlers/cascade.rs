@@ -24,9 +24,16 @@ fn dependents(kind: &str) -> &'static [(&'static str, &'static str)] {
     match kind {
         "Deployment" => &[("apps", "replicasets")],
         "ReplicaSet" | "ReplicationController" | "Job" => &[("", "pods")],
-        "StatefulSet" | "DaemonSet" => &[("", "pods"), ("apps", "controllerrevisions")],
+        // A StatefulSet's claims are its dependents only under `whenDeleted: Delete`, where the
+        // controller gives them an owner reference.
+        "StatefulSet" => &[
+            ("", "pods"),
+            ("apps", "controllerrevisions"),
+            ("", "persistentvolumeclaims"),
+        ],
+        "DaemonSet" => &[("", "pods"), ("apps", "controllerrevisions")],
         "CronJob" => &[("batch", "jobs")],
-        "Service" => &[("discovery.k8s.io", "endpointslices")],
+        "Service" | "Endpoints" => &[("discovery.k8s.io", "endpointslices")],
         _ => &[],
     }
 }
