@@ -102,7 +102,10 @@ fn query(name: &str) -> Vec<u8> {
     let mut m = Message::new();
     m.set_id(7)
         .set_recursion_desired(true)
-        .add_query(Query::query(Name::from_ascii(name).expect("name"), RecordType::A));
+        .add_query(Query::query(
+            Name::from_ascii(name).expect("name"),
+            RecordType::A,
+        ));
     m.to_vec().expect("encode")
 }
 
@@ -133,7 +136,10 @@ fn probe(server: SocketAddr, names: &[String], secs: u64) -> (f64, f64) {
     let end = Instant::now() + Duration::from_secs(secs);
     let mut i = 0;
     while Instant::now() < end {
-        let q = query(&format!("{}.default.svc.cluster.local", names[i % names.len()]));
+        let q = query(&format!(
+            "{}.default.svc.cluster.local",
+            names[i % names.len()]
+        ));
         i += 1;
         let t = Instant::now();
         if sock.send_to(&q, server).is_err() {
@@ -144,7 +150,11 @@ fn probe(server: SocketAddr, names: &[String], secs: u64) -> (f64, f64) {
         }
     }
     lat.sort_by(f64::total_cmp);
-    let at = |q: f64| lat.get(((lat.len() as f64) * q) as usize).copied().unwrap_or(f64::NAN);
+    let at = |q: f64| {
+        lat.get(((lat.len() as f64) * q) as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
     (at(0.50), at(0.99))
 }
 
@@ -179,7 +189,12 @@ fn measure(server: SocketAddr, queries: &std::path::Path, names: &[String], secs
     let qps = field("Queries per second:").parse().unwrap_or(f64::NAN);
     let lost = field("Queries lost:");
     let (p50, p99) = probe.join().expect("probe");
-    Row { qps, lost, p50, p99 }
+    Row {
+        qps,
+        lost,
+        p50,
+        p99,
+    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -214,7 +229,11 @@ async fn main() {
         .filter(|s| s.metadata.name.as_deref() != Some("kubernetes"))
         .filter_map(|s| Some((s.metadata.name?, s.spec?.cluster_ip?)))
         .collect();
-    println!("{} Services created in {:.1} s", services.len(), t.elapsed().as_secs_f64());
+    println!(
+        "{} Services created in {:.1} s",
+        services.len(),
+        t.elapsed().as_secs_f64()
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let queries = query_file(&services, dir.path());
     let mut names: Vec<String> = services.keys().cloned().collect();
