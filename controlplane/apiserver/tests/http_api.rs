@@ -666,6 +666,61 @@ async fn scenario(backend: Backend) {
         vec!["ADDED", "DELETED", "ADDED", "MODIFIED", "DELETED"]
     );
     assert!(events.iter().all(|(_, n)| n == "selected"));
+
+    // Patch bodies of the wrong shape are refused with 400 (a scalar apply used to panic the
+    // connection), and the server keeps serving.
+    for (ctype, body, want) in [
+        (
+            "application/apply-patch+yaml",
+            "hello\n",
+            "must be an object, not a string",
+        ),
+        (
+            "application/apply-patch+yaml",
+            "- a\n- b\n",
+            "must be an object, not a list",
+        ),
+        (
+            "application/merge-patch+json",
+            "[1]",
+            "must be an object, not a list",
+        ),
+        (
+            "application/strategic-merge-patch+json",
+            "7",
+            "must be an object, not a number",
+        ),
+        (
+            "application/json-patch+json",
+            "{}",
+            "must be a list of operations, not an object",
+        ),
+    ] {
+        let r = h
+            .call(
+                Method::PATCH,
+                &format!("{PODS}/shape?fieldManager=test"),
+                ctype,
+                "application/json",
+                body.as_bytes().to_vec(),
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_REQUEST,
+            "{ctype} {body:?}: {:?}",
+            r.body
+        );
+        assert!(
+            r.body["message"].as_str().unwrap_or("").contains(want),
+            "{:?}",
+            r.body
+        );
+    }
+    assert_eq!(
+        h.json(Method::GET, "/healthz", Value::Null).await.status,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

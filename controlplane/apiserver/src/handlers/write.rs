@@ -320,6 +320,30 @@ pub fn apply_patch(obj: &Value, patch: &Value, patch_type: &str) -> Result<Value
     }
 }
 
+/// A JSON patch is a list of operations; every other patch type is an object (a scalar or a
+/// list there is refused with 400, as upstream's decoder does).
+fn check_patch_shape(doc: &Value, patch_type: &str) -> Result<(), ApiError> {
+    let (ok, want) = if patch_type == "application/json-patch+json" {
+        (doc.is_array(), "a list of operations")
+    } else {
+        (doc.is_object(), "an object")
+    };
+    if ok {
+        return Ok(());
+    }
+    let got = match doc {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    };
+    Err(ApiError::BadRequest(format!(
+        "the body of a {patch_type} patch must be {want}, not {got}"
+    )))
+}
+
 /// PATCH an object (or its status), retrying on concurrent changes.
 pub async fn patch(
     state: &ApiState,
@@ -333,6 +357,7 @@ pub async fn patch(
     let name = t.name.clone().unwrap_or_default();
     let ptype = request::patch_type(headers);
     let patch_doc = request::parse_body(headers, body)?;
+    check_patch_shape(&patch_doc, &ptype)?;
     let ns = ns_of(def, t);
     let apply = ptype == "application/apply-patch+yaml";
     if apply && query.get("fieldManager").is_none_or(|m| m.is_empty()) {
