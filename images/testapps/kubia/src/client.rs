@@ -92,10 +92,11 @@ pub fn attempt(t: &Target) -> String {
             let fetch = || -> io::Result<String> {
                 let mut s = connect(host, *port)?;
                 s.set_read_timeout(Some(TIMEOUT))?;
-                write!(
-                    s,
-                    "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-                )?;
+                // One write: a request split over several segments reaches a server that reads
+                // once only in part.
+                let req =
+                    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+                s.write_all(req.as_bytes())?;
                 let mut out = Vec::new();
                 s.take(64 * 1024).read_to_end(&mut out)?;
                 let text = String::from_utf8_lossy(&out);
@@ -175,8 +176,12 @@ mod tests {
         let port = l.local_addr().unwrap().port();
         std::thread::spawn(move || {
             let (mut s, _) = l.accept().unwrap();
-            let mut buf = [0u8; 1024];
-            let _ = s.read(&mut buf);
+            // Read the whole request head: closing with unread bytes would reset the connection.
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
             s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nYou've hi")
                 .unwrap();
         });
