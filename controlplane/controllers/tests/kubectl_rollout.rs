@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, kubectl, Cluster};
+use common::{eventually, Cluster, K};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use kube::api::{Api, ListParams};
 use kube::ResourceExt;
@@ -34,23 +34,7 @@ spec:
         image: busybox:1
 "#;
 
-struct K {
-    kubeconfig: std::path::PathBuf,
-    cache: tempfile::TempDir,
-}
-
 impl K {
-    async fn ok(&self, args: &[&str]) -> String {
-        let out = kubectl(&self.kubeconfig, self.cache.path(), args).await;
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
     async fn rollout_done(&self) {
         let out = self
             .ok(&["rollout", "status", "deployment/kc", "--timeout=30s"])

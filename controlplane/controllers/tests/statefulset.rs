@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{eventually, kubectl, kubectl_bin, Cluster};
+use common::{eventually, kubectl_bin, Cluster, K};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
@@ -132,23 +132,7 @@ fn pos(log: &[String], e: &str) -> usize {
         .unwrap_or_else(|| panic!("{e:?} not in {log:#?}"))
 }
 
-struct K {
-    kubeconfig: std::path::PathBuf,
-    cache: tempfile::TempDir,
-}
-
 impl K {
-    async fn ok(&self, args: &[&str]) -> String {
-        let out = kubectl(&self.kubeconfig, self.cache.path(), args).await;
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
     async fn apply(&self, manifest: &str) -> String {
         let mut c = Command::new(kubectl_bin());
         c.args(["apply", "-f", "-", "--kubeconfig"])

@@ -90,6 +90,28 @@ pub fn kubectl_bin() -> PathBuf {
     p
 }
 
+/// The real kubectl against one cluster, with its own discovery cache.
+pub struct K {
+    /// The cluster's admin kubeconfig.
+    pub kubeconfig: std::path::PathBuf,
+    /// kubectl's cache directory.
+    pub cache: tempfile::TempDir,
+}
+
+impl K {
+    /// Runs kubectl, which must succeed; its stdout.
+    pub async fn ok(&self, args: &[&str]) -> String {
+        let out = kubectl(&self.kubeconfig, self.cache.path(), args).await;
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
 /// Runs kubectl against `kubeconfig`.
 pub async fn kubectl(
     kubeconfig: &std::path::Path,
