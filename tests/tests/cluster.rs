@@ -7,6 +7,8 @@
 //!   CreateContainerConfigError, then the pod starts once it exists), kubia answers on the pod
 //!   IP and through its hostPort on the node address, turns Ready through its httpGet readiness
 //!   probe (tcpSocket liveness keeps passing), `kubectl logs` (-c, init container);
+//!   `kubectl exec` (exit code, stdin, a tty's size) and `kubectl port-forward` to kubia, with
+//!   kubectl 1.32 (WebSocket) and 1.27 (SPDY) (cluster/streaming.rs);
 //! - a NodePort Service selects it: its endpoints (named target port), the ClusterIP and the
 //!   NodePort from the node (through kennel-proxy's rules and the service-range route), `dig`
 //!   of its A and SRV records at the kube-dns ClusterIP (kennel-dns behind the proxy); the
@@ -29,6 +31,8 @@
 
 #[path = "cluster/harness.rs"]
 mod harness;
+#[path = "cluster/streaming.rs"]
+mod streaming;
 
 use harness::Cluster;
 use std::time::Duration;
@@ -427,6 +431,9 @@ async fn kennel_up_end_to_end() {
     curl_until(&c, &format!("http://{ip}:8080/"), "You've hit envpod");
     let host_ip = c.pod_field("envpod", ".status.hostIP");
     curl_until(&c, &format!("http://{host_ip}:18080/"), "You've hit envpod");
+    // kubectl exec (stdout/stderr/exit code, stdin, a terminal's size) and port-forward to
+    // kubia, with kubectl 1.32 (WebSocket) and 1.27 (SPDY).
+    streaming::check(&c, "envpod", "main", 8080, "You've hit envpod");
     // --- kubia behind a Service: endpoints from the controller, ClusterIP and NodePort through
     // kennel-proxy, from the node (busybox wget segfaulted inside the guest, so a pod as the
     // client is left for later) ---

@@ -52,6 +52,9 @@ fn resource_entries(gv_group: &str, gv_version: &str) -> Vec<Value> {
                 "scale" => ("Scale", "autoscaling", "v1", &["get", "patch", "update"]),
                 "binding" => ("Binding", "", "v1", &["create"]),
                 "log" => (r.kind, r.group, r.version, &["get"]),
+                "exec" => ("PodExecOptions", "", "v1", &["create", "get"]),
+                "attach" => ("PodAttachOptions", "", "v1", &["create", "get"]),
+                "portforward" => ("PodPortForwardOptions", "", "v1", &["create", "get"]),
                 _ => (r.kind, r.group, r.version, &["get", "patch", "update"]),
             };
             let mut e = json!({
@@ -173,6 +176,9 @@ fn aggregated_resource(r: &ResourceDef) -> Value {
                 "scale" => ("Scale", "autoscaling", "v1", &["get", "patch", "update"]),
                 "binding" => ("Binding", "", "v1", &["create"]),
                 "log" => (r.kind, r.group, r.version, &["get"]),
+                "exec" => ("PodExecOptions", "", "v1", &["create", "get"]),
+                "attach" => ("PodAttachOptions", "", "v1", &["create", "get"]),
+                "portforward" => ("PodPortForwardOptions", "", "v1", &["create", "get"]),
                 _ => (r.kind, r.group, r.version, &["get", "patch", "update"]),
             };
             json!({"subresource": sub, "responseKind": {"group": group, "version": version, "kind": kind}, "verbs": verbs})

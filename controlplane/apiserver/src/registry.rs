@@ -103,7 +103,7 @@ macro_rules! res {
 #[rustfmt::skip]
 pub static RESOURCES: &[ResourceDef] = &[
     res!("", "v1", "namespaces", "namespace", "Namespace", false, ["ns"], [], ["status"]),
-    res!("", "v1", "pods", "pod", "Pod", true, ["po"], ["all"], ["status", "binding", "log"]),
+    res!("", "v1", "pods", "pod", "Pod", true, ["po"], ["all"], ["status", "binding", "log", "exec", "attach", "portforward"]),
     res!("", "v1", "services", "service", "Service", true, ["svc"], ["all"], ["status"]),
     res!("", "v1", "endpoints", "endpoints", "Endpoints", true, ["ep"], [], []),
     res!("", "v1", "configmaps", "configmap", "ConfigMap", true, ["cm"], [], []),

@@ -4,9 +4,8 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::{Path as AxPath, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -18,7 +17,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use super::discovery;
-use super::handlers::{dispatch, encode, json_response, ApiState};
+use super::handlers::{dispatch, encode, json_response, stream, ApiState};
 use super::registry;
 use super::status::ApiError;
 use kennel_store::StoreError;
@@ -47,14 +46,20 @@ async fn auth(State(tokens): State<Tokens>, req: Request, next: Next) -> Respons
     }
 }
 
-async fn resources(
-    State(state): State<ApiState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    dispatch(state, method, uri, headers, body).await
+async fn resources(State(state): State<ApiState>, req: Request) -> Response {
+    // The streaming subresources keep the whole request: their upgrade is proxied to the node.
+    if let Ok(Some(t)) = crate::request::parse_path(req.uri().path()) {
+        if let Some(kind) = t.sub.as_deref().and_then(stream::Kind::of) {
+            if t.def.plural == "pods" && t.def.group.is_empty() && t.name.is_some() {
+                if !matches!(*req.method(), Method::GET | Method::POST) {
+                    return ApiError::MethodNotAllowed.into_response();
+                }
+                return stream::handle(&state, &t, kind, req).await;
+            }
+        }
+    }
+    let (parts, body) = req.into_parts();
+    dispatch(state, parts.method, parts.uri, parts.headers, body).await
 }
 
 fn ok_text() -> Response {

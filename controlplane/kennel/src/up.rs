@@ -404,6 +404,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         logs_root: data.join("pods"),
         resolv_conf: "/etc/resolv.conf".into(),
     };
+    let cri_socket = agent_cfg.cri_socket.clone();
     let node = crate::node_cmd::spawn_agent(agent_cfg, client_cfg, stop_rx.clone());
     // The scheduler and the controller manager, clients of the API server like any other.
     let admin_cfg = kube::Config::from_custom_kubeconfig(
@@ -459,6 +460,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         key_pem,
         client_token: kennel_apiserver::pki::read_kubelet_client_token(&pki_dir)?,
         logs_root: data.join("pods"),
+        cri_socket: Some(cri_socket),
     };
     let logs = crate::node_cmd::spawn_log_api(log_cfg, stop_rx.clone());
 

@@ -307,6 +307,29 @@ impl CriClient {
         Ok((r.exit_code, r.stdout, r.stderr))
     }
 
+    /// Exec: the runtime's streaming URL for running `req.cmd` in a container.
+    pub async fn exec(&self, req: cri::ExecRequest) -> R<String> {
+        let mut rt = self.rt.clone();
+        Ok(rt.exec(req).await.map_err(st("Exec"))?.into_inner().url)
+    }
+
+    /// Attach: the runtime's streaming URL for a container's own process.
+    pub async fn attach(&self, req: cri::AttachRequest) -> R<String> {
+        let mut rt = self.rt.clone();
+        Ok(rt.attach(req).await.map_err(st("Attach"))?.into_inner().url)
+    }
+
+    /// PortForward: the runtime's streaming URL for connections to a sandbox's ports.
+    pub async fn port_forward(&self, req: cri::PortForwardRequest) -> R<String> {
+        let mut rt = self.rt.clone();
+        Ok(rt
+            .port_forward(req)
+            .await
+            .map_err(st("PortForward"))?
+            .into_inner()
+            .url)
+    }
+
     /// The image's id when present on the node.
     pub async fn image_present(&self, image: &str) -> R<Option<String>> {
         let mut img = self.img.clone();

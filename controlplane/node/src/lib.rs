@@ -15,3 +15,4 @@ pub mod node;
 pub mod pod;
 pub mod probe;
 pub mod server;
+pub mod stream;

@@ -1,6 +1,7 @@
 //! The node's HTTPS API, in the shape of kubelet's port 10250: `GET /containerLogs/{namespace}/
 //! {pod}/{container}` streams a container's log (text/plain, chunked, flushed per chunk) with
-//! kubelet's query options, and `GET /healthz` answers `ok`. Every other request must carry
+//! kubelet's query options, `/exec`, `/attach` and `/portForward` proxy kubectl's streams to the
+//! runtime (module [`crate::stream`]), and `GET /healthz` answers `ok`. Every other request must carry
 //! `Authorization: Bearer <client token>` (the API server's kubelet-client token), else 401.
 //! TLS uses the node's serving certificate (rustls, ring provider).
 
@@ -30,7 +31,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
+use crate::cri::CriClient;
 use crate::logs::{self, LogError, LogOptions, LogReader};
+use crate::stream;
 
 /// Configuration of the node's API server.
 #[derive(Debug, Clone)]
@@ -45,7 +48,12 @@ pub struct LogServerConfig {
     pub client_token: String,
     /// Root of the container logs (`<root>/<ns>_<pod>_<uid>/<container>/<n>.log`).
     pub logs_root: PathBuf,
+    /// The runtime's CRI socket, for exec, attach and port-forward (`None`: those answer 503).
+    pub cri_socket: Option<PathBuf>,
 }
+
+/// Time allowed for each CRI call the streaming endpoints make.
+const CRI_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Errors starting the node's API server.
 #[derive(Debug, thiserror::Error)]
@@ -275,8 +283,23 @@ async fn container_logs(
     Ok(resp)
 }
 
-/// The node API's routes for logs under `logs_root`, requiring `client_token`.
-pub fn router(logs_root: PathBuf, client_token: String) -> Router {
+/// The node API's routes: logs under `logs_root` and, through the runtime `cri`, exec, attach
+/// and port-forward; all but `/healthz` require `client_token`.
+pub fn router(logs_root: PathBuf, client_token: String, cri: Option<CriClient>) -> Router {
+    let streaming = Router::new()
+        .route(
+            "/exec/{namespace}/{pod}/{container}",
+            get(stream::exec).post(stream::exec),
+        )
+        .route(
+            "/attach/{namespace}/{pod}/{container}",
+            get(stream::attach).post(stream::attach),
+        )
+        .route(
+            "/portForward/{namespace}/{pod}",
+            get(stream::port_forward).post(stream::port_forward),
+        )
+        .with_state(cri);
     Router::new()
         .route("/healthz", get(|| async { text(StatusCode::OK, "ok") }))
         .route(
@@ -286,6 +309,7 @@ pub fn router(logs_root: PathBuf, client_token: String) -> Router {
         .with_state(AppState {
             logs_root: Arc::new(logs_root),
         })
+        .merge(streaming)
         .layer(middleware::from_fn_with_state(Arc::new(client_token), auth))
 }
 
@@ -355,7 +379,11 @@ async fn prepare(
             addr: cfg.listen,
             source,
         })?;
-    Ok((listener, tls, router(cfg.logs_root, cfg.client_token)))
+    let cri = cfg
+        .cri_socket
+        .as_deref()
+        .map(|socket| CriClient::new(socket, CRI_TIMEOUT));
+    Ok((listener, tls, router(cfg.logs_root, cfg.client_token, cri)))
 }
 
 async fn accept_loop(
@@ -451,7 +479,7 @@ mod tests {
     #[tokio::test]
     async fn routes_auth_and_statuses() {
         let root = logs_root();
-        let app = router(root.path().to_path_buf(), TOKEN.into());
+        let app = router(root.path().to_path_buf(), TOKEN.into(), None);
         let logs = "/containerLogs/default/web/app";
         assert_eq!(
             call(&app, "/healthz", None).await,

@@ -115,6 +115,7 @@ impl Cluster {
             key_pem,
             client_token,
             logs_root: self.logs.path().to_path_buf(),
+            cri_socket: None,
         })
         .await
         .expect("log server");

@@ -78,7 +78,7 @@ pub enum PodLogError {
 }
 
 impl PodLogError {
-    fn into_response(self, pod: &str) -> Response {
+    pub(super) fn into_response(self, pod: &str) -> Response {
         match self {
             PodLogError::Api(e) => e.into_response(),
             PodLogError::NodeNotFound(message) => {
@@ -311,6 +311,21 @@ pub fn node_endpoint(node: &Value) -> Result<(String, u16), String> {
     Ok((host, port))
 }
 
+/// How to reach node `node_name`'s API: the client, its host and port.
+pub(super) async fn node_access(
+    state: &ApiState,
+    node_name: &str,
+) -> Result<(Arc<KubeletClient>, String, u16), PodLogError> {
+    let nodes = registry::find("", "v1", "nodes").expect("nodes registered");
+    let (_, node) = read_current(state, nodes, None, node_name).await?;
+    let (host, port) = node_endpoint(&node).map_err(PodLogError::Node)?;
+    let client = state
+        .kubelet
+        .clone()
+        .ok_or_else(|| PodLogError::Node("node access is not configured".into()))?;
+    Ok((client, host, port))
+}
+
 /// `GET .../pods/{name}/log`.
 pub async fn get(state: &ApiState, t: &Target, query: &Query) -> Response {
     let name = t.name.clone().unwrap_or_default();
@@ -336,13 +351,7 @@ async fn stream_logs(
         ))
         .into());
     }
-    let nodes = registry::find("", "v1", "nodes").expect("nodes registered");
-    let (_, node) = read_current(state, nodes, None, node_name).await?;
-    let (host, port) = node_endpoint(&node).map_err(PodLogError::Node)?;
-    let client = state
-        .kubelet
-        .clone()
-        .ok_or_else(|| PodLogError::Node("node access is not configured".into()))?;
+    let (client, host, port) = node_access(state, node_name).await?;
     let namespace = t.namespace.as_deref().unwrap_or("default");
     let mut path = format!("/containerLogs/{namespace}/{name}/{container}");
     let q = opts.node_query();
@@ -368,19 +377,24 @@ async fn stream_logs(
     Ok(out)
 }
 
-/// Sends `GET path` to the node at `host:port` and returns its response (headers read, body not).
-async fn request(
-    client: &KubeletClient,
-    host: &str,
-    port: u16,
-    path: &str,
-) -> Result<hyper::Response<hyper::body::Incoming>, PodLogError> {
-    let authority = if host.contains(':') {
+/// `host:port` as a URL authority (IPv6 in brackets).
+pub(super) fn authority(host: &str, port: u16) -> String {
+    if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
         format!("{host}:{port}")
-    };
-    let url = format!("https://{authority}{path}");
+    }
+}
+
+/// A TLS connection to the node API at `host:port`, its certificate verified against the
+/// cluster CA; errors read as Go's `Get "<url>": ...` for `url`.
+pub(super) async fn connect_node(
+    client: &KubeletClient,
+    host: &str,
+    port: u16,
+    url: &str,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, PodLogError> {
+    let authority = authority(host, port);
     let fail = |e: String| PodLogError::Node(format!("Get \"{url}\": {e}"));
     let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port)))
         .await
@@ -389,10 +403,30 @@ async fn request(
     let _ = tcp.set_nodelay(true);
     let server_name =
         ServerName::try_from(host.to_string()).map_err(|e| fail(format!("server name: {e}")))?;
-    let tls = tokio::time::timeout(CONNECT_TIMEOUT, client.tls.connect(server_name, tcp))
+    tokio::time::timeout(CONNECT_TIMEOUT, client.tls.connect(server_name, tcp))
         .await
         .map_err(|_| fail("TLS handshake timeout".into()))?
-        .map_err(|e| fail(format!("tls: {e}")))?;
+        .map_err(|e| fail(format!("tls: {e}")))
+}
+
+impl KubeletClient {
+    /// The `Authorization` header node agents accept.
+    pub fn bearer(&self) -> String {
+        format!("Bearer {}", self.token)
+    }
+}
+
+/// Sends `GET path` to the node at `host:port` and returns its response (headers read, body not).
+async fn request(
+    client: &KubeletClient,
+    host: &str,
+    port: u16,
+    path: &str,
+) -> Result<hyper::Response<hyper::body::Incoming>, PodLogError> {
+    let authority = authority(host, port);
+    let url = format!("https://{authority}{path}");
+    let fail = |e: String| PodLogError::Node(format!("Get \"{url}\": {e}"));
+    let tls = connect_node(client, host, port, &url).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .map_err(|e| fail(e.to_string()))?;
@@ -403,7 +437,7 @@ async fn request(
     });
     let req = Request::get(path)
         .header(header::HOST, &authority)
-        .header(header::AUTHORIZATION, format!("Bearer {}", client.token))
+        .header(header::AUTHORIZATION, client.bearer())
         .header(header::USER_AGENT, "kennel-apiserver")
         .body(Empty::<Bytes>::new())
         .map_err(|e| fail(e.to_string()))?;

@@ -5,6 +5,7 @@
 mod cascade;
 mod delete;
 mod log;
+pub mod stream;
 mod read;
 mod sub;
 mod write;
