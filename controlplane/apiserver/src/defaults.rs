@@ -160,7 +160,11 @@ pub fn apply_defaults(kind: &str, obj: &mut Value) {
                 pod_spec_defaults(&mut spec["template"]["spec"]);
             }
             if kind == "Job" {
-                set_default(spec, "completions", json!(1));
+                // Upstream's SetDefaults_Job: neither set means one pod; a parallelism alone
+                // leaves completions unset (a work queue).
+                if spec["completions"].is_null() && spec["parallelism"].is_null() {
+                    spec["completions"] = json!(1);
+                }
                 set_default(spec, "parallelism", json!(1));
                 set_default(spec, "backoffLimit", json!(6));
                 set_default(spec, "completionMode", json!("NonIndexed"));
@@ -259,6 +263,41 @@ pub fn apply_defaults(kind: &str, obj: &mut Value) {
     }
 }
 
+/// Upstream's Job `PrepareForCreate` (`generateSelector`): unless `spec.manualSelector` is true,
+/// the template gets the controller-uid and job-name labels (current and legacy keys) and the
+/// selector is the controller-uid. Only on create: the selector is immutable afterwards.
+pub fn job_selector(obj: &mut Value) {
+    if obj["spec"]["manualSelector"] == json!(true) {
+        return;
+    }
+    let uid = obj["metadata"]["uid"].clone();
+    let name = obj["metadata"]["name"].clone();
+    // The Job's own labels default to the template's (before the generated ones are added).
+    if obj["metadata"]["labels"]
+        .as_object()
+        .is_none_or(Map::is_empty)
+    {
+        if let Some(l) = obj["spec"]["template"]["metadata"]["labels"].as_object() {
+            if !l.is_empty() {
+                obj["metadata"]["labels"] = Value::Object(l.clone());
+            }
+        }
+    }
+    let spec = obj_mut(obj, "spec");
+    let labels = obj_mut(obj_mut(obj_mut(spec, "template"), "metadata"), "labels");
+    for (k, v) in [
+        ("batch.kubernetes.io/controller-uid", &uid),
+        ("batch.kubernetes.io/job-name", &name),
+        ("controller-uid", &uid),
+        ("job-name", &name),
+    ] {
+        labels[k] = v.clone();
+    }
+    if spec["selector"].is_null() {
+        spec["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+    }
+}
+
 /// Status a freshly created object starts with, for kinds whose status the server owns.
 pub fn initial_status(kind: &str, obj: &Value) -> Option<Value> {
     match kind {
@@ -305,6 +344,37 @@ pub fn random_suffix() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn job_defaults_and_generated_selector() {
+        let mut job = json!({"metadata": {"name": "pi", "uid": "u-1"}, "spec": {
+            "template": {"metadata": {"labels": {"app": "pi"}}, "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}}}});
+        apply_defaults("Job", &mut job);
+        job_selector(&mut job);
+        assert_eq!(job["spec"]["completions"], 1);
+        assert_eq!(job["spec"]["parallelism"], 1);
+        assert_eq!(job["metadata"]["labels"], json!({"app": "pi"}));
+        assert_eq!(
+            job["spec"]["selector"],
+            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "u-1"}})
+        );
+        let l = &job["spec"]["template"]["metadata"]["labels"];
+        assert_eq!(l["batch.kubernetes.io/job-name"], "pi");
+        assert_eq!(l["job-name"], "pi");
+        assert_eq!(l["controller-uid"], "u-1");
+        assert_eq!(l["app"], "pi");
+        // A work queue: parallelism alone leaves completions unset.
+        let mut queue = json!({"metadata": {"name": "q", "uid": "u-2"}, "spec": {"parallelism": 3,
+            "manualSelector": true, "selector": {"matchLabels": {"a": "b"}}, "template": {"spec": {}}}});
+        apply_defaults("Job", &mut queue);
+        job_selector(&mut queue);
+        assert!(queue["spec"]["completions"].is_null());
+        assert_eq!(
+            queue["spec"]["selector"],
+            json!({"matchLabels": {"a": "b"}})
+        );
+        assert!(queue["spec"]["template"]["metadata"]["labels"].is_null());
+    }
 
     #[test]
     fn pod_defaults() {

@@ -182,6 +182,18 @@ fn check_template(kind: &str, obj: &Value, causes: &mut Vec<Cause>) {
     }
     let tpl = &spec["template"];
     check_containers("spec.template.spec", &tpl["spec"], causes);
+    if kind == "Job"
+        && !matches!(
+            tpl["spec"]["restartPolicy"].as_str(),
+            Some("OnFailure" | "Never")
+        )
+    {
+        causes.push(Cause {
+            reason: "FieldValueRequired",
+            message: "Required value: valid values: \"OnFailure\", \"Never\"".into(),
+            field: "spec.template.spec.restartPolicy".into(),
+        });
+    }
     if !spec["selector"].is_null() {
         let sel = super::selectors::LabelSelector::from_any(&spec["selector"]);
         if sel.0.is_empty() && kind != "Job" {
@@ -249,11 +261,15 @@ pub fn validate(kind: &str, obj: &Value) -> Result<(), ApiError> {
             if obj["spec"]["schedule"].as_str().unwrap_or("").is_empty() {
                 causes.push(Cause::required("spec.schedule"));
             }
-            check_containers(
-                "spec.jobTemplate.spec.template.spec",
-                &obj["spec"]["jobTemplate"]["spec"]["template"]["spec"],
-                &mut causes,
-            );
+            let tpl = &obj["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+            check_containers("spec.jobTemplate.spec.template.spec", tpl, &mut causes);
+            if !matches!(tpl["restartPolicy"].as_str(), Some("OnFailure" | "Never")) {
+                causes.push(Cause {
+                    reason: "FieldValueRequired",
+                    message: "Required value: valid values: \"OnFailure\", \"Never\"".into(),
+                    field: "spec.jobTemplate.spec.template.spec.restartPolicy".into(),
+                });
+            }
         }
         "Service" => {
             let spec = &obj["spec"];

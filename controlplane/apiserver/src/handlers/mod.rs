@@ -5,8 +5,8 @@
 mod cascade;
 mod delete;
 mod log;
-pub mod stream;
 mod read;
+pub mod stream;
 mod sub;
 mod write;
 

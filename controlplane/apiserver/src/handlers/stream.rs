@@ -133,7 +133,9 @@ async fn proxy(
     let path = node_path(kind, req.uri().query(), namespace, &pod, name)?;
     let node_name = pod["spec"]["nodeName"].as_str().unwrap_or_default();
     if node_name.is_empty() {
-        return Err(ApiError::BadRequest(format!("pod {name} does not have a host assigned")).into());
+        return Err(
+            ApiError::BadRequest(format!("pod {name} does not have a host assigned")).into(),
+        );
     }
     if kind != Kind::PortForward {
         if let Some(phase @ ("Succeeded" | "Failed")) = pod["status"]["phase"].as_str() {
@@ -150,8 +152,9 @@ async fn proxy(
     let mut extra = HeaderMap::new();
     extra.insert(
         header::AUTHORIZATION,
-        HeaderValue::from_str(&client.bearer())
-            .map_err(|_| PodLogError::Node("the kubelet-client token is not a header value".into()))?,
+        HeaderValue::from_str(&client.bearer()).map_err(|_| {
+            PodLogError::Node("the kubelet-client token is not a header value".into())
+        })?,
     );
     let resp = kennel_stream::forward_upgrade(req, tls, &authority, &path, extra)
         .await
@@ -159,7 +162,9 @@ async fn proxy(
     if resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::FORBIDDEN {
         // The node refused the API server itself (not a protocol refusal, which is a 400/403
         // with the protocol named): say whose credentials were refused.
-        if !resp.headers().contains_key("x-accepted-stream-protocol-versions")
+        if !resp
+            .headers()
+            .contains_key("x-accepted-stream-protocol-versions")
             && resp.status() == StatusCode::UNAUTHORIZED
         {
             return Err(PodLogError::Node(format!(
@@ -196,13 +201,23 @@ mod tests {
             p,
             "/exec/ns/web/app?command=sh&command=-c&command=echo%20hi&stdin=true&stdout=true&tty=true"
         );
-        let p = node_path(Kind::Attach, Some("container=setup&stdout=true"), "ns", &pod(), "web");
+        let p = node_path(
+            Kind::Attach,
+            Some("container=setup&stdout=true"),
+            "ns",
+            &pod(),
+            "web",
+        );
         assert_eq!(p.unwrap(), "/attach/ns/web/setup?stdout=true");
     }
 
     #[test]
     fn refusals_name_the_problem() {
-        let err = |kind, q| node_path(kind, Some(q), "ns", &pod(), "web").unwrap_err().to_string();
+        let err = |kind, q| {
+            node_path(kind, Some(q), "ns", &pod(), "web")
+                .unwrap_err()
+                .to_string()
+        };
         assert!(err(Kind::Exec, "container=app&stdout=true").contains("at least one command"));
         assert!(err(Kind::Exec, "command=ls&container=app").contains("at least 1 of stdin"));
         assert!(err(Kind::Exec, "command=ls&container=nope&stdout=1")
@@ -210,7 +225,14 @@ mod tests {
         assert!(err(Kind::Exec, "command=ls&stdout=1").contains("choose one of: [setup app side]"));
         assert!(err(Kind::PortForward, "ports=0").contains("port"));
         assert_eq!(
-            node_path(Kind::PortForward, Some("ports=8080&ports=9090"), "ns", &pod(), "web").unwrap(),
+            node_path(
+                Kind::PortForward,
+                Some("ports=8080&ports=9090"),
+                "ns",
+                &pod(),
+                "web"
+            )
+            .unwrap(),
             "/portForward/ns/web?ports=8080,9090"
         );
         assert_eq!(

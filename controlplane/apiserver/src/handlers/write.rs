@@ -90,6 +90,9 @@ pub async fn create(
         obj["metadata"]["generation"] = json!(1);
     }
     apply_defaults(def.kind, &mut obj);
+    if def.kind == "Job" {
+        defaults::job_selector(&mut obj);
+    }
     if let Some(s) = initial_status(def.kind, &obj) {
         obj["status"] = s;
         apply_defaults(def.kind, &mut obj);
