@@ -147,6 +147,7 @@ pub fn apply_defaults(kind: &str, obj: &mut Value) {
                 pod_spec_defaults(&mut spec["jobTemplate"]["spec"]["template"]["spec"]);
             }
         }
+        "CustomResourceDefinition" => crate::crd::apply_defaults(obj),
         "StorageClass" => {
             set_default(obj, "reclaimPolicy", json!("Delete"));
             set_default(obj, "volumeBindingMode", json!("Immediate"));
@@ -301,6 +302,7 @@ pub fn job_selector(obj: &mut Value) {
 /// Status a freshly created object starts with, for kinds whose status the server owns.
 pub fn initial_status(kind: &str, obj: &Value) -> Option<Value> {
     match kind {
+        "CustomResourceDefinition" => Some(crate::crd::status(obj, None)),
         "Pod" => Some(json!({"phase": "Pending", "qosClass": qos_class(&obj["spec"])})),
         "Deployment"
         | "ReplicaSet"

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use super::handlers::json_response;
-use super::registry::{group_versions, ResourceDef, RESOURCES, VERBS};
+use super::registry::{self, group_versions, ResourceDef, VERBS};
 use super::status::ApiError;
 
 /// Kubernetes version this server reports.
@@ -29,8 +29,8 @@ pub fn version() -> Value {
 
 fn resource_entries(gv_group: &str, gv_version: &str) -> Vec<Value> {
     let mut out = Vec::new();
-    for r in RESOURCES
-        .iter()
+    for r in registry::all()
+        .into_iter()
         .filter(|r| r.group == gv_group && r.version == gv_version)
     {
         let mut e = json!({
@@ -139,8 +139,8 @@ fn aggregated(groups: &[&str]) -> Response {
                 .into_iter()
                 .filter(|(g, _)| g == group)
                 .map(|(g, v)| {
-                    let resources: Vec<Value> = RESOURCES
-                        .iter()
+                    let resources: Vec<Value> = registry::all()
+                        .into_iter()
                         .filter(|r| r.group == g && r.version == v)
                         .map(aggregated_resource)
                         .collect();
@@ -296,7 +296,10 @@ pub fn openapi_v3_doc(rest: &str) -> Result<Response, ApiError> {
         .find(|(g, v)| gv_path(g, v) == rest.trim_matches('/'))
         .ok_or(ApiError::UnknownResource)?;
     let mut paths = serde_json::Map::new();
-    for r in RESOURCES.iter().filter(|r| (r.group, r.version) == gv) {
+    for r in registry::all()
+        .into_iter()
+        .filter(|r| (r.group, r.version) == gv)
+    {
         let (p, ops) = operations(r);
         paths.insert(p, ops);
     }
@@ -330,7 +333,7 @@ pub fn openapi_v2(headers: &HeaderMap) -> Result<Response, ApiError> {
         return Err(ApiError::NotAcceptable("application/json".into()));
     }
     let mut paths = serde_json::Map::new();
-    for r in RESOURCES {
+    for r in registry::all() {
         let (p, mut ops) = operations(r);
         for verb in ["patch", "put"] {
             ops[verb]["parameters"] = json!([

@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod convert;
+pub mod crd;
 pub mod defaults;
 pub mod discovery;
 pub mod handlers;

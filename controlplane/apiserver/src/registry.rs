@@ -84,6 +84,16 @@ impl ResourceDef {
         }
     }
 
+    /// The kind whose built-in strategy (defaults, validation, status) applies: this kind for a
+    /// built-in resource, `""` for a custom resource (whose kind may repeat a built-in name).
+    pub fn strategy_kind(&self) -> &'static str {
+        if RESOURCES.iter().any(|r| std::ptr::eq(r, self)) {
+            self.kind
+        } else {
+            ""
+        }
+    }
+
     /// Whether the resource has a subresource.
     pub fn has(&self, sub: &str) -> bool {
         self.subresources.contains(&sub)
@@ -130,14 +140,21 @@ pub static RESOURCES: &[ResourceDef] = &[
     res!("networking.k8s.io", "v1", "ingressclasses", "ingressclass", "IngressClass", false, [], [], []),
     res!("discovery.k8s.io", "v1", "endpointslices", "endpointslice", "EndpointSlice", true, [], [], []),
     res!("events.k8s.io", "v1", "events", "event", "Event", true, [], [], []),
+    res!("apiextensions.k8s.io", "v1", "customresourcedefinitions", "customresourcedefinition", "CustomResourceDefinition", false, ["crd", "crds"], [], ["status"]),
     res!("storage.k8s.io", "v1", "storageclasses", "storageclass", "StorageClass", false, ["sc"], [], []),
 ];
+
+/// Every served resource: the built-in ones, then the custom resources of CRDs.
+pub fn all() -> Vec<&'static ResourceDef> {
+    RESOURCES.iter().chain(crate::crd::defs()).collect()
+}
 
 /// Looks up a resource by group, version and plural.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceDef> {
     RESOURCES
         .iter()
         .find(|r| r.group == group && r.version == version && r.plural == plural)
+        .or_else(|| crate::crd::find(group, version, plural))
 }
 
 /// Looks up a resource by kind and apiVersion.
@@ -145,12 +162,13 @@ pub fn find_kind(api_version: &str, kind: &str) -> Option<&'static ResourceDef> 
     RESOURCES
         .iter()
         .find(|r| r.api_version() == api_version && r.kind == kind)
+        .or_else(|| crate::crd::find_kind(api_version, kind))
 }
 
 /// The distinct group/version pairs, core first, in a stable order.
 pub fn group_versions() -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<(&str, &str)> = Vec::new();
-    for r in RESOURCES {
+    for r in all() {
         if !out.contains(&(r.group, r.version)) {
             out.push((r.group, r.version));
         }

@@ -274,8 +274,23 @@ pub fn normalize(
             _ => {}
         }
     }
-    let known = validate::roundtrip(kind, &obj)?;
-    let unknown = validate::unknown_fields(&obj, &known);
+    let (known, unknown) = if crate::crd::served(def).is_some() {
+        // A custom resource: its schema defaults, prunes and validates (422 with causes).
+        let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let done = crate::crd::admit(def, &mut obj);
+        if !done.causes.is_empty() {
+            return Err(ApiError::Invalid {
+                kind: kind.to_string(),
+                name,
+                causes: done.causes,
+            });
+        }
+        (obj, done.pruned)
+    } else {
+        let known = validate::roundtrip(kind, &obj)?;
+        let unknown = validate::unknown_fields(&obj, &known);
+        (known, unknown)
+    };
     let mut warnings = Vec::new();
     if !unknown.is_empty() {
         let msgs: Vec<String> = unknown

@@ -144,6 +144,19 @@ pub async fn open_store(cfg: &ApiServerConfig) -> Result<Arc<dyn Store>, StoreEr
     })
 }
 
+/// Serves the custom resources of every stored CRD.
+async fn serve_stored_crds(store: &dyn Store) -> Result<(), StoreError> {
+    let def = crate::registry::find("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+        .expect("CRDs registered");
+    for kv in store.list(&def.key_prefix(), 0, None).await?.items {
+        match serde_json::from_slice::<serde_json::Value>(&kv.value) {
+            Ok(crd) => crate::crd::register(&crd),
+            Err(e) => tracing::warn!(key = %kv.key, error = %e, "a stored CRD does not decode"),
+        }
+    }
+    Ok(())
+}
+
 /// Starts the API server on the current tokio runtime.
 pub async fn start(cfg: ApiServerConfig) -> Result<RunningApiServer, ApiServerError> {
     let store = open_store(&cfg).await?;
@@ -155,6 +168,7 @@ pub async fn start(cfg: ApiServerConfig) -> Result<RunningApiServer, ApiServerEr
         services: net.clone(),
     };
     crate::bootstrap(&state).await?;
+    serve_stored_crds(store.as_ref()).await?;
     services::repair::repair_once(store.as_ref(), &net).await?;
     let repair = tokio::spawn(services::repair::run(store.clone(), net));
     let pki = pki::ensure_pki(&cfg.data_dir, &[])?;

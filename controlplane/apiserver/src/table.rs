@@ -588,15 +588,73 @@ fn access_modes(v: &Value) -> String {
     })
 }
 
-/// Builds a `meta.k8s.io/v1` Table for `objects` of `kind`; `full_objects` embeds whole objects
-/// (`includeObject=Object`), otherwise `PartialObjectMetadata`.
-pub fn to_table(
-    kind: &str,
+/// A custom resource's columns: Name, then its `additionalPrinterColumns` (Age when it has
+/// none, as upstream's CRD defaulting adds).
+fn custom_columns(served: &crate::crd::Served) -> Vec<crate::crd::columns::Column> {
+    let mut cols = served.columns.clone();
+    if cols.is_empty() {
+        cols.push(crate::crd::columns::Column {
+            name: "Age".into(),
+            ty: "date".into(),
+            format: String::new(),
+            description: String::new(),
+            priority: 0,
+            json_path: ".metadata.creationTimestamp".into(),
+        });
+    }
+    cols
+}
+
+fn custom_table(
+    served: &crate::crd::Served,
     objects: &[Value],
     list_meta: Value,
     with_columns: bool,
     full_objects: bool,
 ) -> Value {
+    let cols = custom_columns(served);
+    let defs: Vec<Value> = if with_columns {
+        std::iter::once(json!({"name": "Name", "type": "string", "format": "name", "description": "", "priority": 0}))
+            .chain(cols.iter().map(|c| {
+                json!({"name": c.name, "type": c.ty, "format": c.format, "description": c.description, "priority": c.priority})
+            }))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let rows: Vec<Value> = objects
+        .iter()
+        .map(|o| {
+            let mut cells = vec![json!(s(&o["metadata"]["name"]))];
+            cells.extend(cols.iter().map(|c| crate::crd::columns::cell(c, o)));
+            json!({"cells": cells, "object": row_object(o, full_objects)})
+        })
+        .collect();
+    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta,
+        "columnDefinitions": defs, "rows": rows})
+}
+
+fn row_object(o: &Value, full_objects: bool) -> Value {
+    if full_objects {
+        o.clone()
+    } else {
+        json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]})
+    }
+}
+
+/// Builds a `meta.k8s.io/v1` Table for `objects` of `def`; `full_objects` embeds whole objects
+/// (`includeObject=Object`), otherwise `PartialObjectMetadata`.
+pub fn to_table(
+    def: &crate::registry::ResourceDef,
+    objects: &[Value],
+    list_meta: Value,
+    with_columns: bool,
+    full_objects: bool,
+) -> Value {
+    if let Some(served) = crate::crd::served(def) {
+        return custom_table(&served, objects, list_meta, with_columns, full_objects);
+    }
+    let kind = def.kind;
     let cols: Vec<Value> = if with_columns {
         columns(kind)
             .iter()
@@ -609,14 +667,7 @@ pub fn to_table(
     };
     let rows: Vec<Value> = objects
         .iter()
-        .map(|o| {
-            let object = if full_objects {
-                o.clone()
-            } else {
-                json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]})
-            };
-            json!({"cells": cells(kind, o), "object": object})
-        })
+        .map(|o| json!({"cells": cells(kind, o), "object": row_object(o, full_objects)}))
         .collect();
     json!({
         "kind": "Table",
@@ -644,7 +695,13 @@ mod tests {
     #[test]
     fn pod_row() {
         let pod = json!({"metadata": {"name": "p", "creationTimestamp": now_rfc3339()}, "spec": {"containers": [{"name": "a"}], "nodeName": "n1"}, "status": {"phase": "Pending"}});
-        let t = to_table("Pod", &[pod], json!({}), true, false);
+        let t = to_table(
+            crate::registry::find("", "v1", "pods").unwrap(),
+            &[pod],
+            json!({}),
+            true,
+            false,
+        );
         assert_eq!(t["columnDefinitions"].as_array().unwrap().len(), 9);
         let cells = &t["rows"][0]["cells"];
         assert_eq!(cells[0], "p");
@@ -656,7 +713,13 @@ mod tests {
     #[test]
     fn service_row() {
         let svc = json!({"metadata": {"name": "s"}, "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.10", "ports": [{"port": 80, "protocol": "TCP"}], "selector": {"app": "web"}}});
-        let t = to_table("Service", &[svc], json!({}), true, false);
+        let t = to_table(
+            crate::registry::find("", "v1", "services").unwrap(),
+            &[svc],
+            json!({}),
+            true,
+            false,
+        );
         assert_eq!(t["rows"][0]["cells"][4], "80/TCP");
         assert_eq!(t["rows"][0]["cells"][6], "app=web");
     }

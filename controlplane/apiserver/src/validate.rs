@@ -56,6 +56,9 @@ pub fn roundtrip(kind: &str, v: &Value) -> Result<Value, ApiError> {
         "IngressClass" => rt!(networking::v1::IngressClass),
         "Binding" => rt!(core::v1::Binding),
         "Scale" => rt!(autoscaling::v1::Scale),
+        "CustomResourceDefinition" => rt!(
+            k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition
+        ),
         other => Err(ApiError::BadRequest(format!("unsupported kind {other}"))),
     }
 }
@@ -257,6 +260,7 @@ pub fn validate(kind: &str, obj: &Value) -> Result<(), ApiError> {
         | "DaemonSet"
         | "Job"
         | "ReplicationController" => check_template(kind, obj, &mut causes),
+        "CustomResourceDefinition" => causes.extend(crate::crd::check(obj, None)),
         "CronJob" => {
             if obj["spec"]["schedule"].as_str().unwrap_or("").is_empty() {
                 causes.push(Cause::required("spec.schedule"));

@@ -656,6 +656,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn streaming_routes_check_their_query_before_the_runtime() {
+        let root = logs_root();
+        let app = router(root.path().to_path_buf(), TOKEN.into(), None);
+        let (code, _) = call(&app, "/exec/default/web/app?command=ls&stdout=1", None).await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED);
+        let (code, text) = call(&app, "/exec/default/web/app?stdout=1", Some(TOKEN)).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST);
+        assert!(text.contains("at least one command"), "{text}");
+        let (code, text) = call(&app, "/portForward/default/web?ports=0", Some(TOKEN)).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{text}");
+        let (code, text) = call(
+            &app,
+            "/exec/default/web/app?command=ls&stdout=1",
+            Some(TOKEN),
+        )
+        .await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(text.contains("no CRI socket"), "{text}");
+        let (code, _) = call(&app, "/attach/default/web/app?stdout=1", Some(TOKEN)).await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
     async fn serves_tls_and_rejects_a_wrong_token() {
         let root = logs_root();
         let (cert_pem, key_pem) = self_signed();
@@ -665,6 +688,7 @@ mod tests {
             key_pem,
             client_token: TOKEN.into(),
             logs_root: root.path().to_path_buf(),
+            cri_socket: None,
         })
         .await
         .unwrap();

@@ -60,13 +60,24 @@ pub async fn cascade(
         ) else {
             continue;
         };
-        for (group, plural) in dependents(def.kind) {
-            let Some(dep_def) = registry::RESOURCES
+        // A custom resource may own objects of any kind (the book's Website owns a Deployment
+        // and a Service): every namespaced resource is searched for its dependents.
+        let deps: Vec<&'static ResourceDef> = if def.strategy_kind().is_empty() {
+            registry::all()
+                .into_iter()
+                .filter(|r| r.namespaced && !crate::convert::shares_storage(r))
+                .collect()
+        } else {
+            dependents(def.kind)
                 .iter()
-                .find(|r| r.group == *group && r.plural == *plural)
-            else {
-                continue;
-            };
+                .filter_map(|(group, plural)| {
+                    registry::all()
+                        .into_iter()
+                        .find(|r| r.group == *group && r.plural == *plural)
+                })
+                .collect()
+        };
+        for dep_def in deps {
             let page = state
                 .store
                 .list(&dep_def.list_prefix(Some(ns)), 0, None)

@@ -9,7 +9,7 @@ use super::cascade::{cascade, propagation, Propagation};
 use super::read::{collect, Filter};
 use super::{encode_as, json_response, ns_of, read_current, with_rv, ApiState};
 use crate::defaults::now_rfc3339;
-use crate::registry::{ResourceDef, RESOURCES};
+use crate::registry::{self, ResourceDef};
 use crate::request::{self, Query, Target};
 use crate::status::{success, ApiError};
 
@@ -117,12 +117,50 @@ pub(super) async fn delete_one(
         .delete(&cur.key, Some(cur.mod_revision))
         .await
         .map_err(|e| ApiError::from_store(e, &def.qualified(), name))?;
+    after_delete(state, def, &obj).await?;
     Ok(obj)
+}
+
+/// What follows the removal of `obj` from the store: a deleted CRD stops being served and its
+/// custom resources are deleted (upstream's `customresourcecleanup` finalizer, done at once).
+pub(super) async fn after_delete(
+    state: &ApiState,
+    def: &ResourceDef,
+    obj: &Value,
+) -> Result<(), ApiError> {
+    if def.strategy_kind() != crate::crd::CRD_KIND {
+        return Ok(());
+    }
+    let name = obj["metadata"]["name"].as_str().unwrap_or("");
+    let served: Vec<&'static ResourceDef> = crate::crd::defs()
+        .into_iter()
+        .filter(|d| crate::crd::served(d).is_some_and(|s| s.crd == name))
+        .collect();
+    crate::crd::unregister(name);
+    let group = obj["spec"]["group"].as_str().unwrap_or("");
+    let plural = obj["spec"]["names"]["plural"].as_str().unwrap_or("");
+    let prefix = match served.first() {
+        Some(d) => d.key_prefix(),
+        None if !group.is_empty() && !plural.is_empty() => format!("/registry/{group}/{plural}/"),
+        None => return Ok(()),
+    };
+    let page = state
+        .store
+        .list(&prefix, 0, None)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    for kv in page.items {
+        match state.store.delete(&kv.key, None).await {
+            Ok(_) | Err(kennel_store::StoreError::NotFound(_)) => {}
+            Err(e) => return Err(ApiError::Internal(e.to_string())),
+        }
+    }
+    Ok(())
 }
 
 /// Deletes every object in namespace `ns` (all namespaced resources).
 pub async fn delete_namespace_contents(state: &ApiState, ns: &str) -> Result<(), ApiError> {
-    for def in RESOURCES.iter().filter(|d| d.namespaced) {
+    for def in registry::all().into_iter().filter(|d| d.namespaced) {
         let page = state
             .store
             .list(&def.list_prefix(Some(ns)), 0, None)

@@ -31,7 +31,7 @@ pub async fn get(
     if request::wants_table(headers) && t.sub.is_none() {
         let full = query.get("includeObject").map(String::as_str) == Some("Object");
         let meta = json!({"resourceVersion": obj["metadata"]["resourceVersion"]});
-        let table = to_table(t.def.kind, &[obj], meta, true, full);
+        let table = to_table(t.def, &[obj], meta, true, full);
         return Ok(json_response(StatusCode::OK, &table, &[]));
     }
     Ok(json_response(StatusCode::OK, &obj, &[]))
@@ -134,7 +134,7 @@ pub async fn list(
     }
     if request::wants_table(headers) {
         let full = query.get("includeObject").map(String::as_str) == Some("Object");
-        let table = to_table(def.kind, &items, meta, true, full);
+        let table = to_table(def, &items, meta, true, full);
         return Ok(json_response(StatusCode::OK, &table, &[]));
     }
     let list = json!({
@@ -167,7 +167,7 @@ impl WatchCtx {
         let with_cols = !self.sent_columns;
         self.sent_columns = true;
         let meta = json!({"resourceVersion": obj["metadata"]["resourceVersion"]});
-        to_table(self.def.kind, &[obj], meta, with_cols, self.full)
+        to_table(self.def, &[obj], meta, with_cols, self.full)
     }
 }
 

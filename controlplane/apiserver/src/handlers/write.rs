@@ -89,15 +89,15 @@ pub async fn create(
     if obj.get("spec").is_some() {
         obj["metadata"]["generation"] = json!(1);
     }
-    apply_defaults(def.kind, &mut obj);
+    apply_defaults(def.strategy_kind(), &mut obj);
     if def.kind == "Job" {
         defaults::job_selector(&mut obj);
     }
-    if let Some(s) = initial_status(def.kind, &obj) {
+    if let Some(s) = initial_status(def.strategy_kind(), &obj) {
         obj["status"] = s;
-        apply_defaults(def.kind, &mut obj);
+        apply_defaults(def.strategy_kind(), &mut obj);
     }
-    validate(def.kind, &obj)?;
+    validate(def.strategy_kind(), &obj)?;
     let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
     if let Some(ns) = &ns {
         check_namespace(state, ns).await?;
@@ -125,6 +125,9 @@ pub async fn create(
             return Err(ApiError::from_store(e, &def.qualified(), &name));
         }
     };
+    if def.strategy_kind() == crate::crd::CRD_KIND {
+        crate::crd::register(&obj);
+    }
     Ok(json_response(
         StatusCode::CREATED,
         &with_rv(obj, rev),
@@ -175,7 +178,10 @@ pub fn merge_update(def: &ResourceDef, old: &Value, mut new: Value, status_only:
             }
         }
     }
-    apply_defaults(def.kind, &mut new);
+    apply_defaults(def.strategy_kind(), &mut new);
+    if def.strategy_kind() == crate::crd::CRD_KIND {
+        new["status"] = crate::crd::status(&new, Some(old));
+    }
     if spec_part(&new) != spec_part(old) && !old["metadata"]["generation"].is_null() {
         let g = old["metadata"]["generation"].as_i64().unwrap_or(0);
         new["metadata"]["generation"] = json!(g + 1);
@@ -192,7 +198,7 @@ pub async fn store_update(
     new: Value,
     dry_run: bool,
 ) -> Result<Value, ApiError> {
-    validate(def.kind, &new)?;
+    validate(def.strategy_kind(), &new)?;
     let name = new["metadata"]["name"].as_str().unwrap_or("").to_string();
     let finalizing = !new["metadata"]["deletionTimestamp"].is_null()
         && new["metadata"]["finalizers"]
@@ -207,6 +213,7 @@ pub async fn store_update(
             .delete(&cur.key, Some(cur.mod_revision))
             .await
             .map_err(|e| ApiError::from_store(e, &def.qualified(), &name))?;
+        super::delete::after_delete(state, def, &new).await?;
         return Ok(with_rv(new, rev));
     }
     let encoded = encode_as(def, &new);
@@ -222,6 +229,9 @@ pub async fn store_update(
         .update(&cur.key, encoded, Some(cur.mod_revision))
         .await
         .map_err(|e| ApiError::from_store(e, &def.qualified(), &name))?;
+    if def.strategy_kind() == crate::crd::CRD_KIND {
+        crate::crd::register(&new);
+    }
     Ok(with_rv(new, rev))
 }
 
