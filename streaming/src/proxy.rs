@@ -66,7 +66,10 @@ where
             headers.append(HeaderName::from_static(name), v.clone());
         }
     }
-    headers.insert(header::HOST, HeaderValue::from_str(host).map_err(hyper::http::Error::from)?);
+    headers.insert(
+        header::HOST,
+        HeaderValue::from_str(host).map_err(hyper::http::Error::from)?,
+    );
     for (name, v) in extra.iter() {
         headers.insert(name.clone(), v.clone());
     }
@@ -129,7 +132,9 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A backend that answers one request with `answer` and, after a 101, echoes bytes.
-    async fn backend(answer: &'static str) -> (tokio::net::TcpStream, tokio::task::JoinHandle<String>) {
+    async fn backend(
+        answer: &'static str,
+    ) -> (tokio::net::TcpStream, tokio::task::JoinHandle<String>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
@@ -171,20 +176,41 @@ mod tests {
         )
         .await;
         let mut extra = HeaderMap::new();
-        extra.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer node"));
-        let resp = forward_upgrade(client_request(), io, "node:10250", "/exec/ns/p/c?command=ls", extra)
-            .await
-            .unwrap();
+        extra.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer node"),
+        );
+        let resp = forward_upgrade(
+            client_request(),
+            io,
+            "node:10250",
+            "/exec/ns/p/c?command=ls",
+            extra,
+        )
+        .await
+        .unwrap();
         assert_eq!(resp.status(), StatusCode::FORBIDDEN);
-        assert_eq!(resp.headers()["x-accepted-stream-protocol-versions"], "v5.channel.k8s.io");
+        assert_eq!(
+            resp.headers()["x-accepted-stream-protocol-versions"],
+            "v5.channel.k8s.io"
+        );
         assert_eq!(resp.body().as_ref(), b"no way");
         let head = task.await.unwrap().to_ascii_lowercase();
-        assert!(head.starts_with("post /exec/ns/p/c?command=ls http/1.1\r\n"), "{head}");
+        assert!(
+            head.starts_with("post /exec/ns/p/c?command=ls http/1.1\r\n"),
+            "{head}"
+        );
         assert!(head.contains("host: node:10250\r\n"), "{head}");
         assert!(head.contains("authorization: bearer node\r\n"), "{head}");
         assert!(!head.contains("client-secret"), "{head}");
-        assert!(head.contains("x-stream-protocol-version: v4.channel.k8s.io\r\n"), "{head}");
-        assert!(head.contains("x-stream-protocol-version: v3.channel.k8s.io\r\n"), "{head}");
+        assert!(
+            head.contains("x-stream-protocol-version: v4.channel.k8s.io\r\n"),
+            "{head}"
+        );
+        assert!(
+            head.contains("x-stream-protocol-version: v3.channel.k8s.io\r\n"),
+            "{head}"
+        );
         assert!(head.contains("upgrade: spdy/3.1\r\n"), "{head}");
     }
 
@@ -204,7 +230,9 @@ mod tests {
                 let backend_io = backend_io.clone();
                 async move {
                     let io = backend_io.lock().await.take().unwrap();
-                    let resp = forward_upgrade(req, io, "b", "/x", HeaderMap::new()).await.unwrap();
+                    let resp = forward_upgrade(req, io, "b", "/x", HeaderMap::new())
+                        .await
+                        .unwrap();
                     Ok::<_, std::convert::Infallible>(resp.map(http_body_util::Full::new))
                 }
             });
@@ -226,7 +254,10 @@ mod tests {
         }
         let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
         assert!(head.starts_with("http/1.1 101"), "{head}");
-        assert!(head.contains("x-stream-protocol-version: v4.channel.k8s.io"), "{head}");
+        assert!(
+            head.contains("x-stream-protocol-version: v4.channel.k8s.io"),
+            "{head}"
+        );
         c.write_all(b"hello").await.unwrap();
         let mut echo = [0u8; 5];
         c.read_exact(&mut echo).await.unwrap();
