@@ -119,6 +119,19 @@ pub fn apply_defaults(kind: &str, obj: &mut Value) {
         "Pod" => {
             let spec = obj_mut(obj, "spec");
             pod_spec_defaults(spec);
+            // SetDefaults_Pod: a limit without a request is also the request.
+            for key in ["containers", "initContainers"] {
+                for c in items_mut(spec, key) {
+                    let limits = c["resources"]["limits"].clone();
+                    for (k, v) in limits.as_object().into_iter().flatten() {
+                        let res = obj_mut(c, "resources");
+                        let req = obj_mut(res, "requests");
+                        if req.get(k).is_none() {
+                            req[k] = v.clone();
+                        }
+                    }
+                }
+            }
             set_default(spec, "serviceAccountName", json!("default"));
             set_default(spec, "enableServiceLinks", json!(true));
             set_default(spec, "priority", json!(0));
@@ -148,6 +161,7 @@ pub fn apply_defaults(kind: &str, obj: &mut Value) {
             }
         }
         "CustomResourceDefinition" => crate::crd::apply_defaults(obj),
+        "LimitRange" => crate::admission::limits::default_limit_range(obj),
         "StorageClass" => {
             set_default(obj, "reclaimPolicy", json!("Delete"));
             set_default(obj, "volumeBindingMode", json!("Immediate"));

@@ -128,6 +128,11 @@ pub(super) async fn after_delete(
     def: &ResourceDef,
     obj: &Value,
 ) -> Result<(), ApiError> {
+    if let Some(ns) = obj["metadata"]["namespace"].as_str() {
+        if def.strategy_kind() != "Event" && def.strategy_kind() != "Lease" {
+            crate::admission::recalculate(state, ns).await?;
+        }
+    }
     if def.strategy_kind() != crate::crd::CRD_KIND {
         return Ok(());
     }

@@ -40,6 +40,15 @@ pub async fn check_namespace(state: &ApiState, ns: &str) -> Result<(), ApiError>
     Ok(())
 }
 
+/// Recounts the quotas of `ns` (a charged quota whose object did not get stored, a new quota).
+async fn recount(state: &ApiState, ns: Option<&str>) {
+    if let Some(ns) = ns {
+        if let Err(e) = crate::admission::recalculate(state, ns).await {
+            tracing::warn!(error = %e, "recounting quotas");
+        }
+    }
+}
+
 /// POST: create an object.
 pub async fn create(
     state: &ApiState,
@@ -90,9 +99,10 @@ pub async fn create(
         obj["metadata"]["generation"] = json!(1);
     }
     apply_defaults(def.strategy_kind(), &mut obj);
-    if def.kind == "Job" {
+    if def.strategy_kind() == "Job" {
         defaults::job_selector(&mut obj);
     }
+    crate::admission::mutate(state, def, ns.as_deref(), &mut obj).await?;
     if let Some(s) = initial_status(def.strategy_kind(), &obj) {
         obj["status"] = s;
         apply_defaults(def.strategy_kind(), &mut obj);
@@ -109,8 +119,15 @@ pub async fn create(
             name,
         });
     }
+    crate::admission::validate(state, def, ns.as_deref(), &obj, opts.dry_run).await?;
     let held = if def.kind == "Service" {
-        services::admit(state, None, &mut obj).await?
+        match services::admit(state, None, &mut obj).await {
+            Ok(held) => held,
+            Err(e) => {
+                recount(state, ns.as_deref()).await;
+                return Err(e);
+            }
+        }
     } else {
         services::Held::default()
     };
@@ -122,9 +139,13 @@ pub async fn create(
         Ok(rev) => rev,
         Err(e) => {
             held.release(state.store.as_ref()).await;
+            recount(state, ns.as_deref()).await;
             return Err(ApiError::from_store(e, &def.qualified(), &name));
         }
     };
+    if def.strategy_kind() == "ResourceQuota" {
+        recount(state, ns.as_deref()).await;
+    }
     if def.strategy_kind() == crate::crd::CRD_KIND {
         crate::crd::register(&obj);
     }
@@ -231,6 +252,15 @@ pub async fn store_update(
         .map_err(|e| ApiError::from_store(e, &def.qualified(), &name))?;
     if def.strategy_kind() == crate::crd::CRD_KIND {
         crate::crd::register(&new);
+    }
+    let finished_pod = def.strategy_kind() == "Pod"
+        && crate::admission::quota::terminal(&new)
+        && !serde_json::from_slice::<Value>(&cur.value)
+            .is_ok_and(|o| crate::admission::quota::terminal(&o));
+    if def.strategy_kind() == "ResourceQuota" || finished_pod {
+        if let Some(ns) = new["metadata"]["namespace"].as_str() {
+            crate::admission::recalculate(state, ns).await?;
+        }
     }
     Ok(with_rv(new, rev))
 }
