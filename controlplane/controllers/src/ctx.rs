@@ -5,6 +5,7 @@ use std::fmt::Display;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
     Endpoints, Namespace, Pod, ReplicationController, Service, ServiceAccount,
 };
@@ -44,6 +45,10 @@ pub struct Ctx {
     pub endpoint_slices: Informer<EndpointSlice>,
     /// All Endpoints.
     pub endpoints: Informer<Endpoints>,
+    /// All Jobs.
+    pub jobs: Informer<Job>,
+    /// All CronJobs.
+    pub cron_jobs: Informer<CronJob>,
     /// Outstanding pod creations/deletions per controller key.
     pub expectations: Expectations,
     /// Failure backoff per controller key.
@@ -75,6 +80,8 @@ impl Ctx {
             services: Informer::new(),
             endpoint_slices: Informer::new(),
             endpoints: Informer::new(),
+            jobs: Informer::new(),
+            cron_jobs: Informer::new(),
             expectations: Expectations::default(),
             limiter: RateLimiter::default(),
             recorder,
@@ -98,6 +105,8 @@ impl Ctx {
             self.services.clone().run(Api::all(c.clone())),
             self.endpoint_slices.clone().run(Api::all(c.clone())),
             self.endpoints.clone().run(Api::all(c.clone())),
+            self.jobs.clone().run(Api::all(c.clone())),
+            self.cron_jobs.clone().run(Api::all(c.clone())),
         );
     }
 
@@ -115,6 +124,8 @@ impl Ctx {
             self.services.ready(),
             self.endpoint_slices.ready(),
             self.endpoints.ready(),
+            self.jobs.ready(),
+            self.cron_jobs.ready(),
         );
     }
 

@@ -1,22 +1,26 @@
 //! kennel's controller manager: level-triggered kube-runtime controllers (ReplicaSet,
-//! ReplicationController, Deployment, StatefulSet, Endpoints/EndpointSlice, ServiceAccount) over shared informers (one watch per
+//! ReplicationController, Deployment, StatefulSet, Endpoints/EndpointSlice, ServiceAccount, Job,
+//! CronJob, TTL-after-finished) over shared informers (one watch per
 //! resource type), with client-go's expectations and per-key failure backoff, behind leader
 //! election on the `kube-system/kube-controller-manager` Lease.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod claim;
+pub mod cronjob;
 pub mod ctx;
 pub mod deployment;
 pub mod endpoints;
 pub mod expectations;
 pub mod informer;
+pub mod job;
 pub mod podutil;
 pub mod ratelimit;
 pub mod replicaset;
 pub mod selector;
 pub mod serviceaccount;
 pub mod statefulset;
+pub mod ttl;
 
 use std::sync::Arc;
 
@@ -79,6 +83,15 @@ fn controllers(client: kube::Client) -> BoxFuture<'static, ControllerError> {
         (
             "serviceaccount controller",
             serviceaccount::controller(ctx.clone()).boxed(),
+        ),
+        ("job controller", job::controller(ctx.clone()).boxed()),
+        (
+            "cronjob controller",
+            cronjob::controller(ctx.clone()).boxed(),
+        ),
+        (
+            "ttl-after-finished controller",
+            ttl::controller(ctx.clone()).boxed(),
         ),
     ];
     async move {

@@ -2,6 +2,12 @@
 //! become Running/Ready without VMs. It binds unbound pods to `fake-node`, marks bound Pending
 //! pods Running + Ready with a pod IP after a short delay, and finishes graceful deletions by
 //! deleting with grace 0. (Simulated nodes from the scheduler crate's `sim` module replace it.)
+//!
+//! Pods that should end (Job pods) say how: the annotation [`EXIT`] = `"<ms>:<code>"` ends a
+//! pod that many milliseconds after it turned Running, Succeeded for code 0 and Failed
+//! otherwise, with every container terminated with that exit code; a pod whose restartPolicy
+//! is not Always and whose first container's command ends in `exit <code>` (as `kubectl
+//! create job x --image=i -- sh -c 'exit 0'` makes) ends the same way after [`EXIT_DELAY`].
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -18,6 +24,64 @@ use serde_json::json;
 pub const NODE: &str = "fake-node";
 /// Delay before a bound pod turns Running/Ready.
 pub const START_DELAY: Duration = Duration::from_millis(200);
+/// Annotation `"<ms>:<exit code>"`: end the pod that long after it runs.
+pub const EXIT: &str = "kennel.test/exit";
+/// How long a pod ending by its `exit <code>` command runs.
+pub const EXIT_DELAY: Duration = Duration::from_millis(300);
+
+/// How (after how long, with which exit code) `pod` ends, if it does.
+pub fn planned_exit(pod: &Pod) -> Option<(Duration, i32)> {
+    if let Some(v) = pod.annotations().get(EXIT) {
+        let (ms, code) = v.split_once(':')?;
+        return Some((Duration::from_millis(ms.parse().ok()?), code.parse().ok()?));
+    }
+    let spec = pod.spec.as_ref()?;
+    if spec.restart_policy.as_deref().unwrap_or("Always") == "Always" {
+        return None;
+    }
+    let c = spec.containers.first()?;
+    let words: Vec<&str> = c
+        .command
+        .iter()
+        .flatten()
+        .chain(c.args.iter().flatten())
+        .flat_map(|w| w.split_whitespace())
+        .collect();
+    match words.as_slice() {
+        [.., "exit", code] => Some((EXIT_DELAY, code.parse().ok()?)),
+        _ => None,
+    }
+}
+
+/// Ends `name` with `code` after `after`.
+async fn finish(api: Api<Pod>, name: String, containers: Vec<String>, after: Duration, code: i32) {
+    tokio::time::sleep(after).await;
+    let now = k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let statuses: Vec<serde_json::Value> = containers
+        .iter()
+        .map(|c| {
+            json!({"name": c, "image": "busybox", "imageID": "", "ready": false,
+                "restartCount": 0, "state": {"terminated": {"exitCode": code,
+                "reason": if code == 0 { "Completed" } else { "Error" },
+                "startedAt": now, "finishedAt": now}}})
+        })
+        .collect();
+    let status = json!({"status": {
+        "phase": if code == 0 { "Succeeded" } else { "Failed" },
+        "containerStatuses": statuses,
+        "conditions": [
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+            {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+            {"type": "ContainersReady", "status": "False", "lastTransitionTime": now},
+            {"type": "Ready", "status": "False", "lastTransitionTime": now},
+        ],
+    }});
+    let _ = api
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+        .await;
+}
 
 /// Runs until aborted.
 pub async fn run(client: Client) {
@@ -60,6 +124,12 @@ pub async fn run(client: Client) {
             });
         } else if phase.as_deref() == Some("Pending") {
             let n = ips.fetch_add(1, Ordering::SeqCst);
+            let exit = planned_exit(&pod);
+            let containers: Vec<String> = pod
+                .spec
+                .as_ref()
+                .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
+                .unwrap_or_default();
             tokio::spawn(async move {
                 tokio::time::sleep(START_DELAY).await;
                 let now = k8s_openapi::jiff::Timestamp::now()
@@ -80,6 +150,9 @@ pub async fn run(client: Client) {
                 let _ = api
                     .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
                     .await;
+                if let Some((after, code)) = exit {
+                    finish(api, name, containers, after, code).await;
+                }
             });
         }
     }

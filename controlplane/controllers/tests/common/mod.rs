@@ -119,11 +119,12 @@ pub async fn kubectl(
     args: &[&str],
 ) -> Output {
     let mut c = Command::new(kubectl_bin());
-    c.args(args)
-        .arg("--kubeconfig")
+    // Global flags first, so arguments after a `--` (a container command) stay intact.
+    c.arg("--kubeconfig")
         .arg(kubeconfig)
         .arg("--cache-dir")
-        .arg(cache);
+        .arg(cache)
+        .args(args);
     tokio::task::spawn_blocking(move || c.output().expect("run kubectl"))
         .await
         .expect("join")
