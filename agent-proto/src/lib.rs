@@ -2,10 +2,12 @@
 //!
 //! [`pb`] holds the generated messages, the `Agent` service trait (server side) and the
 //! generated client; [`client`] connects that client over a Unix socket or over a
-//! Firecracker-style hybrid vsock socket (`CONNECT <port>\n` → `OK <port>\n`).
+//! Firecracker-style hybrid vsock socket (`CONNECT <port>\n` → `OK <port>\n`); [`forward`] is
+//! the agent's port forwarder (a byte stream to a port on the pod's localhost).
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod forward;
 
 /// Generated protobuf messages and tonic service/client for `kennel.agent.v1`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

@@ -53,11 +53,7 @@ pub fn validate_config(c: Option<&ContainerConfig>) -> Result<&ContainerConfig, 
             "config.image.image is required".into(),
         ));
     }
-    if c.stdin {
-        return Err(CriError::Unimplemented(
-            "config.stdin: attaching stdin is not supported by kennel".into(),
-        ));
-    }
+    // `stdin`/`stdin_once` are kept in the record's config and read by Attach.
     Ok(c)
 }
 
@@ -231,7 +227,7 @@ impl Runtime {
         Ok(mount_point)
     }
 
-    fn container_rec(&self, id: &str) -> Result<ContainerRecord, CriError> {
+    pub(crate) fn container_rec(&self, id: &str) -> Result<ContainerRecord, CriError> {
         self.state
             .container(id)?
             .ok_or_else(|| CriError::NotFound(format!("container {id} not found")))
@@ -263,8 +259,9 @@ impl Runtime {
         Ok(())
     }
 
-    /// Streams a container's stdout and stderr into its CRI log file (tasks end with the
-    /// streams). Also used after a restart: the agent hands the streams to a new reader.
+    /// Streams a container's stdout and stderr into its CRI log file and to the attach
+    /// sessions subscribed in [`crate::fanout`] (tasks end with the streams). Also used after a
+    /// restart: the agent hands the streams to a new reader.
     pub(crate) async fn attach_output(
         &self,
         agent: &mut agent_proto::AgentClient,
@@ -294,15 +291,21 @@ impl Runtime {
                 }
             };
             let w = writer.clone();
+            let fanout = self.fanout.clone();
+            let id = id.to_string();
+            fanout.open(&id, stream);
             pumps.push(tokio::spawn(async move {
                 while let Ok(Some(chunk)) = s.message().await {
+                    let data = bytes::Bytes::from(chunk.data);
                     if let Some(w) = &w {
                         let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
-                        if let Err(e) = w.write(stream, &chunk.data) {
+                        if let Err(e) = w.write(stream, &data) {
                             tracing::warn!("log write: {}", chain(&e));
                         }
                     }
+                    fanout.publish(&id, stream, &data);
                 }
+                fanout.end(&id, stream);
             }));
         }
         pumps
@@ -373,6 +376,7 @@ impl Runtime {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
+        self.fanout.forget(id);
     }
 
     /// RemoveContainer: kills it if needed, removes it from the agent and the state. Idempotent.
@@ -423,7 +427,7 @@ impl Runtime {
         let mut agent = self.agent(&c.sandbox_id).await?;
         let exec_id = new_id()[..16].to_string();
         let spec = self.spec_of(&c).await;
-        let process = serde_json::to_vec(&oci::exec_process(&cmd, spec.as_ref()))
+        let process = serde_json::to_vec(&oci::exec_process(&cmd, spec.as_ref(), false))
             .map_err(|e| CriError::Internal(e.to_string()))?;
         agent
             .exec_process(pb::ExecProcessRequest {
@@ -528,7 +532,7 @@ impl Runtime {
 
     /// The OCI spec a container was created with (rebuilt from its config and image), for
     /// execs to inherit its environment and user; None when the image is gone.
-    async fn spec_of(&self, c: &ContainerRecord) -> Option<serde_json::Value> {
+    pub(crate) async fn spec_of(&self, c: &ContainerRecord) -> Option<serde_json::Value> {
         let store = self.images.clone();
         let image_ref = c.image_ref.clone();
         let image = tokio::task::spawn_blocking(move || store.resolve(&image_ref))

@@ -5,12 +5,15 @@
 //! `kennel-vmm` per sandbox ([`vm`], [`sandbox`]) and drives the kennel-agent inside it
 //! ([`container`]); [`oci`] turns CRI container configs into OCI specs; [`logs`] writes
 //! CRI-format log files; [`image_service`] serves images from the `images` store; [`uds`] and
-//! [`authority`] let clients that send any HTTP/2 `:authority` on the socket in.
+//! [`authority`] let clients that send any HTTP/2 `:authority` on the socket in; [`streaming`]
+//! serves the URLs of `Exec`/`Attach`/`PortForward` (with [`fanout`] sharing container output
+//! between the log file and attach sessions).
 #![forbid(unsafe_code)]
 
 pub mod authority;
 pub mod container;
 pub mod convert;
+pub mod fanout;
 pub mod hostname;
 pub mod image_service;
 pub mod logs;
@@ -21,5 +24,6 @@ pub mod sandbox;
 pub mod server;
 pub mod state;
 pub mod stop;
+pub mod streaming;
 pub mod uds;
 pub mod vm;

@@ -5,6 +5,7 @@ use anyhow::Context;
 use clap::Parser;
 use cri_shim::image_service::ImageServiceOptions;
 use cri_shim::runtime::{Runtime, RuntimeOptions};
+use cri_shim::streaming::StreamingServer;
 use cri_shim::vm::VmOptions;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,6 +20,9 @@ struct Cli {
     /// CRI Unix socket.
     #[arg(long, default_value = "/run/kennel/cri.sock")]
     socket: PathBuf,
+    /// Streaming server address (the URLs Exec/Attach/PortForward return); port 0 picks one.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    streaming_listen: std::net::SocketAddr,
     /// State directory (sandbox/container records, pod sockets, IPAM).
     #[arg(long, default_value = "/var/lib/kennel/cri")]
     state_dir: PathBuf,
@@ -211,6 +215,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         tracing::info!("shutting down (pod VMs keep running)");
     };
-    cri_shim::server::serve(rt, image_opts, &cli.socket, shutdown).await?;
+    let streaming = StreamingServer::bind(cli.streaming_listen, rt.clone()).await?;
+    let streams = streaming.streams();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(streaming.serve(async move {
+        let _ = stop_rx.await;
+    }));
+    cri_shim::server::serve_with_streaming(rt, image_opts, &cli.socket, Some(streams), shutdown)
+        .await?;
+    let _ = stop_tx.send(());
     Ok(())
 }

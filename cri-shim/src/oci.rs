@@ -181,15 +181,16 @@ pub fn container_spec(
 }
 
 /// The OCI process of an exec in a container: `cmd` with the container's environment, user
-/// and working directory (taken from its spec's `process`), or root in `/` without a spec.
-pub fn exec_process(cmd: &[String], container_spec: Option<&Value>) -> Value {
+/// and working directory (taken from its spec's `process`), or root in `/` without a spec;
+/// `terminal` when the exec asked for a tty.
+pub fn exec_process(cmd: &[String], container_spec: Option<&Value>, terminal: bool) -> Value {
     let mut p = container_spec
         .and_then(|s| s.get("process"))
         .cloned()
         .unwrap_or_else(
             || json!({"env": [DEFAULT_PATH], "cwd": "/", "user": {"uid": 0, "gid": 0}}),
         );
-    p["terminal"] = json!(false);
+    p["terminal"] = json!(terminal);
     p["args"] = json!(cmd);
     p
 }
@@ -270,14 +271,15 @@ mod tests {
     fn exec_inherits_env_user_and_cwd() {
         let img = image(&["/ep"], &[], &["PATH=/bin", "A=1"]);
         let spec = container_spec(&cfg(&[], &[]), &img, "pod").unwrap();
-        let p = exec_process(&["env".to_string()], Some(&spec));
+        let p = exec_process(&["env".to_string()], Some(&spec), false);
         assert_eq!(p["args"], json!(["env"]));
         assert_eq!(p["user"]["uid"], 1000);
         assert_eq!(p["cwd"], "/app");
         assert_eq!(p["terminal"], false);
         assert!(p["env"].as_array().unwrap().contains(&json!("A=1")));
-        let bare = exec_process(&["true".to_string()], None);
+        let bare = exec_process(&["true".to_string()], None, true);
         assert_eq!(bare["user"]["uid"], 0);
+        assert_eq!(bare["terminal"], true);
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub enum CriError {
     /// Not supported by kennel.
     #[error("{0}")]
     Unimplemented(String),
+    /// A bounded resource is full (pending streaming requests).
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// Local trouble (state files, processes).
     #[error("{0}")]
     Internal(String),
@@ -75,6 +78,7 @@ impl From<CriError> for tonic::Status {
             CriError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             CriError::Unavailable(_) => Code::Unavailable,
             CriError::Unimplemented(_) => Code::Unimplemented,
+            CriError::ResourceExhausted(_) => Code::ResourceExhausted,
             CriError::Internal(_) => Code::Internal,
         };
         tonic::Status::new(code, e.to_string())
@@ -137,6 +141,8 @@ pub struct Runtime {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pub(crate) templates: tokio::sync::Mutex<HashMap<u64, Result<PathBuf, String>>>,
     pub(crate) logs: Mutex<HashMap<String, Arc<Mutex<CriLogWriter>>>>,
+    /// Container output offered to attach sessions.
+    pub(crate) fanout: Arc<crate::fanout::Fanout>,
 }
 
 impl Runtime {
@@ -160,6 +166,7 @@ impl Runtime {
             locks: Mutex::new(HashMap::new()),
             templates: tokio::sync::Mutex::new(HashMap::new()),
             logs: Mutex::new(HashMap::new()),
+            fanout: Arc::new(crate::fanout::Fanout::new()),
         }))
     }
 

@@ -5,6 +5,7 @@ use crate::convert;
 use crate::image_service::{ImageServiceImpl, ImageServiceOptions};
 use crate::runtime::{CriError, Runtime};
 use crate::state::now_ns;
+use crate::streaming::Streams;
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_server::ImageServiceServer;
 use k8s_cri::v1::runtime_service_server::{RuntimeService, RuntimeServiceServer};
@@ -35,21 +36,39 @@ pub enum ServerError {
 #[derive(Clone)]
 pub struct RuntimeServiceImpl {
     rt: Arc<Runtime>,
+    streams: Option<Arc<Streams>>,
 }
 
 impl RuntimeServiceImpl {
-    /// Wraps a runtime.
-    pub fn new(rt: Arc<Runtime>) -> Self {
-        Self { rt }
+    /// Wraps a runtime; `streams` is the streaming server Exec/Attach/PortForward register with.
+    pub fn new(rt: Arc<Runtime>, streams: Option<Arc<Streams>>) -> Self {
+        Self { rt, streams }
+    }
+
+    fn streams(&self) -> Result<&Streams, CriError> {
+        self.streams.as_deref().ok_or_else(|| {
+            CriError::Unavailable("kennel-cri runs without a streaming server".into())
+        })
     }
 }
 
 /// Serves both services on `socket` (a stale socket file is replaced; mode 0600) until
-/// `shutdown` resolves.
+/// `shutdown` resolves, without a streaming server (Exec/Attach/PortForward are Unavailable).
 pub async fn serve(
     rt: Arc<Runtime>,
     image_opts: ImageServiceOptions,
     socket: &Path,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServerError> {
+    serve_with_streaming(rt, image_opts, socket, None, shutdown).await
+}
+
+/// As [`serve`], with the streaming server whose URLs Exec/Attach/PortForward return.
+pub async fn serve_with_streaming(
+    rt: Arc<Runtime>,
+    image_opts: ImageServiceOptions,
+    socket: &Path,
+    streams: Option<Arc<Streams>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let err = |source| ServerError::Socket {
@@ -69,7 +88,9 @@ pub async fn serve(
     let images = ImageServiceImpl::new(rt.images.clone(), image_opts);
     tracing::info!("serving CRI on {}", socket.display());
     tonic::transport::Server::builder()
-        .add_service(RuntimeServiceServer::new(RuntimeServiceImpl::new(rt)))
+        .add_service(RuntimeServiceServer::new(RuntimeServiceImpl::new(
+            rt, streams,
+        )))
         .add_service(ImageServiceServer::new(images))
         .serve_with_incoming_shutdown(crate::uds::incoming(listener), shutdown)
         .await?;
@@ -334,23 +355,29 @@ impl RuntimeService for RuntimeServiceImpl {
 
     async fn exec(
         &self,
-        _req: Request<cri::ExecRequest>,
+        req: Request<cri::ExecRequest>,
     ) -> Result<Response<cri::ExecResponse>, Status> {
-        Err(unimplemented("Exec streaming (use ExecSync)"))
+        let pending = self.rt.prepare_exec(&req.into_inner())?;
+        let url = self.streams()?.register(pending)?;
+        ok(cri::ExecResponse { url })
     }
 
     async fn attach(
         &self,
-        _req: Request<cri::AttachRequest>,
+        req: Request<cri::AttachRequest>,
     ) -> Result<Response<cri::AttachResponse>, Status> {
-        Err(unimplemented("Attach streaming"))
+        let pending = self.rt.prepare_attach(&req.into_inner())?;
+        let url = self.streams()?.register(pending)?;
+        ok(cri::AttachResponse { url })
     }
 
     async fn port_forward(
         &self,
-        _req: Request<cri::PortForwardRequest>,
+        req: Request<cri::PortForwardRequest>,
     ) -> Result<Response<cri::PortForwardResponse>, Status> {
-        Err(unimplemented("PortForward streaming"))
+        let pending = self.rt.prepare_port_forward(&req.into_inner())?;
+        let url = self.streams()?.register(pending)?;
+        ok(cri::PortForwardResponse { url })
     }
 
     async fn container_stats(

@@ -5,6 +5,7 @@
 
 mod cgroup;
 mod container;
+mod forward;
 mod oomd;
 mod pid1;
 mod reaper;
@@ -240,6 +241,7 @@ async fn run(cli: Cli, guest: bool) -> Result<()> {
             let listener = tokio_vsock::VsockListener::bind(addr)
                 .with_context(|| format!("binding vsock port {port}"))?;
             tracing::info!("listening on vsock:{port}");
+            forward::spawn_vsock();
             if guest {
                 pid1::signal_ready(&ready_marker);
             }

@@ -6,10 +6,15 @@
 //! logs; ExecSync (output, exit code, timeout); DNS and hostname in the guest; the pod IP
 //! serving kubia to the node namespace; OOMKilled; a kennel-cri restart re-attaching to the
 //! running VM; the same CRI contract checked by a Python grpcio client (`cri/client.py`) with
-//! each `:authority` gRPC clients send on a Unix socket; stop/remove of the sandbox.
+//! each `:authority` gRPC clients send on a Unix socket; CRI streaming (`cri/streaming.rs`:
+//! Exec, Attach and PortForward URLs over WebSocket); stop/remove of the sandbox.
 
 #[path = "cri/harness.rs"]
 mod harness;
+#[path = "cri/streaming.rs"]
+mod streaming;
+#[path = "cri/ws.rs"]
+mod ws;
 
 use harness::Cri;
 use k8s_cri::v1 as cri;
@@ -269,7 +274,8 @@ async fn cri_runtime_end_to_end() {
         .into_inner();
     assert!(st.info["config"].contains("10.244.7.0/24"), "{:?}", st.info);
     let e = cri.rt.exec(cri::ExecRequest::default()).await.unwrap_err();
-    assert_eq!(e.code(), Code::Unimplemented, "{e}");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    assert!(e.message().contains("container_id"), "{e}");
 
     // --- unknown ids ---
     let unknown = "0".repeat(64);
@@ -617,6 +623,9 @@ async fn cri_runtime_end_to_end() {
         .await
         .expect("ReopenContainerLog");
 
+    // --- streaming: Exec over the URL kennel-cri returns (WebSocket v5), tokens single use ---
+    streaming::exec_checks(&mut cri, &sleeper, &echo).await;
+
     // --- kubia on the pod IP, reached from the node's namespace ---
     let web = create_start(
         &mut cri,
@@ -649,6 +658,8 @@ async fn cri_runtime_end_to_end() {
         }
     };
     assert!(body.contains("You've hit pod-a"), "{body}");
+    // --- streaming: PortForward to kubia's 8080 (kubelet's WebSocket port-forward) ---
+    streaming::port_forward_checks(&mut cri, &pod, &sleeper, &ip).await;
 
     // --- restart: kennel-cri re-attaches to the running VM, its agent and its log streams ---
     let ticker = create_start(
@@ -695,7 +706,9 @@ async fn cri_runtime_end_to_end() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let _ = ticker;
+    // --- streaming: Attach to the ticker (its output fanned out beside the log file) ---
+    streaming::attach_checks(&mut cri, &ticker).await;
+    streaming::attach_stdin_checks(&mut cri, &pod, &cfg, &busybox).await;
     let s = cri
         .rt
         .pod_sandbox_status(cri::PodSandboxStatusRequest {
