@@ -21,6 +21,7 @@ struct Cli {
     #[arg(long, default_value = "/run/kennel/cri.sock")]
     socket: PathBuf,
     /// Streaming server address (the URLs Exec/Attach/PortForward return); port 0 picks one.
+    /// With `--netns` it is bound inside that namespace, beside the node agent.
     #[arg(long, default_value = "127.0.0.1:0")]
     streaming_listen: std::net::SocketAddr,
     /// State directory (sandbox/container records, pod sockets, IPAM).
@@ -215,7 +216,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         tracing::info!("shutting down (pod VMs keep running)");
     };
-    let streaming = StreamingServer::bind(cli.streaming_listen, rt.clone()).await?;
+    let streaming = StreamingServer::bind(
+        cli.streaming_listen,
+        rt.clone(),
+        cli.netns.as_deref().map(netns::NetNs::named),
+    )
+    .await?;
     let streams = streaming.streams();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(streaming.serve(async move {

@@ -80,10 +80,26 @@ pub struct StreamingServer {
 }
 
 impl StreamingServer {
-    /// Binds `addr` (port 0 picks one); URLs name the address actually bound.
-    pub async fn bind(addr: SocketAddr, rt: Arc<Runtime>) -> Result<Self, StreamingError> {
+    /// Binds `addr` (port 0 picks one) inside `netns` (the node's namespace, where the node
+    /// agent dials the URLs; `None`: this process's); URLs name the address actually bound.
+    pub async fn bind(
+        addr: SocketAddr,
+        rt: Arc<Runtime>,
+        netns: Option<netns::NetNs>,
+    ) -> Result<Self, StreamingError> {
         let err = |source| StreamingError::Bind { addr, source };
-        let listener = TcpListener::bind(addr).await.map_err(err)?;
+        let listener = match netns {
+            None => TcpListener::bind(addr).await.map_err(err)?,
+            Some(ns) => {
+                // A socket belongs to the namespace it was made in, whichever thread uses it.
+                let std_listener = ns
+                    .run(|| std::net::TcpListener::bind(addr))
+                    .map_err(|e| err(std::io::Error::other(e)))?
+                    .map_err(err)?;
+                std_listener.set_nonblocking(true).map_err(err)?;
+                TcpListener::from_std(std_listener).map_err(err)?
+            }
+        };
         let local = listener.local_addr().map_err(err)?;
         let streams = Arc::new(Streams {
             rt,

@@ -50,6 +50,7 @@ fn assert_done(s: &ws::Session, what: &str) {
 
 /// Exec: refusals by the CRI call, then sessions over the URLs.
 pub async fn exec_checks(cri: &mut Cri, running: &str, exited: &str) {
+    ws::use_netns(&cri.netns);
     let e = cri
         .rt
         .exec(exec_req(
@@ -253,6 +254,7 @@ async fn forward_get(
 /// on, and a server listening only on the pod's 127.0.0.1 (busybox httpd started in `sleeper`
 /// with ExecSync), reached through the agent's forwarder.
 pub async fn port_forward_checks(cri: &mut Cri, pod: &str, sleeper: &str, ip: &str) {
+    ws::use_netns(&cri.netns);
     let e = cri
         .rt
         .port_forward(cri::PortForwardRequest {
@@ -318,6 +320,7 @@ pub async fn port_forward_checks(cri: &mut Cri, pod: &str, sleeper: &str, ip: &s
 
 /// Attach to `ticker` (prints a line every second; created without stdin).
 pub async fn attach_checks(cri: &mut Cri, ticker: &str) {
+    ws::use_netns(&cri.netns);
     let req = |stdin: bool| cri::AttachRequest {
         container_id: ticker.into(),
         stdin,
@@ -383,6 +386,7 @@ pub async fn attach_stdin_checks(
     cfg: &cri::PodSandboxConfig,
     image: &str,
 ) {
+    ws::use_netns(&cri.netns);
     let mut c = crate::container_config("reader", image, &["cat"], 0);
     c.stdin = true;
     c.stdin_once = true;

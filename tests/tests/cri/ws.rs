@@ -37,6 +37,34 @@ pub struct Refused {
     pub body: String,
 }
 
+/// The network namespace the streaming server listens in (kennel-cri binds it inside its
+/// `--netns`, beside the node agent), set once by the test.
+static NETNS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Connect from inside network namespace `name` from now on.
+pub fn use_netns(name: &str) {
+    let _ = NETNS.set(name.to_string());
+}
+
+/// A TCP connection to `host` (`ip:port`), made inside the namespace set by [`use_netns`].
+async fn dial(host: &str) -> TcpStream {
+    let Some(ns) = NETNS.get().cloned() else {
+        return TcpStream::connect(host)
+            .await
+            .expect("streaming server reachable");
+    };
+    let host = host.to_string();
+    let std_stream = tokio::task::spawn_blocking(move || {
+        netns::NetNs::named(&ns).run(|| std::net::TcpStream::connect(&host))
+    })
+    .await
+    .expect("dial task")
+    .expect("enter the namespace")
+    .expect("streaming server reachable");
+    std_stream.set_nonblocking(true).expect("nonblocking");
+    TcpStream::from_std(std_stream).expect("tokio stream")
+}
+
 /// Splits `http://host:port/path?query` into (`host:port`, `/path?query`).
 fn split_url(url: &str) -> (&str, &str) {
     let rest = url.strip_prefix("http://").expect("an http:// URL");
@@ -49,9 +77,7 @@ fn split_url(url: &str) -> (&str, &str) {
 /// Opens a WebSocket to `url` offering `protocol`.
 pub async fn connect(url: &str, protocol: &str) -> Result<Ws, Refused> {
     let (host, path) = split_url(url);
-    let mut stream = TcpStream::connect(host)
-        .await
-        .expect("streaming server reachable");
+    let mut stream = dial(host).await;
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
