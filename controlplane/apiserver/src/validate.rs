@@ -224,6 +224,56 @@ fn check_template(kind: &str, obj: &Value, causes: &mut Vec<Cause>) {
     }
 }
 
+/// Upstream's CronJob schedule checks: a standard 5-field expression or an `@` macro, no
+/// `TZ=`/`CRON_TZ=` prefix together with `spec.timeZone`, and a known time zone.
+fn check_schedule(schedule: &str, time_zone: Option<&str>, causes: &mut Vec<Cause>) {
+    let mut expr = schedule.trim();
+    let mut prefix_zone = None;
+    for prefix in ["CRON_TZ=", "TZ="] {
+        if let Some(rest) = expr.strip_prefix(prefix) {
+            let (z, tail) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+            prefix_zone = Some(z);
+            expr = tail.trim();
+        }
+    }
+    if prefix_zone.is_some() && time_zone.is_some() {
+        causes.push(Cause::invalid(
+            "spec.schedule",
+            schedule,
+            "cannot use both timeZone field and TZ or CRON_TZ in schedule",
+        ));
+    }
+    for (field, zone) in [("spec.timeZone", time_zone), ("spec.schedule", prefix_zone)] {
+        if let Some(z) = zone {
+            if z.parse::<chrono_tz::Tz>().is_err() {
+                causes.push(Cause::invalid(field, z, format!("unknown time zone {z}")));
+            }
+        }
+    }
+    let expr = if expr.eq_ignore_ascii_case("@midnight") {
+        "@daily"
+    } else {
+        expr
+    };
+    let fields_ok = expr.starts_with('@') || expr.split_whitespace().count() == 5;
+    let parsed = croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Disallowed)
+        .year(croner::parser::Year::Disallowed)
+        .build()
+        .parse(expr);
+    if !fields_ok || parsed.is_err() {
+        let why = match parsed {
+            Err(e) => e.to_string(),
+            Ok(_) => "expected exactly 5 fields".into(),
+        };
+        causes.push(Cause::invalid(
+            "spec.schedule",
+            schedule,
+            format!("unparseable schedule: {why}"),
+        ));
+    }
+}
+
 /// Semantic validation of a (normalized) object; `Err(Invalid)` lists every failing field.
 pub fn validate(kind: &str, obj: &Value) -> Result<(), ApiError> {
     let mut causes = Vec::new();
@@ -262,8 +312,9 @@ pub fn validate(kind: &str, obj: &Value) -> Result<(), ApiError> {
         | "ReplicationController" => check_template(kind, obj, &mut causes),
         "CustomResourceDefinition" => causes.extend(crate::crd::check(obj, None)),
         "CronJob" => {
-            if obj["spec"]["schedule"].as_str().unwrap_or("").is_empty() {
-                causes.push(Cause::required("spec.schedule"));
+            match obj["spec"]["schedule"].as_str().unwrap_or("") {
+                "" => causes.push(Cause::required("spec.schedule")),
+                schedule => check_schedule(schedule, obj["spec"]["timeZone"].as_str(), &mut causes),
             }
             let tpl = &obj["spec"]["jobTemplate"]["spec"]["template"]["spec"];
             check_containers("spec.jobTemplate.spec.template.spec", tpl, &mut causes);
@@ -347,6 +398,25 @@ pub fn validate(kind: &str, obj: &Value) -> Result<(), ApiError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cron_schedules_as_upstream_checks_them() {
+        let check = |s: &str, tz: Option<&str>| {
+            let mut c = Vec::new();
+            check_schedule(s, tz, &mut c);
+            c.into_iter()
+                .map(|c| format!("{}: {}", c.field, c.message))
+                .collect::<Vec<_>>()
+        };
+        assert!(check("*/15 * * * *", None).is_empty());
+        assert!(check("@hourly", Some("Europe/Berlin")).is_empty());
+        assert!(check("TZ=Asia/Tokyo 0 9 * * 1-5", None).is_empty());
+        assert!(check("0 0 * *", None)[0].contains("unparseable schedule"));
+        assert!(check("61 * * * *", None)[0].contains("unparseable schedule"));
+        assert!(check("0 * * * *", Some("Mars/Base"))[0].contains("unknown time zone Mars/Base"));
+        assert!(check("TZ=UTC 0 * * * *", Some("UTC"))[0]
+            .contains("cannot use both timeZone field and TZ or CRON_TZ in schedule"));
+    }
+
     use super::*;
     use serde_json::json;
 
