@@ -151,7 +151,10 @@ fn decode(s: &str) -> String {
 
 /// Whether a boolean query flag is set (`true`/`1`).
 pub fn flag(q: &Query, key: &str) -> bool {
-    matches!(q.get(key).map(String::as_str), Some("true" | "1"))
+    // Upstream's query conversion (`Convert_Slice_string_To_bool`): present and not "false"
+    // or "0" (in any case) is true — the Python client sends `watch=True`.
+    q.get(key)
+        .is_some_and(|v| !v.eq_ignore_ascii_case("false") && v != "0")
 }
 
 /// Whether the request asks for dry run.
@@ -351,5 +354,17 @@ mod tests {
         let q = parse_query(Some("labelSelector=app%3Dweb%2Ctier+in+(a)&watch=1"));
         assert_eq!(q["labelSelector"], "app=web,tier in (a)");
         assert!(flag(&q, "watch"));
+        for (v, want) in [
+            ("True", true),
+            ("TRUE", true),
+            ("t", true),
+            ("", true),
+            ("False", false),
+            ("0", false),
+        ] {
+            let q = parse_query(Some(&format!("watch={v}")));
+            assert_eq!(flag(&q, "watch"), want, "watch={v}");
+        }
+        assert!(!flag(&parse_query(None), "watch"));
     }
 }
