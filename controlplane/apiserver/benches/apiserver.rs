@@ -235,7 +235,7 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let sqlite = run("SQLite (WAL, synchronous=NORMAL)", StoreConfig::Sqlite).await;
+        let sqlite = run("SQLite (WAL, synchronous=FULL)", StoreConfig::Sqlite).await;
         let etcd_server = etcd::EtcdServer::start().await;
         let etcd = run(
             "etcd 3.4 (Debian, --unsafe-no-fsync)",
