@@ -9,11 +9,9 @@ mod common;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use common::server::{Backend, TestServer};
+use common::server::{kubectl_bins, Backend, TestServer};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::Client;
 use serde_json::json;
 
 const LIMITS: &str = r#"apiVersion: v1
@@ -100,27 +98,11 @@ impl K {
     }
 }
 
-fn kubectl() -> PathBuf {
-    let on_path = Command::new("sh")
-        .args(["-c", "readlink -f \"$(command -v kubectl)\""])
-        .output()
-        .expect("run sh");
-    PathBuf::from(String::from_utf8_lossy(&on_path.stdout).trim())
-}
-
-async fn client(server: &TestServer) -> Client {
-    let kc = Kubeconfig::read_from(&server.api.kubeconfig).expect("kubeconfig");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .expect("config");
-    Client::try_from(cfg).expect("client")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limit_ranges_and_quotas_as_in_the_book() {
     let server = TestServer::start(Backend::Sqlite).await;
     let k = K {
-        bin: kubectl(),
+        bin: kubectl_bins().remove(0),
         kubeconfig: server.api.kubeconfig.clone(),
         cache: server.dir.path().join("cache"),
     };
@@ -281,7 +263,7 @@ async fn limit_ranges_and_quotas_as_in_the_book() {
         &["create", "quota", "five", "--hard=pods=5", "-n", "race"],
         "",
     );
-    let pods: Api<Pod> = Api::namespaced(client(&server).await, "race");
+    let pods: Api<Pod> = Api::namespaced(server.client().await, "race");
     let tasks: Vec<_> = (0..12)
         .map(|i| {
             let pods = pods.clone();

@@ -14,12 +14,11 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::server::{Backend, TestServer};
+use common::server::{kubectl_bins, Backend, TestServer};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
@@ -75,18 +74,6 @@ spec:
   gitRepo: https://github.com/luksa/kubia-website-example.git
 "#;
 
-fn kubectl_bins() -> Vec<PathBuf> {
-    let on_path = Command::new("sh")
-        .args(["-c", "readlink -f \"$(command -v kubectl)\""])
-        .output()
-        .expect("run sh");
-    let kubectl = PathBuf::from(String::from_utf8_lossy(&on_path.stdout).trim());
-    assert!(kubectl.exists(), "kubectl is not on PATH");
-    let old = kubectl.parent().unwrap().join("kubectl.1.27");
-    assert!(old.exists(), "{} is missing", old.display());
-    vec![kubectl, old]
-}
-
 struct K {
     bin: PathBuf,
     kubeconfig: PathBuf,
@@ -129,14 +116,6 @@ impl K {
         assert!(!out.status.success(), "{args:?} unexpectedly succeeded");
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
-}
-
-async fn client(server: &TestServer) -> Client {
-    let kc = Kubeconfig::read_from(&server.api.kubeconfig).expect("kubeconfig");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .expect("config");
-    Client::try_from(cfg).expect("client")
 }
 
 fn website_resource() -> ApiResource {
@@ -230,7 +209,7 @@ async fn website_crd_with_kubectl_and_a_kube_rs_controller() {
     assert!(crds.contains(crd_name), "{crds}");
 
     // kube-rs: a controller over the custom resource, running beside kubectl.
-    let client = client(&server).await;
+    let client = server.client().await;
     let websites: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), "default", &website_resource());
     let controller = tokio::spawn(

@@ -12,18 +12,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{
     Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
 };
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::Client;
 
 const T: Duration = Duration::from_secs(30);
-
-async fn client(server: &TestServer) -> Client {
-    let kc = Kubeconfig::read_from(&server.api.kubeconfig).expect("kubeconfig");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .expect("config");
-    Client::try_from(cfg).expect("client")
-}
 
 fn cm(name: &str, value: &str) -> ConfigMap {
     ConfigMap {
@@ -53,7 +43,7 @@ where
 
 async fn scenario(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let client = client(&server).await;
+    let client = server.client().await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
 
     // CRUD

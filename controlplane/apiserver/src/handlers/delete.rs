@@ -149,9 +149,14 @@ pub(super) async fn after_delete(
         None if !group.is_empty() && !plural.is_empty() => format!("/registry/{group}/{plural}/"),
         None => return Ok(()),
     };
+    delete_under(state, &prefix).await
+}
+
+/// Removes every stored object under key `prefix` (one already gone is fine).
+async fn delete_under(state: &ApiState, prefix: &str) -> Result<(), ApiError> {
     let page = state
         .store
-        .list(&prefix, 0, None)
+        .list(prefix, 0, None)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     for kv in page.items {
@@ -166,17 +171,7 @@ pub(super) async fn after_delete(
 /// Deletes every object in namespace `ns` (all namespaced resources).
 pub async fn delete_namespace_contents(state: &ApiState, ns: &str) -> Result<(), ApiError> {
     for def in registry::all().into_iter().filter(|d| d.namespaced) {
-        let page = state
-            .store
-            .list(&def.list_prefix(Some(ns)), 0, None)
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        for kv in page.items {
-            match state.store.delete(&kv.key, None).await {
-                Ok(_) | Err(kennel_store::StoreError::NotFound(_)) => {}
-                Err(e) => return Err(ApiError::Internal(e.to_string())),
-            }
-        }
+        delete_under(state, &def.list_prefix(Some(ns))).await?;
     }
     Ok(())
 }

@@ -11,7 +11,9 @@ use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kennel_stream::{ExecOptions, PortForwardOptions};
 
-use super::log::{authority, connect_node, node_access, pick_container, PodLogError};
+use super::log::{
+    authority, connect_node, node_access, percent_encode, pick_container, PodLogError,
+};
 use super::{read_current, ApiState};
 use crate::request::Target;
 use crate::status::ApiError;
@@ -39,25 +41,12 @@ impl Kind {
     }
 }
 
-/// Percent-encodes everything but RFC 3986 unreserved characters.
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// The node's query for exec/attach options (upstream's `streamParams`).
 fn node_query(opts: &ExecOptions) -> String {
     let mut q: Vec<String> = opts
         .command
         .iter()
-        .map(|c| format!("command={}", encode(c)))
+        .map(|c| format!("command={}", percent_encode(c)))
         .collect();
     for (name, on) in [
         ("stdin", opts.stdin),

@@ -49,3 +49,28 @@ impl TestServer {
         }
     }
 }
+
+impl TestServer {
+    /// A kube-rs client from the server's admin kubeconfig (TLS + token).
+    pub async fn client(&self) -> kube::Client {
+        let kc = kube::config::Kubeconfig::read_from(&self.api.kubeconfig).expect("kubeconfig");
+        let cfg =
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .expect("config");
+        kube::Client::try_from(cfg).expect("client")
+    }
+}
+
+/// The real kubectl on PATH (1.32) and the oldest installed beside it (1.27).
+pub fn kubectl_bins() -> Vec<std::path::PathBuf> {
+    let on_path = std::process::Command::new("sh")
+        .args(["-c", "readlink -f \"$(command -v kubectl)\""])
+        .output()
+        .expect("run sh");
+    let kubectl = std::path::PathBuf::from(String::from_utf8_lossy(&on_path.stdout).trim());
+    assert!(kubectl.exists(), "kubectl is not on PATH");
+    let old = kubectl.parent().unwrap().join("kubectl.1.27");
+    assert!(old.exists(), "{} is missing", old.display());
+    vec![kubectl, old]
+}
