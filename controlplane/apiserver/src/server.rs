@@ -46,7 +46,30 @@ async fn auth(State(tokens): State<Tokens>, req: Request, next: Next) -> Respons
     }
 }
 
+/// Runs a handler; a panic in it answers 500 InternalError instead of resetting the
+/// connection (the server and every other request carry on).
+async fn guarded(handler: impl std::future::Future<Output = Response>) -> Response {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(handler).catch_unwind().await {
+        Ok(resp) => resp,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            tracing::error!(panic = %what, "a request handler panicked");
+            ApiError::Internal(format!("the server failed handling this request: {what}"))
+                .into_response()
+        }
+    }
+}
+
 async fn resources(State(state): State<ApiState>, req: Request) -> Response {
+    guarded(route_request(state, req)).await
+}
+
+async fn route_request(state: ApiState, req: Request) -> Response {
     // The streaming subresources keep the whole request: their upgrade is proxied to the node.
     if let Ok(Some(t)) = crate::request::parse_path(req.uri().path()) {
         if let Some(kind) = t.sub.as_deref().and_then(stream::Kind::of) {
@@ -197,5 +220,27 @@ pub async fn serve(
                 tracing::debug!(%peer, error = %e, "connection ended");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500() {
+        let resp = guarded(async { panic!("boom") }).await;
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let status: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(status["reason"], "InternalError");
+        assert!(
+            status["message"].as_str().unwrap().contains("boom"),
+            "{status}"
+        );
+        let ok = guarded(async { ok_text() }).await;
+        assert_eq!(ok.status(), StatusCode::OK);
     }
 }
