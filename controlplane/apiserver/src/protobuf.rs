@@ -110,11 +110,48 @@ enum Wire<'a> {
     Fixed32(u32),
 }
 
+/// Messages the generated table lacks: the DeleteOptions body of a protobuf DELETE.
+static EXTRA: &[(&str, &[F])] = &[
+    (
+        "meta/v1.DeleteOptions",
+        &[
+            F(1, "gracePeriodSeconds", T::I, false),
+            F(2, "preconditions", T::M("meta/v1.Preconditions"), false),
+            F(3, "orphanDependents", T::B, false),
+            F(4, "propagationPolicy", T::S, false),
+            F(5, "dryRun", T::S, true),
+        ],
+    ),
+    (
+        "meta/v1.Preconditions",
+        &[
+            F(1, "uid", T::S, false),
+            F(2, "resourceVersion", T::S, false),
+        ],
+    ),
+];
+
 fn schema(name: &str) -> Option<&'static [F]> {
     MESSAGES
         .binary_search_by(|(n, _)| (*n).cmp(name))
         .ok()
         .map(|i| MESSAGES[i].1)
+        .or_else(|| EXTRA.iter().find(|(n, _)| *n == name).map(|(_, f)| *f))
+}
+
+/// Names of the map fields (labels, annotations, data, …): their entries are values as sent,
+/// an empty string included, so the zero-value pass must not touch them.
+fn map_fields() -> &'static std::collections::HashSet<&'static str> {
+    static SET: std::sync::OnceLock<std::collections::HashSet<&'static str>> =
+        std::sync::OnceLock::new();
+    SET.get_or_init(|| {
+        MESSAGES
+            .iter()
+            .flat_map(|(_, fs)| fs.iter())
+            .filter(|f| matches!(f.2, T::MapS | T::MapY | T::MapM(_)))
+            .map(|f| f.1)
+            .collect()
+    })
 }
 
 fn fields<'a>(buf: &'a [u8], what: &'a str) -> Result<Vec<(u32, Wire<'a>)>, ProtobufError> {
@@ -259,6 +296,7 @@ const INLINE: &[&str] = &[
 ];
 /// Optional (pointer) integer fields where 0 is a real value.
 const ZERO_OK: &[&str] = &[
+    "gracePeriodSeconds",
     "replicas",
     "parallelism",
     "completions",
@@ -315,6 +353,9 @@ fn drop_zero_values(v: &mut Value) {
                 }
             }
             m.retain(|k, child| {
+                if map_fields().contains(k.as_str()) && child.is_object() {
+                    return child.as_object().is_some_and(|o| !o.is_empty());
+                }
                 drop_zero_values(child);
                 match child {
                     Value::String(s) => !s.is_empty() && s != "1970-01-01T00:00:00Z",
@@ -370,7 +411,12 @@ pub fn decode_body(body: &[u8]) -> Result<Value, ProtobufError> {
             .unwrap_or_default()
     };
     let (api_version, kind) = (get(1), get(2));
-    let name = format!("{}.{kind}", module_of(&api_version));
+    // DeleteOptions is registered in every group version; one message serves them all.
+    let name = if kind == "DeleteOptions" {
+        "meta/v1.DeleteOptions".to_string()
+    } else {
+        format!("{}.{kind}", module_of(&api_version))
+    };
     if schema(&name).is_none() {
         return Err(ProtobufError::UnsupportedKind(format!(
             "{api_version} {kind}"
@@ -417,6 +463,35 @@ mod tests {
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm1", "labels": {"app": "web"}}, "data": {"a": "b"}})
         );
         assert_eq!(decode_body(b"nope"), Err(ProtobufError::Magic));
+    }
+
+    #[test]
+    fn empty_map_values_are_kept() {
+        let empty = msg(&[(1, b"a"), (2, b"")]);
+        let meta = msg(&[(1, b"cm1"), (11, &empty)]);
+        let entry = msg(&[(1, b"k"), (2, b"")]);
+        let raw = msg(&[(1, &meta), (2, &entry)]);
+        let tm = msg(&[(1, b"v1"), (2, b"ConfigMap")]);
+        let mut body = b"k8s\0".to_vec();
+        body.extend(msg(&[(1, &tm), (2, &raw)]));
+        let v = decode_body(&body).unwrap();
+        assert_eq!(v["metadata"]["labels"], json!({"a": ""}));
+        assert_eq!(v["data"], json!({"k": ""}));
+    }
+
+    #[test]
+    fn decodes_delete_options() {
+        // gracePeriodSeconds 0 (a varint field), preconditions.uid, propagationPolicy.
+        let pre = msg(&[(1, b"u-1")]);
+        let mut raw = vec![(1 << 3) as u8, 0];
+        raw.extend(msg(&[(2, &pre), (4, b"Foreground")]));
+        let tm = msg(&[(1, b"v1"), (2, b"DeleteOptions")]);
+        let mut body = b"k8s\0".to_vec();
+        body.extend(msg(&[(1, &tm), (2, &raw)]));
+        let v = decode_body(&body).unwrap();
+        assert_eq!(v["gracePeriodSeconds"], 0);
+        assert_eq!(v["preconditions"]["uid"], "u-1");
+        assert_eq!(v["propagationPolicy"], "Foreground");
     }
 
     #[test]
