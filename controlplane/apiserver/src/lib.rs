@@ -8,6 +8,7 @@ pub mod convert;
 pub mod crd;
 pub mod defaults;
 pub mod discovery;
+pub mod events_ttl;
 pub mod handlers;
 pub mod openapi_pb;
 pub mod pki;

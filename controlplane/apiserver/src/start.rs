@@ -76,6 +76,14 @@ pub struct ApiServerConfig {
     /// ClusterIP and NodePort ranges and the DNS Service's address.
     #[serde(default)]
     pub service_network: ServiceNetwork,
+    /// How long Events are kept after they were last seen, in seconds (upstream's
+    /// `--event-ttl`, 1 h by default).
+    #[serde(default = "default_event_ttl")]
+    pub event_ttl_secs: u64,
+}
+
+fn default_event_ttl() -> u64 {
+    crate::events_ttl::DEFAULT_TTL.as_secs()
 }
 
 impl ApiServerConfig {
@@ -90,6 +98,7 @@ impl ApiServerConfig {
             auth: true,
             token_file: None,
             service_network: ServiceNetwork::default(),
+            event_ttl_secs: default_event_ttl(),
         }
     }
 }
@@ -171,6 +180,10 @@ pub async fn start(cfg: ApiServerConfig) -> Result<RunningApiServer, ApiServerEr
     serve_stored_crds(store.as_ref()).await?;
     services::repair::repair_once(store.as_ref(), &net).await?;
     let repair = tokio::spawn(services::repair::run(store.clone(), net));
+    let events = crate::events_ttl::spawn(
+        store.clone(),
+        std::time::Duration::from_secs(cfg.event_ttl_secs.max(1)),
+    );
     let pki = pki::ensure_pki(&cfg.data_dir, &[])?;
     state.kubelet = Some(Arc::new(KubeletClient::new(
         &pki.ca_pem,
@@ -237,7 +250,7 @@ pub async fn start(cfg: ApiServerConfig) -> Result<RunningApiServer, ApiServerEr
         token: pki.admin_token,
         ca_pem: if cfg.tls { pki.ca_pem } else { String::new() },
         store,
-        tasks: vec![server, compactor, repair],
+        tasks: vec![server, compactor, repair, events],
     })
 }
 

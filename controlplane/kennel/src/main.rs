@@ -161,6 +161,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     node_ports: service_node_port_range,
                     dns_ip: None,
                 },
+                event_ttl_secs: kennel_apiserver::events_ttl::DEFAULT_TTL.as_secs(),
             })
             .await
             .context("starting the API server")?;

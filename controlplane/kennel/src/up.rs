@@ -301,6 +301,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             dns_ip: Some(dns_ip),
             ..Default::default()
         },
+        event_ttl_secs: kennel_apiserver::events_ttl::DEFAULT_TTL.as_secs(),
     })
     .await
     .context("starting the API server")?;
