@@ -4,10 +4,12 @@
 use std::fmt::Display;
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
-    Endpoints, Namespace, Pod, ReplicationController, Service, ServiceAccount,
+    Endpoints, Namespace, Node, Pod, ReplicationController, Service, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
@@ -15,6 +17,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Resource, ResourceExt};
 
+use crate::daemonset::backoff::FailedPodsBackoff;
 use crate::expectations::Expectations;
 use crate::informer::Informer;
 use crate::ratelimit::RateLimiter;
@@ -49,6 +52,12 @@ pub struct Ctx {
     pub jobs: Informer<Job>,
     /// All CronJobs.
     pub cron_jobs: Informer<CronJob>,
+    /// All DaemonSets.
+    pub daemon_sets: Informer<DaemonSet>,
+    /// All Nodes.
+    pub nodes: Informer<Node>,
+    /// The DaemonSet controller's failed-pod back-off per set and node.
+    pub daemon_backoff: FailedPodsBackoff,
     /// Outstanding pod creations/deletions per controller key.
     pub expectations: Expectations,
     /// Failure backoff per controller key.
@@ -82,6 +91,9 @@ impl Ctx {
             endpoints: Informer::new(),
             jobs: Informer::new(),
             cron_jobs: Informer::new(),
+            daemon_sets: Informer::new(),
+            nodes: Informer::new(),
+            daemon_backoff: FailedPodsBackoff::default(),
             expectations: Expectations::default(),
             limiter: RateLimiter::default(),
             recorder,
@@ -107,6 +119,8 @@ impl Ctx {
             self.endpoints.clone().run(Api::all(c.clone())),
             self.jobs.clone().run(Api::all(c.clone())),
             self.cron_jobs.clone().run(Api::all(c.clone())),
+            self.daemon_sets.clone().run(Api::all(c.clone())),
+            self.nodes.clone().run(Api::all(c.clone())),
         );
     }
 
@@ -126,6 +140,8 @@ impl Ctx {
             self.endpoints.ready(),
             self.jobs.ready(),
             self.cron_jobs.ready(),
+            self.daemon_sets.ready(),
+            self.nodes.ready(),
         );
     }
 

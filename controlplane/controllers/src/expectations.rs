@@ -56,6 +56,12 @@ impl Expectations {
         self.set(key, 0, set);
     }
 
+    /// Expects `n` creations and the deletion of these pods (`ns/name`) for `key` at once (a
+    /// DaemonSet sync does both).
+    pub fn expect(&self, key: &str, n: usize, pods: impl IntoIterator<Item = String>) {
+        self.set(key, n as i64, pods.into_iter().collect());
+    }
+
     fn set(&self, key: &str, add: i64, deleting: HashSet<String>) {
         let del = deleting.len() as i64;
         self.inner.lock().expect("expectations lock").insert(
@@ -121,6 +127,16 @@ mod tests {
         e.deletion_observed("k", "ns/a");
         assert!(!e.satisfied("k"));
         e.deletion_observed("k", "ns/b");
+        assert!(e.satisfied("k"));
+    }
+
+    #[test]
+    fn creations_and_deletions_together() {
+        let e = Expectations::default();
+        e.expect("k", 1, ["ns/a".to_string()]);
+        e.creation_observed("k");
+        assert!(!e.satisfied("k"));
+        e.deletion_observed("k", "ns/a");
         assert!(e.satisfied("k"));
     }
 

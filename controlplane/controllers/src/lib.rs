@@ -1,6 +1,6 @@
 //! kennel's controller manager: level-triggered kube-runtime controllers (ReplicaSet,
-//! ReplicationController, Deployment, StatefulSet, Endpoints/EndpointSlice, ServiceAccount, Job,
-//! CronJob, TTL-after-finished) over shared informers (one watch per
+//! ReplicationController, Deployment, StatefulSet, DaemonSet, Endpoints/EndpointSlice,
+//! ServiceAccount, Job, CronJob, TTL-after-finished) over shared informers (one watch per
 //! resource type), with client-go's expectations and per-key failure backoff, behind leader
 //! election on the `kube-system/kube-controller-manager` Lease.
 #![forbid(unsafe_code)]
@@ -9,6 +9,7 @@
 pub mod claim;
 pub mod cronjob;
 pub mod ctx;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod expectations;
@@ -71,6 +72,10 @@ fn controllers(client: kube::Client) -> BoxFuture<'static, ControllerError> {
         (
             "statefulset controller",
             statefulset::controller(ctx.clone()).boxed(),
+        ),
+        (
+            "daemonset controller",
+            daemonset::controller(ctx.clone()).boxed(),
         ),
         (
             "endpoints controller",

@@ -1,5 +1,7 @@
 //! TEST FIXTURE, not a node agent: plays scheduler and kubelet for pods so controllers see them
-//! become Running/Ready without VMs. It binds unbound pods to `fake-node`, marks bound Pending
+//! become Running/Ready without VMs. It binds unbound pods to `fake-node` (or, for pods pinned
+//! by a required node affinity `matchFields` `metadata.name In [n]` as DaemonSet pods are, to
+//! `n`, whether or not such a Node exists), marks bound Pending
 //! pods Running + Ready with a pod IP after a short delay, and finishes graceful deletions by
 //! deleting with grace 0. (Simulated nodes from the scheduler crate's `sim` module replace it.)
 //!
@@ -51,6 +53,24 @@ pub fn planned_exit(pod: &Pod) -> Option<(Duration, i32)> {
         [.., "exit", code] => Some((EXIT_DELAY, code.parse().ok()?)),
         _ => None,
     }
+}
+
+/// The node a pod is pinned to by `matchFields` `metadata.name In [node]`, else [`NODE`].
+pub fn bind_target(pod: &Pod) -> String {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.affinity.as_ref())
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        .into_iter()
+        .flat_map(|s| s.node_selector_terms.iter())
+        .flat_map(|t| t.match_fields.iter().flatten())
+        .find(|r| r.key == "metadata.name" && r.operator == "In")
+        .and_then(|r| r.values.as_ref()?.first().cloned())
+        .unwrap_or_else(|| NODE.to_string())
 }
 
 /// Ends `name` with `code` after `after`.
@@ -111,7 +131,7 @@ pub async fn run(client: Client) {
             });
         } else if node.is_none() {
             let binding = json!({"apiVersion": "v1", "kind": "Binding",
-                "metadata": {"name": name}, "target": {"kind": "Node", "name": NODE}});
+                "metadata": {"name": name}, "target": {"kind": "Node", "name": bind_target(&pod)}});
             tokio::spawn(async move {
                 let _ = api
                     .create_subresource::<_, serde_json::Value>(
