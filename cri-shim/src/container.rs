@@ -8,6 +8,7 @@ use crate::oci;
 use crate::runtime::{agent_error, chain, CriError, Runtime};
 use crate::state::{new_id, now_ns, AttachedImage, ContainerRecord, ContainerState, SandboxState};
 use crate::vm;
+use crate::volumes::{self, GuestMount};
 use agent_proto::pb;
 use k8s_cri::v1::ContainerConfig;
 use std::sync::{Arc, Mutex};
@@ -57,6 +58,62 @@ pub fn validate_config(c: Option<&ContainerConfig>) -> Result<&ContainerConfig, 
     Ok(c)
 }
 
+/// Puts the mounts' content into the guest (copies, emptyDirs) and returns their OCI binds.
+async fn guest_mounts(
+    agent: &mut agent_proto::AgentClient,
+    plans: Vec<GuestMount>,
+    container: &str,
+) -> Result<Vec<serde_json::Value>, CriError> {
+    let mut binds = Vec::new();
+    for p in plans {
+        match p {
+            GuestMount::Skip(why) => {
+                tracing::debug!(%container, "mount not passed into the pod VM: {why}");
+            }
+            GuestMount::Copy {
+                dir,
+                files,
+                file,
+                container_path,
+                readonly,
+            } => {
+                let path = agent
+                    .put_files(pb::PutFilesRequest { dir, files })
+                    .await
+                    .map_err(|s| agent_error("PutFiles", s))?
+                    .into_inner()
+                    .path;
+                let source = match file {
+                    Some(f) => format!("{path}/{f}"),
+                    None => path,
+                };
+                binds.push(volumes::oci_bind(&source, &container_path, readonly));
+            }
+            GuestMount::EmptyDir {
+                name,
+                sub,
+                container_path,
+                readonly,
+            } => {
+                if !sub.as_os_str().is_empty() {
+                    return Err(CriError::InvalidArgument(format!(
+                        "subPath {:?} of emptyDir {name:?}: subPaths of emptyDirs are not supported in pod VMs yet",
+                        sub.display()
+                    )));
+                }
+                let source = agent
+                    .ensure_empty_dir(pb::EnsureEmptyDirRequest { name })
+                    .await
+                    .map_err(|s| agent_error("EnsureEmptyDir", s))?
+                    .into_inner()
+                    .path;
+                binds.push(volumes::oci_bind(&source, &container_path, readonly));
+            }
+        }
+    }
+    Ok(binds)
+}
+
 fn serial_for(image_id: &str) -> String {
     let hex = image_id.trim_start_matches("sha256:");
     format!("img-{}", &hex[..16.min(hex.len())])
@@ -81,15 +138,27 @@ impl Runtime {
             )));
         }
         let name = container_name(&config);
-        if !config.mounts.is_empty() || !config.devices.is_empty() {
-            // No shared filesystem into the pod VM yet: say so rather than drop them unseen.
+        if !config.devices.is_empty() {
+            // No device passthrough into the pod VM yet: say so rather than drop them unseen.
             tracing::warn!(
                 container = %name,
-                mounts = config.mounts.len(),
                 devices = config.devices.len(),
-                "host mounts and devices are not passed into the pod VM; the container runs without them"
+                "host devices are not passed into the pod VM; the container runs without them"
             );
         }
+        let mounts = config.mounts.clone();
+        let plans = tokio::task::spawn_blocking(move || {
+            mounts
+                .iter()
+                .map(volumes::plan)
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| CriError::Internal(e.to_string()))?
+        .map_err(|e| match e {
+            volumes::VolumeError::Refused(m) => CriError::InvalidArgument(m),
+            volumes::VolumeError::Read(m) => CriError::Internal(m),
+        })?;
         if let Some(other) = self
             .state
             .containers_of(&sandbox.id)
@@ -130,6 +199,11 @@ impl Runtime {
         let _guard = lock.lock().await;
         let mount_point = self.attach_image(&sandbox.id, &image_rec).await?;
         let mut agent = self.agent(&sandbox.id).await?;
+        let mut spec = spec;
+        let binds = guest_mounts(&mut agent, plans, &name).await?;
+        if let Some(m) = spec["mounts"].as_array_mut() {
+            m.extend(binds);
+        }
         let id = new_id();
         let spec_json = serde_json::to_vec(&spec).map_err(|e| CriError::Internal(e.to_string()))?;
         agent

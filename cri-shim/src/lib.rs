@@ -3,7 +3,8 @@
 //! [`server`] serves `runtime.v1` RuntimeService and ImageService on a Unix socket; the
 //! runtime ([`runtime::Runtime`]) keeps sandboxes and containers in [`state`], starts one
 //! `kennel-vmm` per sandbox ([`vm`], [`sandbox`]) and drives the kennel-agent inside it
-//! ([`container`]); [`oci`] turns CRI container configs into OCI specs; [`logs`] writes
+//! ([`container`]); [`oci`] turns CRI container configs into OCI specs; [`volumes`] turns CRI mounts into copied
+//! volumes and emptyDirs inside the guest; [`logs`] writes
 //! CRI-format log files; [`image_service`] serves images from the `images` store; [`uds`] and
 //! [`authority`] let clients that send any HTTP/2 `:authority` on the socket in; [`streaming`]
 //! serves the URLs of `Exec`/`Attach`/`PortForward` (with [`fanout`] sharing container output
@@ -27,3 +28,4 @@ pub mod stop;
 pub mod streaming;
 pub mod uds;
 pub mod vm;
+pub mod volumes;

@@ -5,6 +5,7 @@
 
 mod cgroup;
 mod container;
+mod files;
 mod forward;
 mod oomd;
 mod pid1;
@@ -200,6 +201,7 @@ async fn run(cli: Cli, guest: bool) -> Result<()> {
             sys_block: cli.sys_block_dir.clone(),
             dev: cli.dev_dir.clone(),
         },
+        volume_roots: files::Roots::under(&cli.state_dir),
         shutdown: shutdown_tx,
     };
     let svc = agent_proto::pb::agent_server::AgentServer::new(service);

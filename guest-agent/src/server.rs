@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 use crate::container::plan::RootfsInput;
 use crate::container::stdio::Reader;
 use crate::container::{ContainerError, Containers};
+use crate::files::{self, FilesError};
 use crate::reaper::Exit;
 use crate::sandbox::{self, SandboxError};
 use crate::storage::{self, BlockPaths, StorageError};
@@ -33,6 +34,8 @@ pub struct AgentService {
     pub sandbox_paths: sandbox::Paths,
     /// Block device locations.
     pub block_paths: BlockPaths,
+    /// Where copied volumes and emptyDirs live.
+    pub volume_roots: files::Roots,
     /// Told once DestroySandbox has cleaned up.
     pub shutdown: mpsc::Sender<Shutdown>,
 }
@@ -69,6 +72,16 @@ impl From<StorageError> for Status {
             StorageError::InvalidArgument { .. } => Status::invalid_argument(msg),
             StorageError::NotFound(_) => Status::not_found(msg),
             StorageError::Io { .. } => Status::internal(msg),
+        }
+    }
+}
+
+impl From<FilesError> for Status {
+    fn from(e: FilesError) -> Self {
+        let msg = error_chain(&e);
+        match e {
+            FilesError::InvalidArgument { .. } => Status::invalid_argument(msg),
+            FilesError::Io { .. } => Status::internal(msg),
         }
     }
 }
@@ -128,6 +141,34 @@ impl Agent for AgentService {
         .await?;
         Ok(Response::new(pb::MountStorageResponse {
             device: dev.display().to_string(),
+        }))
+    }
+
+    async fn put_files(
+        &self,
+        req: Request<pb::PutFilesRequest>,
+    ) -> Result<Response<pb::GuestPathResponse>, Status> {
+        let req = req.into_inner();
+        let roots = self.volume_roots.clone();
+        let path = tokio::task::spawn_blocking(move || files::put_files(&roots, &req))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(pb::GuestPathResponse {
+            path: path.display().to_string(),
+        }))
+    }
+
+    async fn ensure_empty_dir(
+        &self,
+        req: Request<pb::EnsureEmptyDirRequest>,
+    ) -> Result<Response<pb::GuestPathResponse>, Status> {
+        let name = req.into_inner().name;
+        let roots = self.volume_roots.clone();
+        let path = tokio::task::spawn_blocking(move || files::ensure_empty_dir(&roots, &name))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(pb::GuestPathResponse {
+            path: path.display().to_string(),
         }))
     }
 

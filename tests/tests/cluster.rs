@@ -78,6 +78,10 @@ spec:
       valueFrom: {{configMapKeyRef: {{name: late, key: k}}}}
     resources:
       requests: {{memory: 8Mi}}
+    volumeMounts:
+    - {{name: cfg, mountPath: /etc/cfg}}
+    - {{name: sec, mountPath: /etc/sec}}
+    - {{name: scratch, mountPath: /scratch}}
   - name: kubia
     image: {reg}/kubia:latest
     ports: [{{name: http, containerPort: 8080, hostPort: 18080}}]
@@ -92,6 +96,14 @@ spec:
       periodSeconds: 20
       timeoutSeconds: 20
       failureThreshold: 5
+  volumes:
+  - name: cfg
+    configMap: {{name: cfg}}
+  - name: sec
+    # 0400
+    secret: {{secretName: sec, defaultMode: 256}}
+  - name: scratch
+    emptyDir: {{}}
 "#
     )
 }
@@ -434,6 +446,15 @@ async fn kennel_up_end_to_end() {
     // kubectl exec (stdout/stderr/exit code, stdin, a terminal's size) and port-forward to
     // kubia, with kubectl 1.32 (WebSocket) and 1.27 (SPDY).
     streaming::check(&c, "envpod", "main", 8080, "You've hit envpod");
+    // Volumes copied into the VM: a configMap, a secret (mode 0400, on the guest's tmpfs) and
+    // an emptyDir the container writes.
+    let ex = |cmd: &str| c.k(&["exec", "envpod", "-c", "main", "--", "sh", "-c", cmd]);
+    assert_eq!(ex("cat /etc/cfg/color").trim(), "blue");
+    assert_eq!(
+        ex("cat /etc/sec/password; echo; stat -L -c %a /etc/sec/password").trim(),
+        "s3cret\n400"
+    );
+    assert_eq!(ex("echo hi > /scratch/f && cat /scratch/f").trim(), "hi");
     // --- kubia behind a Service: endpoints from the controller, ClusterIP and NodePort through
     // kennel-proxy, from the node (busybox wget segfaulted inside the guest, so a pod as the
     // client is left for later) ---

@@ -7,12 +7,15 @@
 //! serving kubia to the node namespace; OOMKilled; a kennel-cri restart re-attaching to the
 //! running VM; the same CRI contract checked by a Python grpcio client (`cri/client.py`) with
 //! each `:authority` gRPC clients send on a Unix socket; CRI streaming (`cri/streaming.rs`:
-//! Exec, Attach and PortForward URLs over WebSocket); stop/remove of the sandbox.
+//! Exec, Attach and PortForward URLs over WebSocket); volumes from CRI mounts shaped as kubelet
+//! sends them (`cri/volumes.rs`); stop/remove of the sandbox.
 
 #[path = "cri/harness.rs"]
 mod harness;
 #[path = "cri/streaming.rs"]
 mod streaming;
+#[path = "cri/volumes.rs"]
+mod volumes;
 #[path = "cri/ws.rs"]
 mod ws;
 
@@ -494,14 +497,13 @@ async fn cri_runtime_end_to_end() {
     assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
 
     // --- a long-running container: exec, DNS, hostname, stats, stop ---
-    let sleeper = create_start(
-        &mut cri,
-        &pod,
-        &cfg,
-        container_config("sleeper", &busybox, &["sleep", "3600"], 0),
-    )
-    .await;
+    let vols = volumes::lay_out(cri.dir.path());
+    let mut sleeper_cfg = container_config("sleeper", &busybox, &["sleep", "3600"], 0);
+    sleeper_cfg.mounts = volumes::sleeper_mounts(&vols);
+    let sleeper = create_start(&mut cri, &pod, &cfg, sleeper_cfg).await;
     wait_state(&mut cri, &sleeper, cri::ContainerState::ContainerRunning).await;
+    // --- volumes: a kubelet configMap dir copied in (ro, subPath), a shared emptyDir ---
+    volumes::checks(&mut cri, &pod, &cfg, &busybox, &sleeper, &vols).await;
     let r = exec(&mut cri, &sleeper, &["cat", "/etc/resolv.conf"], 0)
         .await
         .expect("ExecSync");

@@ -552,7 +552,10 @@ fn split_subscript(path: &str) -> Option<(&str, &str)> {
     (!head.is_empty()).then_some((head, key))
 }
 
-fn field_ref_value(ctx: &EnvContext, fs: &ObjectFieldSelector) -> Result<String, EnvError> {
+pub(crate) fn field_ref_value(
+    ctx: &EnvContext,
+    fs: &ObjectFieldSelector,
+) -> Result<String, EnvError> {
     let version = fs
         .api_version
         .as_deref()
@@ -756,7 +759,7 @@ fn ceil_div(a: i64, b: i64) -> i64 {
     }
 }
 
-fn resource_field_value(
+pub(crate) fn resource_field_value(
     ctx: &EnvContext,
     container: &Container,
     fs: &ResourceFieldSelector,

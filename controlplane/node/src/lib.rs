@@ -16,3 +16,4 @@ pub mod pod;
 pub mod probe;
 pub mod server;
 pub mod stream;
+pub mod volume;

@@ -105,8 +105,9 @@ impl AsyncWrite for PodConn {
     }
 }
 
-/// How long one connect to the pod may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one connect to the pod may take (a busy emulated guest took over 10 s to answer
+/// the forwarder; upstream runtimes allow 30 s for a stream to be set up).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Connects to `ip:port` from network namespace `netns` (None = kennel-cri's own).
 pub async fn dial(netns: Option<String>, ip: Ipv4Addr, port: u16) -> io::Result<TcpStream> {

@@ -6,6 +6,7 @@ pub mod probing;
 pub mod pull;
 pub mod spec;
 pub mod status;
+pub mod volumes;
 pub mod worker;
 
 use std::collections::{HashMap, HashSet};

@@ -212,6 +212,7 @@ fn field_path(kind: &str, name: &str) -> Option<String> {
 /// Removes the log directory of pod `uid` (`<root>/<ns>_<name>_<uid>`), as kubelet does once a
 /// pod is gone.
 fn remove_logs(env: &PodEnv, uid: &str) {
+    super::volumes::remove(env, uid);
     let suffix = format!("_{uid}");
     let Ok(dir) = std::fs::read_dir(&env.sandbox.logs_root) else {
         return;
@@ -673,6 +674,17 @@ async fn create_start(
             return Err(StartError::Config(msg));
         }
     };
+    let mounts = match super::volumes::prepare(env, pod, c, &st.pod_ips).await {
+        Ok(m) => m,
+        Err(msg) => {
+            if st.waiting.get(&c.name).map(|w| &w.1) != Some(&msg) {
+                event(env, pod, true, "FailedMount", msg.clone(), None).await;
+            }
+            st.waiting
+                .insert(c.name.clone(), ("ContainerCreating".into(), msg.clone()));
+            return Err(StartError::Config(msg));
+        }
+    };
     let image = c.image.clone().unwrap_or_default();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let pull_key = format!("{uid}/{}/pull", c.name);
@@ -703,7 +715,8 @@ async fn create_start(
         return Err(e.into());
     }
     env.backoff.lock().expect("backoff lock").reset(&pull_key);
-    let cfg = spec::container_config(pod, c, kind, attempt, vars);
+    let mut cfg = spec::container_config(pod, c, kind, attempt, vars);
+    cfg.mounts = mounts;
     let id = match env
         .cri
         .create_container(sandbox, cfg, sandbox_cfg.clone())

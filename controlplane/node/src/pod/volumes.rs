@@ -1,0 +1,67 @@
+//! The worker's side of volumes: fetch the ConfigMaps/Secrets a pod's volumes read, lay the
+//! volumes out on the host ([`crate::volume::prepare`]) and give each container its CRI mounts.
+
+use std::collections::BTreeMap;
+
+use k8s_cri::v1 as cri;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use kube::api::Api;
+
+use super::worker::PodEnv;
+
+/// Writes the pod's volumes and returns `c`'s mounts; the error is the FailedMount message.
+pub async fn prepare(
+    env: &PodEnv,
+    pod: &Pod,
+    c: &Container,
+    pod_ips: &[String],
+) -> Result<Vec<cri::Mount>, String> {
+    let root = env.sandbox.logs_root.clone();
+    let mounts = crate::volume::mounts(&root, pod, c).map_err(|e| e.to_string())?;
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let refs = crate::volume::referenced(pod);
+    let mut config_maps = BTreeMap::new();
+    let cm_api: Api<ConfigMap> = Api::namespaced(env.client.clone(), &ns);
+    for name in refs.config_maps.keys() {
+        if let Some(cm) = cm_api.get_opt(name).await.map_err(|e| e.to_string())? {
+            config_maps.insert(name.clone(), cm);
+        }
+    }
+    let mut secrets = BTreeMap::new();
+    let s_api: Api<Secret> = Api::namespaced(env.client.clone(), &ns);
+    for name in refs.secrets.keys() {
+        if let Some(s) = s_api.get_opt(name).await.map_err(|e| e.to_string())? {
+            secrets.insert(name.clone(), s);
+        }
+    }
+    let alloc = env.allocatable.lock().expect("allocatable lock").clone();
+    let host_ips = vec![env.host_ip.clone()];
+    let ctx = crate::env::EnvContext {
+        pod,
+        node_name: &env.node_name,
+        host_ips: &host_ips,
+        pod_ips,
+        allocatable_cpu: alloc.get("cpu"),
+        allocatable_memory: alloc.get("memory"),
+        allocatable_ephemeral_storage: alloc.get("ephemeral-storage"),
+        config_maps: &config_maps,
+        secrets: &secrets,
+        services: &[],
+        master_service: None,
+    };
+    crate::volume::prepare(&root, &ctx).map_err(|e| e.to_string())?;
+    Ok(mounts)
+}
+
+/// Removes the pod's volume directories (`<pods-root>/<uid>`) once the pod is gone.
+pub fn remove(env: &PodEnv, uid: &str) {
+    if uid.is_empty() {
+        return;
+    }
+    let dir = env.sandbox.logs_root.join(uid);
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!("removing {}: {e}", dir.display()),
+    }
+}
