@@ -5,11 +5,9 @@
 //! cordoned nodes still run them. Also the node a daemon pod targets and the affinity that
 //! pins a new pod to its node (upstream `ReplaceDaemonSetPodNodeNameNodeAffinity`).
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
-    PodSpec, Taint, Toleration,
+    PodSpec, Toleration,
 };
 
 /// The field a daemon pod's node affinity pins (`metadata.name`).
@@ -54,68 +52,11 @@ pub fn add_daemon_tolerations(spec: &mut PodSpec) {
     }
 }
 
-/// Whether `t` tolerates `taint` (upstream `Toleration.ToleratesTaint`): an empty effect
-/// matches every effect, an empty key with `Exists` every key.
-pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
-    if let Some(e) = t.effect.as_deref().filter(|e| !e.is_empty()) {
-        if e != taint.effect {
-            return false;
-        }
-    }
-    if let Some(k) = t.key.as_deref().filter(|k| !k.is_empty()) {
-        if k != taint.key {
-            return false;
-        }
-    }
-    match t.operator.as_deref().unwrap_or("") {
-        "" | "Equal" => t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
-        "Exists" => true,
-        _ => false,
-    }
-}
-
-fn requirement_matches(r: &NodeSelectorRequirement, got: Option<&String>) -> bool {
-    let vals = r.values.as_deref().unwrap_or_default();
-    match r.operator.as_str() {
-        "In" => got.is_some_and(|g| vals.contains(g)),
-        "NotIn" => got.is_none_or(|g| !vals.contains(g)),
-        "Exists" => got.is_some(),
-        "DoesNotExist" => got.is_none(),
-        "Gt" | "Lt" => {
-            let (Some(g), [v]) = (got, vals) else {
-                return false;
-            };
-            let (Ok(g), Ok(v)) = (g.parse::<i64>(), v.parse::<i64>()) else {
-                return false;
-            };
-            if r.operator == "Gt" {
-                g > v
-            } else {
-                g < v
-            }
-        }
-        _ => false,
-    }
-}
-
-/// A node selector term (labels by `matchExpressions`, the name by `matchFields`
-/// `metadata.name` In/NotIn, ANDed); a term with neither matches nothing.
-pub fn term_matches(t: &NodeSelectorTerm, node: &str, labels: &BTreeMap<String, String>) -> bool {
-    let exprs = t.match_expressions.as_deref().unwrap_or_default();
-    let fields = t.match_fields.as_deref().unwrap_or_default();
-    if exprs.is_empty() && fields.is_empty() {
-        return false;
-    }
-    let name = node.to_string();
-    exprs
-        .iter()
-        .all(|r| requirement_matches(r, labels.get(&r.key)))
-        && fields.iter().all(|r| {
-            r.key == NODE_NAME_FIELD
-                && matches!(r.operator.as_str(), "In" | "NotIn")
-                && requirement_matches(r, Some(&name))
-        })
-}
+// Toleration and node-selector-term matching are the scheduler's own (one reading of the
+// upstream rules for both): the DaemonSet must place pods exactly where the scheduler would
+// accept them.
+pub use kennel_scheduler::plugins::taints::tolerates;
+pub use kennel_scheduler::selector::term_matches;
 
 /// Upstream `GetRequiredNodeAffinity(pod).Match(node)`: the `nodeSelector` and any of the
 /// required node affinity terms.
