@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use super::handlers::json_response;
-use super::registry::{self, group_versions, ResourceDef, VERBS};
+use super::registry::{self, group_versions, ResourceDef};
 use super::status::ApiError;
 
 /// Kubernetes version this server reports.
@@ -38,7 +38,7 @@ fn resource_entries(gv_group: &str, gv_version: &str) -> Vec<Value> {
             "singularName": r.singular,
             "namespaced": r.namespaced,
             "kind": r.kind,
-            "verbs": VERBS,
+            "verbs": r.verbs(),
         });
         if !r.short_names.is_empty() {
             e["shortNames"] = json!(r.short_names);
@@ -48,15 +48,7 @@ fn resource_entries(gv_group: &str, gv_version: &str) -> Vec<Value> {
         }
         out.push(e);
         for sub in r.subresources {
-            let (kind, group, version, verbs): (&str, &str, &str, &[&str]) = match *sub {
-                "scale" => ("Scale", "autoscaling", "v1", &["get", "patch", "update"]),
-                "binding" => ("Binding", "", "v1", &["create"]),
-                "log" => (r.kind, r.group, r.version, &["get"]),
-                "exec" => ("PodExecOptions", "", "v1", &["create", "get"]),
-                "attach" => ("PodAttachOptions", "", "v1", &["create", "get"]),
-                "portforward" => ("PodPortForwardOptions", "", "v1", &["create", "get"]),
-                _ => (r.kind, r.group, r.version, &["get", "patch", "update"]),
-            };
+            let (kind, group, version, verbs) = registry::subresource_kind(r, sub);
             let mut e = json!({
                 "name": format!("{}/{sub}", r.plural),
                 "singularName": "",
@@ -172,15 +164,7 @@ fn aggregated_resource(r: &ResourceDef) -> Value {
         .subresources
         .iter()
         .map(|sub| {
-            let (kind, group, version, verbs): (&str, &str, &str, &[&str]) = match *sub {
-                "scale" => ("Scale", "autoscaling", "v1", &["get", "patch", "update"]),
-                "binding" => ("Binding", "", "v1", &["create"]),
-                "log" => (r.kind, r.group, r.version, &["get"]),
-                "exec" => ("PodExecOptions", "", "v1", &["create", "get"]),
-                "attach" => ("PodAttachOptions", "", "v1", &["create", "get"]),
-                "portforward" => ("PodPortForwardOptions", "", "v1", &["create", "get"]),
-                _ => (r.kind, r.group, r.version, &["get", "patch", "update"]),
-            };
+            let (kind, group, version, verbs) = registry::subresource_kind(r, sub);
             json!({"subresource": sub, "responseKind": {"group": group, "version": version, "kind": kind}, "verbs": verbs})
         })
         .collect();
@@ -189,7 +173,7 @@ fn aggregated_resource(r: &ResourceDef) -> Value {
         "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
         "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
         "singularResource": r.singular,
-        "verbs": VERBS,
+        "verbs": r.verbs(),
         "subresources": subs,
     });
     if !r.short_names.is_empty() {

@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod admission;
+pub mod auth;
 pub mod convert;
 pub mod crd;
 pub mod defaults;

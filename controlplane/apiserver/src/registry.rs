@@ -94,6 +94,20 @@ impl ResourceDef {
         }
     }
 
+    /// Whether the resource is a review (create-only, never stored: access and token reviews).
+    pub fn is_review(&self) -> bool {
+        matches!(self.group, "authorization.k8s.io" | "authentication.k8s.io")
+    }
+
+    /// The verbs discovery lists for the resource.
+    pub fn verbs(&self) -> &'static [&'static str] {
+        if self.is_review() {
+            &["create"]
+        } else {
+            VERBS
+        }
+    }
+
     /// Whether the resource has a subresource.
     pub fn has(&self, sub: &str) -> bool {
         self.subresources.contains(&sub)
@@ -120,7 +134,7 @@ pub static RESOURCES: &[ResourceDef] = &[
     res!("", "v1", "secrets", "secret", "Secret", true, [], [], []),
     res!("", "v1", "nodes", "node", "Node", false, ["no"], [], ["status"]),
     res!("", "v1", "events", "event", "Event", true, ["ev"], [], []),
-    res!("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", true, ["sa"], [], []),
+    res!("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", true, ["sa"], [], ["token"]),
     res!("", "v1", "persistentvolumes", "persistentvolume", "PersistentVolume", false, ["pv"], [], ["status"]),
     res!("", "v1", "persistentvolumeclaims", "persistentvolumeclaim", "PersistentVolumeClaim", true, ["pvc"], [], ["status"]),
     res!("", "v1", "limitranges", "limitrange", "LimitRange", true, ["limits"], [], []),
@@ -142,7 +156,39 @@ pub static RESOURCES: &[ResourceDef] = &[
     res!("events.k8s.io", "v1", "events", "event", "Event", true, [], [], []),
     res!("apiextensions.k8s.io", "v1", "customresourcedefinitions", "customresourcedefinition", "CustomResourceDefinition", false, ["crd", "crds"], [], ["status"]),
     res!("storage.k8s.io", "v1", "storageclasses", "storageclass", "StorageClass", false, ["sc"], [], []),
+    res!("rbac.authorization.k8s.io", "v1", "roles", "role", "Role", true, [], [], []),
+    res!("rbac.authorization.k8s.io", "v1", "clusterroles", "clusterrole", "ClusterRole", false, [], [], []),
+    res!("rbac.authorization.k8s.io", "v1", "rolebindings", "rolebinding", "RoleBinding", true, [], [], []),
+    res!("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "clusterrolebinding", "ClusterRoleBinding", false, [], [], []),
+    res!("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "selfsubjectaccessreview", "SelfSubjectAccessReview", false, [], [], []),
+    res!("authorization.k8s.io", "v1", "selfsubjectrulesreviews", "selfsubjectrulesreview", "SelfSubjectRulesReview", false, [], [], []),
+    res!("authorization.k8s.io", "v1", "subjectaccessreviews", "subjectaccessreview", "SubjectAccessReview", false, [], [], []),
+    res!("authorization.k8s.io", "v1", "localsubjectaccessreviews", "localsubjectaccessreview", "LocalSubjectAccessReview", true, [], [], []),
+    res!("authentication.k8s.io", "v1", "tokenreviews", "tokenreview", "TokenReview", false, [], [], []),
+    res!("authentication.k8s.io", "v1", "selfsubjectreviews", "selfsubjectreview", "SelfSubjectReview", false, [], [], []),
 ];
+
+/// Kind, group, version and verbs of a subresource of `r`, as discovery lists it.
+pub fn subresource_kind(
+    r: &ResourceDef,
+    sub: &str,
+) -> (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+) {
+    match sub {
+        "scale" => ("Scale", "autoscaling", "v1", &["get", "patch", "update"]),
+        "binding" => ("Binding", "", "v1", &["create"]),
+        "log" => (r.kind, r.group, r.version, &["get"]),
+        "exec" => ("PodExecOptions", "", "v1", &["create", "get"]),
+        "attach" => ("PodAttachOptions", "", "v1", &["create", "get"]),
+        "portforward" => ("PodPortForwardOptions", "", "v1", &["create", "get"]),
+        "token" => ("TokenRequest", "authentication.k8s.io", "v1", &["create"]),
+        _ => (r.kind, r.group, r.version, &["get", "patch", "update"]),
+    }
+}
 
 /// Every served resource: the built-in ones, then the custom resources of CRDs.
 pub fn all() -> Vec<&'static ResourceDef> {

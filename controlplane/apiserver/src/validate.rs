@@ -2,7 +2,8 @@
 //! validation Kubernetes answers with 422 Invalid.
 
 use k8s_openapi::api::{
-    apps, autoscaling, batch, coordination, core, discovery, events, networking, policy, storage,
+    apps, autoscaling, batch, coordination, core, discovery, events, networking, policy, rbac,
+    storage,
 };
 use serde_json::Value;
 
@@ -55,6 +56,10 @@ pub fn roundtrip(kind: &str, v: &Value) -> Result<Value, ApiError> {
         "Ingress" => rt!(networking::v1::Ingress),
         "IngressClass" => rt!(networking::v1::IngressClass),
         "Binding" => rt!(core::v1::Binding),
+        "Role" => rt!(rbac::v1::Role),
+        "ClusterRole" => rt!(rbac::v1::ClusterRole),
+        "RoleBinding" => rt!(rbac::v1::RoleBinding),
+        "ClusterRoleBinding" => rt!(rbac::v1::ClusterRoleBinding),
         "Scale" => rt!(autoscaling::v1::Scale),
         "CustomResourceDefinition" => rt!(
             k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition
