@@ -29,5 +29,5 @@ pub mod testing;
 pub mod validate;
 
 pub use handlers::ApiState;
-pub use server::{bootstrap, router, serve, Tokens};
+pub use server::{bootstrap, router, serve};
 pub use start::{start, ApiServerConfig, ApiServerError, RunningApiServer, StoreConfig};

@@ -188,6 +188,15 @@ fn special(name: &str, buf: &[u8]) -> Result<Option<Value>, ProtobufError> {
             json!(t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
         }
         "resource.Quantity" => string(bytes(1).unwrap_or_default()),
+        // `ExtraValue` (a repeated string) is a plain list in JSON.
+        "authorization/v1.ExtraValue" | "authentication/v1.ExtraValue" => Value::Array(
+            fs.iter()
+                .filter_map(|(t, w)| match w {
+                    Wire::Bytes(b) if *t == 1 => Some(string(b)),
+                    _ => None,
+                })
+                .collect(),
+        ),
         "intstr.IntOrString" => {
             if int(1) == Some(1) {
                 string(bytes(3).unwrap_or_default())

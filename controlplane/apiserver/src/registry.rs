@@ -99,10 +99,17 @@ impl ResourceDef {
         matches!(self.group, "authorization.k8s.io" | "authentication.k8s.io")
     }
 
+    /// Whether the resource is a resource-metrics view (`metrics.k8s.io`: read-only, never stored).
+    pub fn is_metrics(&self) -> bool {
+        self.group == "metrics.k8s.io"
+    }
+
     /// The verbs discovery lists for the resource.
     pub fn verbs(&self) -> &'static [&'static str] {
         if self.is_review() {
             &["create"]
+        } else if self.is_metrics() {
+            &["get", "list"]
         } else {
             VERBS
         }
@@ -166,6 +173,8 @@ pub static RESOURCES: &[ResourceDef] = &[
     res!("authorization.k8s.io", "v1", "localsubjectaccessreviews", "localsubjectaccessreview", "LocalSubjectAccessReview", true, [], [], []),
     res!("authentication.k8s.io", "v1", "tokenreviews", "tokenreview", "TokenReview", false, [], [], []),
     res!("authentication.k8s.io", "v1", "selfsubjectreviews", "selfsubjectreview", "SelfSubjectReview", false, [], [], []),
+    res!("metrics.k8s.io", "v1beta1", "nodes", "", "NodeMetrics", false, [], [], []),
+    res!("metrics.k8s.io", "v1beta1", "pods", "", "PodMetrics", true, [], [], []),
 ];
 
 /// Kind, group, version and verbs of a subresource of `r`, as discovery lists it.

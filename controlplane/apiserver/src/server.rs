@@ -1,12 +1,11 @@
 //! The HTTP(S) server: routes, bearer-token authentication, TLS accept loop, bootstrap objects.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{Path as AxPath, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -16,35 +15,15 @@ use hyper_util::service::TowerToHyperService;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use tower::ServiceExt;
+
+use super::auth::audit::PeerAddr;
+use super::auth::filter::PeerCert;
 use super::discovery;
 use super::handlers::{dispatch, encode, json_response, stream, ApiState};
 use super::registry;
 use super::status::ApiError;
 use kennel_store::StoreError;
-
-/// Accepted bearer tokens; `None` disables authentication (plain local testing only).
-pub type Tokens = Option<Arc<HashSet<String>>>;
-
-async fn auth(State(tokens): State<Tokens>, req: Request, next: Next) -> Response {
-    let Some(tokens) = tokens else {
-        return next.run(req).await;
-    };
-    let path = req.uri().path();
-    if matches!(path, "/healthz" | "/livez" | "/readyz") {
-        return next.run(req).await;
-    }
-    let ok = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| tokens.contains(t.trim()));
-    if ok {
-        next.run(req).await
-    } else {
-        ApiError::Unauthorized.into_response()
-    }
-}
 
 /// Runs a handler; a panic in it answers 500 InternalError instead of resetting the
 /// connection (the server and every other request carry on).
@@ -72,6 +51,21 @@ async fn resources(State(state): State<ApiState>, req: Request) -> Response {
 async fn route_request(state: ApiState, req: Request) -> Response {
     // The streaming subresources keep the whole request: their upgrade is proxied to the node.
     if let Ok(Some(t)) = crate::request::parse_path(req.uri().path()) {
+        if t.def.is_metrics() {
+            if req.method() != Method::GET || t.sub.is_some() {
+                return ApiError::MethodNotAllowed.into_response();
+            }
+            let query = crate::request::parse_query(req.uri().query());
+            return crate::handlers::metrics::handle(&state, &t, &query).await;
+        }
+        if crate::auth::reviews::handles(&t, req.method()) {
+            let (parts, body) = req.into_parts();
+            let body = match crate::handlers::read_body(body).await {
+                Ok(b) => b,
+                Err(e) => return e.into_response(),
+            };
+            return crate::auth::reviews::handle(&state, &t, &parts.headers, &body).await;
+        }
         if let Some(kind) = t.sub.as_deref().and_then(stream::Kind::of) {
             if t.def.plural == "pods" && t.def.group.is_empty() && t.name.is_some() {
                 if !matches!(*req.method(), Method::GET | Method::POST) {
@@ -89,8 +83,9 @@ fn ok_text() -> Response {
     (StatusCode::OK, "ok").into_response()
 }
 
-/// Builds the router for `state`, requiring one of `tokens` when set.
-pub fn router(state: ApiState, tokens: Tokens) -> Router {
+/// Builds the router for `state`: every request passes the auth filter (authentication,
+/// impersonation, authorization, audit) first.
+pub fn router(state: ApiState) -> Router {
     Router::new()
         .route(
             "/version",
@@ -134,8 +129,11 @@ pub fn router(state: ApiState, tokens: Tokens) -> Router {
             }),
         )
         .fallback(resources)
-        .with_state(state)
-        .layer(middleware::from_fn_with_state(tokens, auth))
+        .with_state(state.clone())
+        .layer(middleware::from_fn_with_state(
+            state,
+            crate::auth::filter::filter,
+        ))
 }
 
 /// Creates the objects every cluster starts with (namespaces, the `kubernetes` service).
@@ -194,13 +192,29 @@ pub async fn serve(
             }
         };
         let _ = sock.set_nodelay(true);
-        let svc = TowerToHyperService::new(router.clone());
+        let router = router.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let builder = auto::Builder::new(TokioExecutor::new());
+            let with_peer = |cert: PeerCert| {
+                TowerToHyperService::new(router.map_request(
+                    move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(cert.clone());
+                        req.extensions_mut().insert(PeerAddr(peer));
+                        req
+                    },
+                ))
+            };
             let res = match acceptor {
                 Some(acc) => match acc.accept(sock).await {
                     Ok(tls) => {
+                        let cert = tls
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .map(|c| Arc::new(c.to_vec()));
+                        let svc = with_peer(PeerCert(cert));
                         builder
                             .serve_connection_with_upgrades(TokioIo::new(tls), svc)
                             .await
@@ -211,6 +225,7 @@ pub async fn serve(
                     }
                 },
                 None => {
+                    let svc = with_peer(PeerCert(None));
                     builder
                         .serve_connection_with_upgrades(TokioIo::new(sock), svc)
                         .await

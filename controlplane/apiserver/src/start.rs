@@ -2,7 +2,6 @@
 //! compaction, create bootstrap objects, load or generate credentials (and the client for node
 //! agents), bind, write the admin kubeconfig, serve.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,6 +22,15 @@ pub enum ApiServerError {
     /// Credentials could not be created.
     #[error("pki: {0}")]
     Pki(#[from] pki::PkiError),
+    /// Authentication could not be set up (e.g. a malformed token file).
+    #[error("authentication: {0}")]
+    Authn(#[from] crate::auth::authn::AuthnError),
+    /// An admission plugin named to disable is not one this server has.
+    #[error("unknown admission plugin {0:?} (known: ServiceAccount)")]
+    AdmissionPlugin(String),
+    /// The audit log or policy could not be opened.
+    #[error("audit: {0}")]
+    Audit(#[from] crate::auth::audit::AuditError),
     /// The token file could not be read.
     #[error("token file {path}: {source}")]
     TokenFile {
@@ -80,6 +88,17 @@ pub struct ApiServerConfig {
     /// `--event-ttl`, 1 h by default).
     #[serde(default = "default_event_ttl")]
     pub event_ttl_secs: u64,
+    /// Audit log file (JSON lines), upstream's `--audit-log-path`.
+    #[serde(default)]
+    pub audit_log: Option<PathBuf>,
+    /// Audit policy file, upstream's `--audit-policy-file` (Metadata for every request when unset).
+    #[serde(default)]
+    pub audit_policy: Option<PathBuf>,
+    /// Admission plugins switched off, upstream's `--disable-admission-plugins` (only
+    /// `ServiceAccount` can be: without a controller manager no namespace gets its `default`
+    /// ServiceAccount, and that plugin refuses pods then, as upstream's does).
+    #[serde(default)]
+    pub disable_admission_plugins: Vec<String>,
 }
 
 fn default_event_ttl() -> u64 {
@@ -99,19 +118,11 @@ impl ApiServerConfig {
             token_file: None,
             service_network: ServiceNetwork::default(),
             event_ttl_secs: default_event_ttl(),
+            audit_log: None,
+            audit_policy: None,
+            disable_admission_plugins: Vec::new(),
         }
     }
-}
-
-/// Tokens (first column) of a static token file; blank lines and `#` comments are skipped.
-pub fn parse_token_file(text: &str) -> Vec<String> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(|l| l.split(',').next())
-        .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty())
-        .collect()
 }
 
 fn yes() -> bool {
@@ -166,8 +177,19 @@ async fn serve_stored_crds(store: &dyn Store) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Issuer (`iss`) of the ServiceAccount tokens this server signs (upstream's default
+/// `--service-account-issuer` of kubeadm clusters).
+pub const SA_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+
 /// Starts the API server on the current tokio runtime.
 pub async fn start(cfg: ApiServerConfig) -> Result<RunningApiServer, ApiServerError> {
+    if let Some(p) = cfg
+        .disable_admission_plugins
+        .iter()
+        .find(|p| *p != crate::admission::serviceaccount::PLUGIN_NAME)
+    {
+        return Err(ApiServerError::AdmissionPlugin(p.clone()));
+    }
     let store = open_store(&cfg).await?;
     let compactor = spawn_compactor(store.clone(), CompactionPolicy::default());
     let net = Arc::new(cfg.service_network.clone());
@@ -175,6 +197,10 @@ pub async fn start(cfg: ApiServerConfig) -> Result<RunningApiServer, ApiServerEr
         store: store.clone(),
         kubelet: None,
         services: net.clone(),
+        authn: None,
+        authz: None,
+        audit: None,
+        disabled_admission: Arc::new(cfg.disable_admission_plugins.clone()),
     };
     crate::bootstrap(&state).await?;
     serve_stored_crds(store.as_ref()).await?;
@@ -189,15 +215,40 @@ pub async fn start(cfg: ApiServerConfig) -> Result<RunningApiServer, ApiServerEr
         &pki.ca_pem,
         pki.kubelet_client_token.clone(),
     )?));
-    let mut accepted = HashSet::from([pki.admin_token.clone()]);
-    if let Some(path) = &cfg.token_file {
-        let text = std::fs::read_to_string(path).map_err(|source| ApiServerError::TokenFile {
-            path: path.clone(),
-            source,
-        })?;
-        accepted.extend(parse_token_file(&text));
+    if cfg.auth {
+        // The admin token stays valid next to the admin's client certificate.
+        let mut tokens = format!(
+            "{},{},{},\"{}\"\n",
+            pki.admin_token,
+            pki::client::ADMIN.user,
+            pki::client::ADMIN.user,
+            crate::auth::user::MASTERS
+        );
+        if let Some(path) = &cfg.token_file {
+            let text =
+                std::fs::read_to_string(path).map_err(|source| ApiServerError::TokenFile {
+                    path: path.clone(),
+                    source,
+                })?;
+            tokens.push_str(&text);
+        }
+        state.authn = Some(Arc::new(crate::auth::authn::Authenticator::new(
+            crate::auth::authn::AuthnConfig {
+                store: store.clone(),
+                pki_dir: pki::pki_dir(&cfg.data_dir),
+                static_tokens: tokens,
+                issuer: SA_ISSUER.to_string(),
+            },
+        )?));
+        crate::auth::authz::reconcile_bootstrap_policy(store.as_ref()).await?;
+        state.authz = Some(crate::auth::authz::Authorizer::start(store.clone()).await?);
     }
-    let tokens = cfg.auth.then(|| Arc::new(accepted));
+    if let Some(log) = &cfg.audit_log {
+        state.audit = Some(Arc::new(crate::auth::audit::AuditLog::open(
+            log,
+            cfg.audit_policy.as_deref(),
+        )?));
+    }
     let tls = if cfg.tls {
         Some(pki.server_config()?)
     } else {
@@ -226,7 +277,13 @@ pub async fn start(cfg: ApiServerConfig) -> Result<RunningApiServer, ApiServerEr
         addr.port()
     );
     let kubeconfig = cfg.data_dir.join("admin.kubeconfig");
-    let mut kc = pki.kubeconfig(&url);
+    let mut kc = if cfg.tls {
+        let (cert, key) =
+            pki::client::ensure_client_cert(&pki::pki_dir(&cfg.data_dir), &pki::client::ADMIN)?;
+        pki::client::cert_kubeconfig(&url, &pki.ca_pem, pki::client::ADMIN.user, &cert, &key)
+    } else {
+        pki.kubeconfig(&url)
+    };
     if !cfg.tls {
         kc = kc
             .lines()
@@ -236,7 +293,7 @@ pub async fn start(cfg: ApiServerConfig) -> Result<RunningApiServer, ApiServerEr
         kc.push('\n');
     }
     pki::write_atomic(&kubeconfig, kc.as_bytes())?;
-    let router = crate::router(state, tokens);
+    let router = crate::router(state);
     let server = tokio::spawn(async move {
         if let Err(e) = crate::serve(listener, router, tls).await {
             tracing::error!(error = %e, "API server stopped");
@@ -252,15 +309,4 @@ pub async fn start(cfg: ApiServerConfig) -> Result<RunningApiServer, ApiServerEr
         store,
         tasks: vec![server, compactor, repair, events],
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_file_format() {
-        let t = parse_token_file("# comment\nabc,admin,1,\"system:masters\"\n\n  def , node-1\n");
-        assert_eq!(t, vec!["abc", "def"]);
-    }
 }

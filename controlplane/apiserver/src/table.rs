@@ -153,6 +153,14 @@ fn columns(kind: &str) -> Vec<Col> {
             ("Age", "string", 0),
         ],
         "ServiceAccount" => vec![("Secrets", "integer", 0), ("Age", "string", 0)],
+        "Role" | "ClusterRole" => vec![("Created At", "string", 0)],
+        "RoleBinding" | "ClusterRoleBinding" => vec![
+            ("Role", "string", 0),
+            ("Age", "string", 0),
+            ("Users", "string", 1),
+            ("Groups", "string", 1),
+            ("ServiceAccounts", "string", 1),
+        ],
         "Job" => vec![
             ("Status", "string", 0),
             ("Completions", "string", 0),
@@ -478,7 +486,7 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             let r = &spec["scaleTargetRef"];
             vec![
                 json!(format!("{}/{}", s(&r["kind"]), s(&r["name"]))),
-                json!("<unknown>"),
+                json!(hpa_targets(&spec["metrics"], &st["currentMetrics"])),
                 json!(spec["minReplicas"].as_i64().unwrap_or(1).to_string()),
                 json!(int(&spec["maxReplicas"]).to_string()),
                 json!(int(&st["currentReplicas"]).to_string()),
@@ -559,6 +567,33 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             age_v,
         ],
         "ServiceAccount" => vec![json!(o["secrets"].as_array().map_or(0, Vec::len)), age_v],
+        "Role" | "ClusterRole" => vec![json!(s(&o["metadata"]["creationTimestamp"]))],
+        "RoleBinding" | "ClusterRoleBinding" => {
+            let subjects = |kind: &str| {
+                let names: Vec<String> = o["subjects"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|x| x["kind"] == kind)
+                    .map(|x| match (kind, x["namespace"].as_str()) {
+                        ("ServiceAccount", Some(ns)) => format!("{ns}/{}", s(&x["name"])),
+                        _ => s(&x["name"]),
+                    })
+                    .collect();
+                json!(names.join(", "))
+            };
+            vec![
+                json!(format!(
+                    "{}/{}",
+                    s(&o["roleRef"]["kind"]),
+                    s(&o["roleRef"]["name"])
+                )),
+                age_v,
+                subjects("User"),
+                subjects("Group"),
+                subjects("ServiceAccount"),
+            ]
+        }
         "Job" => {
             let done = int(&st["succeeded"]);
             let want = spec["completions"].as_i64().unwrap_or(1);
@@ -678,10 +713,96 @@ pub fn to_table(
     })
 }
 
+/// The Targets column of an HPA as kubectl prints it (`cpu: 45%/50%`, `memory: 10Mi/50Mi`,
+/// `<unknown>` for a metric not measured yet; beyond two metrics `+ N more...`).
+fn hpa_targets(metrics: &Value, current: &Value) -> String {
+    let specs = metrics.as_array().cloned().unwrap_or_default();
+    if specs.is_empty() {
+        return "<none>".into();
+    }
+    let cur = current.as_array().cloned().unwrap_or_default();
+    let mut parts = Vec::new();
+    for m in specs.iter().take(2) {
+        let ty = m["type"].as_str().unwrap_or("");
+        let key = match ty {
+            "Resource" => "resource",
+            "ContainerResource" => "containerResource",
+            "Pods" => "pods",
+            "Object" => "object",
+            "External" => "external",
+            _ => "",
+        };
+        let src = &m[key];
+        let name = src["name"]
+            .as_str()
+            .or_else(|| src["metric"]["name"].as_str())
+            .unwrap_or("")
+            .to_string();
+        let now = cur
+            .iter()
+            .find(|c| {
+                c["type"] == ty
+                    && c[key]["name"]
+                        .as_str()
+                        .or_else(|| c[key]["metric"]["name"].as_str())
+                        == Some(name.as_str())
+            })
+            .map(|c| c[key]["current"].clone())
+            .unwrap_or(Value::Null);
+        let target = &src["target"];
+        let text = if let Some(u) = target["averageUtilization"].as_i64() {
+            let c = now["averageUtilization"]
+                .as_i64()
+                .map_or("<unknown>".to_string(), |c| format!("{c}%"));
+            format!("{c}/{u}%")
+        } else {
+            let want = target["averageValue"]
+                .as_str()
+                .or_else(|| target["value"].as_str())
+                .unwrap_or("");
+            let c = now["averageValue"]
+                .as_str()
+                .or_else(|| now["value"].as_str())
+                .unwrap_or("<unknown>");
+            format!("{c}/{want}")
+        };
+        parts.push(if ty == "Resource" || ty == "ContainerResource" {
+            format!("{name}: {text}")
+        } else {
+            text
+        });
+    }
+    let mut out = parts.join(", ");
+    if specs.len() > 2 {
+        out.push_str(&format!(" + {} more...", specs.len() - 2));
+    }
+    out
+}
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::defaults::now_rfc3339;
+
+    #[test]
+    fn hpa_targets_as_kubectl_prints_them() {
+        let metrics = json!([
+            {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}},
+            {"type": "Resource", "resource": {"name": "memory", "target": {"type": "AverageValue", "averageValue": "50Mi"}}},
+        ]);
+        assert_eq!(
+            hpa_targets(&metrics, &Value::Null),
+            "cpu: <unknown>/50%, memory: <unknown>/50Mi"
+        );
+        let current = json!([
+            {"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 45, "averageValue": "45m"}}},
+            {"type": "Resource", "resource": {"name": "memory", "current": {"averageValue": "10Mi"}}},
+        ]);
+        assert_eq!(
+            hpa_targets(&metrics, &current),
+            "cpu: 45%/50%, memory: 10Mi/50Mi"
+        );
+        assert_eq!(hpa_targets(&Value::Null, &current), "<none>");
+    }
 
     #[test]
     fn durations() {

@@ -18,11 +18,15 @@ pub struct TestApiServer {
 }
 
 impl TestApiServer {
-    /// Starts the API server on a free loopback port.
+    /// Starts the API server on a free loopback port. No controller manager runs beside it, so
+    /// ServiceAccount admission (which needs each namespace's `default` ServiceAccount) is off.
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().expect("tempdir for the API server");
-        let api = crate::start(ApiServerConfig::new(dir.path()))
-            .await
+        let api = crate::start(ApiServerConfig {
+            disable_admission_plugins: vec!["ServiceAccount".into()],
+            ..ApiServerConfig::new(dir.path())
+        })
+        .await
             .expect("start the API server");
         let client = admin_client(&api).await;
         Self { api, dir, client }

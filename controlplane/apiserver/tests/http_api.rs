@@ -69,6 +69,9 @@ async fn client_for(server: &TestServer, token: Option<&str>) -> Client {
     if let Some(t) = token {
         for u in &mut kc.auth_infos {
             if let Some(info) = u.auth_info.as_mut() {
+                // Only the token (or nothing) authenticates: drop the admin's client certificate.
+                info.client_certificate_data = None;
+                info.client_key_data = None;
                 info.token = if t.is_empty() {
                     None
                 } else {

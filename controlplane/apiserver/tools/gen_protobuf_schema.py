@@ -14,7 +14,8 @@ def modkey(parts):
     m = {"api::core::v1":"core/v1","api::apps::v1":"apps/v1","api::batch::v1":"batch/v1","api::policy::v1":"policy/v1",
          "api::networking::v1":"networking/v1","api::coordination::v1":"coordination/v1","api::autoscaling::v2":"autoscaling/v2",
          "api::autoscaling::v1":"autoscaling/v1","api::discovery::v1":"discovery/v1","api::events::v1":"events/v1",
-         "api::storage::v1":"storage/v1",
+         "api::storage::v1":"storage/v1","api::rbac::v1":"rbac/v1",
+         "api::authorization::v1":"authorization/v1","api::authentication::v1":"authentication/v1",
          "apimachinery::pkg::apis::meta::v1":"meta/v1","apimachinery::pkg::api::resource":"resource",
          "apimachinery::pkg::util::intstr":"intstr","apimachinery::pkg::runtime":"runtime"}
     return m.get(p)
@@ -53,7 +54,7 @@ for dp, dn, fn in os.walk(root):
                 repeated = "repeated" in attr
                 kind = attr.split(",")[0].strip()
                 def resolve(t):
-                    t = t.strip().rstrip(",").strip()
+                    t = re.sub(r',\s*>', '>', t.strip()).rstrip(",").strip()
                     for w in ["::core::option::Option<", "::prost::alloc::vec::Vec<", "::prost::alloc::boxed::Box<"]:
                         while t.startswith(w): t = t[len(w):-1].strip()
                     parts = t.split("::")
@@ -91,6 +92,9 @@ for dp, dn, fn in os.walk(root):
 roots = ["core/v1."+k for k in "Namespace ConfigMap Secret Service ServiceAccount ResourceQuota LimitRange Pod Endpoints Node Event PersistentVolume PersistentVolumeClaim Binding".split()]
 roots += ["apps/v1."+k for k in "Deployment ReplicaSet StatefulSet DaemonSet".split()]
 roots += ["core/v1.ReplicationController","batch/v1.CronJob","apps/v1.ControllerRevision","discovery/v1.EndpointSlice","events/v1.Event","storage/v1.StorageClass"]
+roots += ["rbac/v1."+k for k in "Role ClusterRole RoleBinding ClusterRoleBinding".split()]
+roots += ["authorization/v1."+k for k in "SelfSubjectAccessReview SelfSubjectRulesReview SubjectAccessReview LocalSubjectAccessReview".split()]
+roots += ["authentication/v1."+k for k in "TokenRequest TokenReview SelfSubjectReview".split()]
 roots += ["batch/v1.Job","policy/v1.PodDisruptionBudget","networking/v1.Ingress","coordination/v1.Lease","autoscaling/v2.HorizontalPodAutoscaler","autoscaling/v1.Scale","runtime.Unknown"]
 seen = []
 stack = list(roots)

@@ -9,6 +9,7 @@
 pub mod limits;
 pub mod quantity;
 pub mod quota;
+pub mod serviceaccount;
 
 use serde_json::Value;
 
@@ -47,7 +48,8 @@ fn core(plural: &str) -> &'static ResourceDef {
     registry::find("", "v1", plural).expect("built-in resource registered")
 }
 
-/// Mutating admission of a new object: LimitRanger's container defaults for a Pod.
+/// Mutating admission of a new object: for a Pod, ServiceAccount (default account, token
+/// volume) then LimitRanger's container defaults.
 pub async fn mutate(
     state: &ApiState,
     def: &ResourceDef,
@@ -57,6 +59,13 @@ pub async fn mutate(
     let (Some(ns), "Pod") = (ns, def.strategy_kind()) else {
         return Ok(());
     };
+    if !state
+        .disabled_admission
+        .iter()
+        .any(|p| p == serviceaccount::PLUGIN_NAME)
+    {
+        serviceaccount::admit(state, def, ns, obj).await?;
+    }
     let ranges: Vec<Value> = list_in(state, core("limitranges"), ns)
         .await?
         .into_iter()

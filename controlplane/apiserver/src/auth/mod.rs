@@ -3,8 +3,12 @@
 //! attributes every decision is made on.
 
 pub mod attributes;
+pub mod audit;
 pub mod authn;
 pub mod authz;
+pub mod filter;
+pub mod impersonate;
+pub mod reviews;
 pub mod user;
 
 pub use attributes::Attributes;

@@ -417,7 +417,7 @@ impl KubeletClient {
 }
 
 /// Sends `GET path` to the node at `host:port` and returns its response (headers read, body not).
-async fn request(
+pub(super) async fn request(
     client: &KubeletClient,
     host: &str,
     port: u16,

@@ -5,6 +5,7 @@
 mod cascade;
 mod delete;
 mod log;
+pub mod metrics;
 mod read;
 pub mod stream;
 mod sub;
@@ -34,6 +35,15 @@ pub struct ApiState {
     pub kubelet: Option<Arc<KubeletClient>>,
     /// The Service network (ClusterIP and NodePort ranges).
     pub services: Arc<crate::services::ServiceNetwork>,
+    /// Authentication; `None` disables it (every request is an admin: plain local testing only).
+    pub authn: Option<Arc<crate::auth::authn::Authenticator>>,
+    /// Authorization; `None` allows every authenticated request.
+    pub authz: Option<Arc<crate::auth::authz::Authorizer>>,
+    /// The audit log, when one is configured.
+    pub audit: Option<Arc<crate::auth::audit::AuditLog>>,
+    /// Admission plugins switched off (upstream's `--disable-admission-plugins`, e.g.
+    /// `ServiceAccount` for a server without a controller manager).
+    pub disabled_admission: Arc<Vec<String>>,
 }
 
 /// Decodes a stored value and stamps its `resourceVersion`.
@@ -176,7 +186,7 @@ async fn route(
 const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
 
 /// Reads a request body of at most [`MAX_BODY`] bytes.
-async fn read_body(body: Body) -> Result<Vec<u8>, ApiError> {
+pub async fn read_body(body: Body) -> Result<Vec<u8>, ApiError> {
     use http_body_util::BodyExt;
     let mut body = body;
     let mut buf = Vec::new();

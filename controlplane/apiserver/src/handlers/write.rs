@@ -108,6 +108,7 @@ pub async fn create(
         apply_defaults(def.strategy_kind(), &mut obj);
     }
     validate(def.strategy_kind(), &obj)?;
+    rbac_escalation(state, def, ns.as_deref(), &obj).await?;
     let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
     if let Some(ns) = &ns {
         check_namespace(state, ns).await?;
@@ -210,6 +211,23 @@ pub fn merge_update(def: &ResourceDef, old: &Value, mut new: Value, status_only:
     new
 }
 
+/// RBAC's privilege-escalation check for a Role, ClusterRole or binding written by the request's
+/// user (internal writes, with no request user, are not checked).
+async fn rbac_escalation(
+    state: &ApiState,
+    def: &ResourceDef,
+    ns: Option<&str>,
+    obj: &Value,
+) -> Result<(), ApiError> {
+    if def.group != "rbac.authorization.k8s.io" {
+        return Ok(());
+    }
+    let (Some(z), Some(user)) = (state.authz.as_deref(), crate::auth::current_user()) else {
+        return Ok(());
+    };
+    z.check_escalation(&user, def, ns, obj).await
+}
+
 /// Writes `new` over `cur` with compare-and-swap; removes the object instead when its last
 /// finalizer went away during deletion. Returns the stored object.
 pub async fn store_update(
@@ -220,6 +238,7 @@ pub async fn store_update(
     dry_run: bool,
 ) -> Result<Value, ApiError> {
     validate(def.strategy_kind(), &new)?;
+    rbac_escalation(state, def, new["metadata"]["namespace"].as_str(), &new).await?;
     let name = new["metadata"]["name"].as_str().unwrap_or("").to_string();
     let finalizing = !new["metadata"]["deletionTimestamp"].is_null()
         && new["metadata"]["finalizers"]

@@ -36,8 +36,10 @@ impl TestServer {
                 endpoints: vec![e.endpoint.clone()],
             },
         };
+        // No controller manager runs here to give namespaces their `default` ServiceAccount.
         let api = kennel_apiserver::start(ApiServerConfig {
             store,
+            disable_admission_plugins: vec!["ServiceAccount".into()],
             ..ApiServerConfig::new(dir.path())
         })
         .await

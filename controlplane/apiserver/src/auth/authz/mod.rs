@@ -1,7 +1,7 @@
 //! Authorization: `system:masters`, the Node authorizer, then RBAC; plus RBAC's escalation checks,
 //! the bootstrap policy and the access reviews.
 //!
-//! CONTRACT (filled in by the authorization work; the server and `start` call exactly this):
+//! CONTRACT (the server and `start` call exactly this):
 //! - [`Authorizer::start`] loads RBAC objects (and what the Node authorizer needs) from the store
 //!   and keeps them current with a watch;
 //! - [`Authorizer::authorize`] decides one request;
@@ -11,15 +11,33 @@
 //!   ClusterRoleBinding is written, with the final object;
 //! - [`Authorizer::access_review`] answers SelfSubjectAccessReview, SubjectAccessReview,
 //!   LocalSubjectAccessReview and SelfSubjectRulesReview creates.
+//!
+//! Decisions read an in-memory index ([`cache`]): bindings by subject, roles by name, and the
+//! node → object graph of bound pods. An allowed request never touches the store; a request
+//! about to be denied first lets the index catch up with the store (bounded, see
+//! [`cache::CATCH_UP`]) so a grant written a moment ago is seen.
+
+pub mod bootstrap;
+pub mod cache;
+pub mod escalation;
+pub mod index;
+pub mod message;
+pub mod node;
+pub mod policy;
+pub mod rbac;
+pub mod review;
 
 use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::user::{MASTERS, NODES};
 use super::{Attributes, UserInfo};
 use crate::registry::ResourceDef;
 use crate::status::ApiError;
 use kennel_store::{Store, StoreError};
+
+pub use message::forbidden_message;
 
 /// One authorization decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,59 +52,100 @@ pub enum Decision {
 
 /// The authorizer chain.
 pub struct Authorizer {
-    _store: Arc<dyn Store>,
+    cache: Arc<cache::Cache>,
+    node_rules: Vec<rbac::PolicyRule>,
 }
 
 impl Authorizer {
     /// Loads the authorization state and keeps it current.
     pub async fn start(store: Arc<dyn Store>) -> Result<Arc<Self>, StoreError> {
-        Ok(Arc::new(Authorizer { _store: store }))
+        Ok(Arc::new(Authorizer {
+            cache: cache::Cache::start(store).await?,
+            node_rules: node::node_rules(),
+        }))
     }
 
     /// Decides one request.
     pub async fn authorize(&self, a: &Attributes) -> Decision {
-        if a.user.in_group(crate::auth::user::MASTERS) {
-            return Decision::Allow("system:masters".into());
+        if a.user.in_group(MASTERS) {
+            return Decision::Allow(String::new());
         }
-        Decision::NoOpinion(String::new())
+        let d = self.decide(a);
+        if matches!(d, Decision::Allow(_)) {
+            return d;
+        }
+        if self.cache.catch_up().await {
+            return self.decide(a);
+        }
+        d
+    }
+
+    /// The chain on the index as it is now (upstream's union authorizer: reasons of the
+    /// authorizers that had none joined by newlines).
+    fn decide(&self, a: &Attributes) -> Decision {
+        if a.user.in_group(MASTERS) {
+            return Decision::Allow(String::new());
+        }
+        let idx = self.cache.read();
+        let mut reasons: Vec<String> = Vec::new();
+        if a.user.in_group(NODES) {
+            match a.user.node_name() {
+                Some(n) => match node::authorize(&idx, &self.node_rules, n, a) {
+                    Ok(()) => return Decision::Allow(String::new()),
+                    Err(r) if !r.is_empty() => reasons.push(r),
+                    Err(_) => {}
+                },
+                _ => reasons.push(format!("unknown node for user {:?}", a.user.name)),
+            }
+        }
+        match idx.rbac_allows(a) {
+            Ok(reason) => Decision::Allow(reason),
+            Err(errors) => {
+                if !errors.is_empty() {
+                    let agg = if errors.len() == 1 {
+                        errors[0].clone()
+                    } else {
+                        format!("[{}]", errors.join(", "))
+                    };
+                    reasons.push(format!("RBAC: {agg}"));
+                }
+                Decision::NoOpinion(reasons.join("\n"))
+            }
+        }
     }
 
     /// Refuses writing an RBAC object that grants more than `user` holds (unless `escalate`/`bind`).
     pub async fn check_escalation(
         &self,
-        _user: &UserInfo,
-        _def: &ResourceDef,
-        _namespace: Option<&str>,
-        _obj: &Value,
+        user: &UserInfo,
+        def: &ResourceDef,
+        namespace: Option<&str>,
+        obj: &Value,
     ) -> Result<(), ApiError> {
-        Ok(())
+        escalation::check(self, user, def, namespace, obj).await
     }
 
     /// Answers an access review create (`def` is the review resource) by `user`.
     pub async fn access_review(
         &self,
-        _user: &UserInfo,
-        _def: &ResourceDef,
-        _namespace: Option<&str>,
-        _body: &Value,
+        user: &UserInfo,
+        def: &ResourceDef,
+        namespace: Option<&str>,
+        body: &Value,
     ) -> Result<Value, ApiError> {
-        Err(ApiError::MethodNotAllowed)
+        review::review(self, user, def, namespace, body).await
+    }
+
+    /// The store revision the index has applied (for tests and metrics).
+    pub fn applied_revision(&self) -> i64 {
+        self.cache.applied()
     }
 }
 
-/// Upstream's 403 message for a denied request, e.g. `User "x" cannot list resource "pods" in
-/// API group "" in the namespace "y"`, with the reason appended when there is one.
-pub fn forbidden_message(a: &Attributes, reason: &str) -> String {
-    let _ = reason;
-    format!(
-        "User {:?} cannot {} resource {:?}",
-        a.user.name,
-        a.verb,
-        a.full_resource()
-    )
+/// Creates or updates the bootstrap roles and bindings.
+pub async fn reconcile_bootstrap_policy(store: &dyn Store) -> Result<(), StoreError> {
+    policy::reconcile(store).await
 }
 
-/// Creates or updates the bootstrap roles and bindings.
-pub async fn reconcile_bootstrap_policy(_store: &dyn Store) -> Result<(), StoreError> {
-    Ok(())
-}
+#[cfg(test)]
+mod tests;

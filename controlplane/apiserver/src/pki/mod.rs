@@ -3,6 +3,8 @@
 //! serving certificates signed by the CA and the admin kubeconfig, all kept in the data directory's
 //! `pki/` (written atomically).
 
+pub mod client;
+
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -106,7 +108,7 @@ fn ensure_token(path: &Path) -> Result<String, PkiError> {
 
 /// The CA's certificate parameters. The CA certificate is re-created from these when signing later
 /// (the issuer name must match the stored CA's subject byte for byte, so keep them stable).
-fn ca_params() -> Result<CertificateParams, PkiError> {
+pub(crate) fn ca_params() -> Result<CertificateParams, PkiError> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
@@ -234,7 +236,8 @@ pub fn issue_node_cert(
 }
 
 impl Pki {
-    /// A rustls server configuration (HTTP/2 and HTTP/1.1) for the serving certificate.
+    /// A rustls server configuration (HTTP/2 and HTTP/1.1) for the serving certificate. Client
+    /// certificates signed by the cluster CA are verified when presented (and optional).
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, PkiError> {
         let certs: Vec<CertificateDer<'static>> =
             CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
@@ -243,9 +246,21 @@ impl Pki {
         let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
             .map_err(|_| PkiError::Pem("apiserver.key".into()))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
+            let c = c.map_err(|_| PkiError::Pem("ca.crt".into()))?;
+            roots.add(c)?;
+        }
+        let clients = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| PkiError::Tls(rustls::Error::General(e.to_string())))?;
         let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
+            .with_client_cert_verifier(clients)
             .with_single_cert(certs, key)?;
         cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(cfg))
