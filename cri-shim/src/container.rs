@@ -515,9 +515,12 @@ impl Runtime {
             container_id: c.id.clone(),
             exec_id: exec_id.clone(),
         };
+        // Collectors stop with this call: on timeout, on an error return and when the RPC
+        // future is dropped (kubelet cancelled), their guards abort them and free what they
+        // held (up to EXEC_OUTPUT_CAP each).
         let collect =
             |s: Result<tonic::Response<tonic::Streaming<pb::OutputChunk>>, tonic::Status>| {
-                tokio::spawn(async move {
+                OutputCollector(tokio::spawn(async move {
                     let mut out = Vec::new();
                     if let Ok(s) = s {
                         let mut s = s.into_inner();
@@ -527,7 +530,7 @@ impl Runtime {
                         }
                     }
                     out
-                })
+                }))
             };
         let stdout = collect(agent.read_stdout(req.clone()).await);
         let stderr = collect(agent.read_stderr(req.clone()).await);
@@ -548,23 +551,15 @@ impl Runtime {
                     all: false,
                 })
                 .await;
-            stdout.abort();
-            stderr.abort();
+            drop((stdout, stderr));
             return Err(CriError::DeadlineExceeded(format!(
                 "command {cmd:?} timed out after {timeout} s"
             )));
         };
         let w = w.map_err(|s| agent_error("WaitProcess", s))?.into_inner();
-        let out = async |h: tokio::task::JoinHandle<Vec<u8>>| {
-            tokio::time::timeout(Duration::from_secs(10), h)
-                .await
-                .ok()
-                .and_then(|r| r.ok())
-                .unwrap_or_default()
-        };
         Ok(ExecOutput {
-            stdout: out(stdout).await,
-            stderr: out(stderr).await,
+            stdout: stdout.finish(Duration::from_secs(10)).await,
+            stderr: stderr.finish(Duration::from_secs(10)).await,
             exit_code: w.exit_code,
         })
     }
@@ -663,6 +658,68 @@ impl Runtime {
         let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
         w.reopen()
             .map_err(|e| CriError::Internal(format!("reopening log: {}", chain(&e))))
+    }
+}
+
+/// An ExecSync output collector task, aborted when dropped (timeout, error, cancelled RPC) so
+/// no detached task keeps reading a stream and holding its buffer.
+struct OutputCollector(tokio::task::JoinHandle<Vec<u8>>);
+
+impl OutputCollector {
+    /// The output, once the stream ends within `grace`; empty otherwise (the task is aborted).
+    async fn finish(mut self, grace: Duration) -> Vec<u8> {
+        tokio::time::timeout(grace, &mut self.0)
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for OutputCollector {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod collector_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_dropped_or_late_collector_is_aborted_and_frees_its_buffer() {
+        for late in [false, true] {
+            let held = Arc::new(vec![0u8; 1 << 20]);
+            let h = held.clone();
+            let c = OutputCollector(tokio::spawn(async move {
+                let _h = h;
+                std::future::pending::<()>().await;
+                Vec::new()
+            }));
+            if late {
+                assert!(c.finish(Duration::from_millis(10)).await.is_empty());
+            } else {
+                drop(c);
+            }
+            // The aborted task drops its state at its next poll.
+            for _ in 0..100 {
+                if Arc::strong_count(&held) == 1 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert_eq!(
+                Arc::strong_count(&held),
+                1,
+                "collector still alive (late={late})"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_finished_collector_returns_its_output() {
+        let c = OutputCollector(tokio::spawn(async { b"out".to_vec() }));
+        assert_eq!(c.finish(Duration::from_secs(5)).await, b"out");
     }
 }
 

@@ -47,6 +47,10 @@ pub struct Conn {
     pub readable: bool,
     /// The host stream reached end of file.
     pub host_eof: bool,
+    /// The guest sent SHUTDOWN(send): shut the host stream's write side once flushed.
+    pub guest_done: bool,
+    /// The guest shut both directions: reset once every byte it sent is flushed.
+    pub close_when_flushed: bool,
     peer_buf_alloc: u32,
     peer_fwd_cnt: Wrapping<u32>,
     rx_cnt: Wrapping<u32>,
@@ -65,6 +69,8 @@ impl Conn {
             state,
             readable: false,
             host_eof: false,
+            guest_done: false,
+            close_when_flushed: false,
             peer_buf_alloc: 0,
             peer_fwd_cnt: Wrapping(0),
             rx_cnt: Wrapping(0),

@@ -135,68 +135,82 @@ impl Worker {
 
     /// Takes every packet the guest queued for sending.
     fn process_tx(&mut self) -> bool {
-        let mut used = false;
-        while let Some(chain) = self.queues[TX].pop_descriptor_chain(&self.mem) {
-            let head = chain.head_index();
-            match read_packet(&self.mem, chain, self.guest_cid) {
-                Ok(pkt) => self.muxer.handle_guest_packet(pkt),
-                Err(e) => tracing::warn!("vsock: dropped guest packet: {e}"),
-            }
-            if self.queues[TX].add_used(&self.mem, head, 0).is_err() {
-                tracing::error!("vsock: tx used ring outside guest memory");
-                return used;
-            }
-            used = true;
-        }
-        used
+        drain_tx(
+            &self.mem,
+            &mut self.queues[TX],
+            &mut self.muxer,
+            self.guest_cid,
+        )
     }
 
     /// Fills the guest's receive buffers with waiting packets.
     fn process_rx(&mut self) -> bool {
-        let mut used = false;
-        while let Some(chain) = self.queues[RX].pop_descriptor_chain(&self.mem) {
-            let head = chain.head_index();
-            let mut writer = match chain.writer(&self.mem) {
-                Ok(w) => w,
-                Err(_) => {
-                    let _ = self.queues[RX].add_used(&self.mem, head, 0);
-                    used = true;
-                    continue;
-                }
-            };
-            let room = writer.available_bytes();
-            if room < HEADER_LEN {
-                let _ = self.queues[RX].add_used(&self.mem, head, 0);
+        fill_rx(&self.mem, &mut self.queues[RX], &mut self.muxer)
+    }
+}
+
+/// Hands every packet queued on the tx queue to the muxer; whether any buffer was used.
+pub(super) fn drain_tx(
+    mem: &GuestMemoryMmap,
+    queue: &mut Queue,
+    muxer: &mut Muxer,
+    guest_cid: u64,
+) -> bool {
+    let mut used = false;
+    while let Some(chain) = queue.pop_descriptor_chain(mem) {
+        let head = chain.head_index();
+        match read_packet(mem, chain, guest_cid) {
+            Ok(pkt) => muxer.handle_guest_packet(pkt),
+            Err(e) => tracing::warn!("vsock: dropped guest packet: {e}"),
+        }
+        if queue.add_used(mem, head, 0).is_err() {
+            tracing::error!("vsock: tx used ring outside guest memory");
+            return used;
+        }
+        used = true;
+    }
+    used
+}
+
+/// Fills the rx queue's buffers (each chain may span any number of descriptors) with the
+/// muxer's waiting packets; whether any buffer was used.
+pub(super) fn fill_rx(mem: &GuestMemoryMmap, queue: &mut Queue, muxer: &mut Muxer) -> bool {
+    let mut used = false;
+    while let Some(chain) = queue.pop_descriptor_chain(mem) {
+        let head = chain.head_index();
+        let mut writer = match chain.writer(mem) {
+            Ok(w) => w,
+            Err(_) => {
+                let _ = queue.add_used(mem, head, 0);
                 used = true;
                 continue;
             }
-            let Some(pkt) = self
-                .muxer
-                .next_for_guest((room - HEADER_LEN).min(MAX_PAYLOAD))
-            else {
-                self.queues[RX].go_to_previous_position();
-                break;
-            };
-            if pkt.data.len() > room - HEADER_LEN {
-                // A control packet never carries data; a data packet was sized to fit.
-                self.queues[RX].go_to_previous_position();
-                self.muxer.requeue(pkt);
-                break;
-            }
-            let ok =
-                writer.write_all(&pkt.hdr.encode()).is_ok() && writer.write_all(&pkt.data).is_ok();
-            let len = if ok { HEADER_LEN + pkt.data.len() } else { 0 };
-            if self.queues[RX]
-                .add_used(&self.mem, head, len as u32)
-                .is_err()
-            {
-                tracing::error!("vsock: rx used ring outside guest memory");
-                return used;
-            }
+        };
+        let room = writer.available_bytes();
+        if room < HEADER_LEN {
+            let _ = queue.add_used(mem, head, 0);
             used = true;
+            continue;
         }
-        used
+        let Some(pkt) = muxer.next_for_guest((room - HEADER_LEN).min(MAX_PAYLOAD)) else {
+            queue.go_to_previous_position();
+            break;
+        };
+        if pkt.data.len() > room - HEADER_LEN {
+            // A control packet never carries data; a data packet was sized to fit.
+            queue.go_to_previous_position();
+            muxer.requeue(pkt);
+            break;
+        }
+        let ok = writer.write_all(&pkt.hdr.encode()).is_ok() && writer.write_all(&pkt.data).is_ok();
+        let len = if ok { HEADER_LEN + pkt.data.len() } else { 0 };
+        if queue.add_used(mem, head, len as u32).is_err() {
+            tracing::error!("vsock: rx used ring outside guest memory");
+            return used;
+        }
+        used = true;
     }
+    used
 }
 
 /// Reads and checks one packet from a tx descriptor chain.

@@ -12,6 +12,8 @@ mod device;
 mod event;
 mod muxer;
 pub mod packet;
+#[cfg(test)]
+mod stream_tests;
 
 pub use device::{Vsock, VsockError};
 

@@ -20,6 +20,12 @@ pub const FIRST_DYNAMIC_TOKEN: u64 = 16;
 pub const LISTENER_TOKEN: u64 = 3;
 const FIRST_LOCAL_PORT: u32 = 1 << 30;
 const MAX_HANDSHAKE: usize = 64;
+/// Most control packets (responses, resets, credit updates) waiting for guest receive buffers.
+/// The guest makes them (a request or credit request each, a reset for every stray packet)
+/// and decides when it takes them; past this, a packet is dropped and counted, and the
+/// connection it was for is closed on the host side (the guest gets a reset the next time it
+/// sends on it).
+pub const MAX_CONTROL: usize = 1024;
 
 struct Handshake {
     stream: UnixStream,
@@ -41,6 +47,8 @@ pub struct Muxer {
     next_token: u64,
     next_local_port: u32,
     control: VecDeque<Packet>,
+    /// Control packets dropped because [`MAX_CONTROL`] were already waiting.
+    control_dropped: u64,
     /// Connection requests held back until the guest has handled a transport reset.
     held: Option<Vec<Packet>>,
 }
@@ -60,6 +68,7 @@ impl Muxer {
             next_token: FIRST_DYNAMIC_TOKEN,
             next_local_port: FIRST_LOCAL_PORT,
             control: VecDeque::new(),
+            control_dropped: 0,
             held: None,
         }
     }
@@ -74,7 +83,11 @@ impl Muxer {
     pub fn hold_requests(&mut self, hold: bool) {
         match (hold, self.held.take()) {
             (true, held) => self.held = Some(held.unwrap_or_default()),
-            (false, Some(held)) => self.control.extend(held),
+            (false, Some(held)) => {
+                for p in held {
+                    self.push_control(p);
+                }
+            }
             (false, None) => {}
         }
     }
@@ -150,12 +163,31 @@ impl Muxer {
                 return;
             }
             if conn.wants_credit_update() {
-                let h = conn.credit_update(self.guest_cid);
-                self.control.push_back(Packet {
-                    hdr: h,
-                    data: vec![],
-                });
+                let hdr = conn.credit_update(self.guest_cid);
+                self.push_control(Packet { hdr, data: vec![] });
             }
+            self.after_flush(key);
+        }
+    }
+
+    /// Once every byte the guest sent is written: carries out a SHUTDOWN the guest sent
+    /// meanwhile (half-close of the host stream, or a reset when both directions are done).
+    fn after_flush(&mut self, key: Key) {
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
+        if conn.flush().is_err() {
+            self.reset(key);
+            return;
+        }
+        if conn.has_pending() {
+            return;
+        }
+        if conn.guest_done {
+            let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+        }
+        if conn.close_when_flushed {
+            self.reset(key);
         }
     }
 
@@ -193,12 +225,19 @@ impl Muxer {
                 let local = self.next_local_port;
                 self.next_local_port = self.next_local_port.wrapping_add(1).max(FIRST_LOCAL_PORT);
                 let key = (local, port);
+                if self.held.is_none() && self.control.len() >= MAX_CONTROL {
+                    tracing::warn!(
+                        "vsock: refused host connection: the guest is not taking packets"
+                    );
+                    self.unwatch(hs.stream.as_raw_fd());
+                    return;
+                }
                 let mut conn = Conn::new(hs.stream, local, port, ConnState::AwaitResponse);
                 let hdr = conn.header(self.guest_cid, OP_REQUEST, 0);
                 let request = Packet { hdr, data: vec![] };
                 match &mut self.held {
                     Some(held) => held.push(request),
-                    None => self.control.push_back(request),
+                    None => self.push_control(request),
                 }
                 // Same fd, now a connection: re-register under the handshake's token.
                 self.tokens.insert(token, key);
@@ -257,22 +296,24 @@ impl Muxer {
                     self.reset(key);
                 } else if conn.wants_credit_update() {
                     let hdr = conn.credit_update(self.guest_cid);
-                    self.control.push_back(Packet { hdr, data: vec![] });
+                    self.push_control(Packet { hdr, data: vec![] });
                 }
             }
             OP_CREDIT_UPDATE => {}
             OP_CREDIT_REQUEST => {
                 let hdr = conn.credit_update(self.guest_cid);
-                self.control.push_back(Packet { hdr, data: vec![] });
+                self.push_control(Packet { hdr, data: vec![] });
             }
             OP_SHUTDOWN => {
-                let _ = conn.flush();
+                // Data the guest sent before its SHUTDOWN still goes to the host: the host
+                // side is shut (or the connection reset) only once it has all been written.
                 if h.flags & SHUTDOWN_SEND != 0 {
-                    let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+                    conn.guest_done = true;
                 }
                 if h.flags & (SHUTDOWN_SEND | SHUTDOWN_RCV) == SHUTDOWN_SEND | SHUTDOWN_RCV {
-                    self.reset(key);
+                    conn.close_when_flushed = true;
                 }
+                self.after_flush(key);
             }
             OP_RST => self.remove(key),
             _ => self.reset(key),
@@ -283,6 +324,12 @@ impl Muxer {
         let key = (h.dst_port, h.src_port);
         if self.conns.contains_key(&key) {
             self.rst_for(&h);
+            return;
+        }
+        if self.control.len() >= MAX_CONTROL {
+            // No room for the RESPONSE: the request is dropped and counted (its connect
+            // times out in the guest).
+            self.control_dropped += 1;
             return;
         }
         let path = format!("{}_{}", self.uds_path.display(), h.dst_port);
@@ -297,7 +344,7 @@ impl Muxer {
         let mut conn = Conn::new(stream, h.dst_port, h.src_port, ConnState::Established);
         conn.update_peer(&h);
         let hdr = conn.header(self.guest_cid, OP_RESPONSE, 0);
-        self.control.push_back(Packet { hdr, data: vec![] });
+        self.push_control(Packet { hdr, data: vec![] });
         let token = self.watch(
             conn.stream.as_raw_fd(),
             EventSet::IN | EventSet::OUT | EventSet::READ_HANG_UP | EventSet::EDGE_TRIGGERED,
@@ -321,14 +368,41 @@ impl Muxer {
             buf_alloc: 0,
             fwd_cnt: 0,
         };
-        self.control.push_back(Packet { hdr, data: vec![] });
+        self.push_control(Packet { hdr, data: vec![] });
+    }
+
+    /// Queues a control packet for the guest, within [`MAX_CONTROL`]. Past the cap the packet
+    /// is dropped and counted, and the connection it belongs to (if any) is closed on the host
+    /// side without a reset: the guest gets one when it next sends on it.
+    fn push_control(&mut self, pkt: Packet) {
+        if self.control.len() < MAX_CONTROL {
+            self.control.push_back(pkt);
+            return;
+        }
+        self.control_dropped += 1;
+        if self.control_dropped.is_power_of_two() {
+            tracing::warn!(
+                "vsock: {} control packets dropped: the guest is not taking them",
+                self.control_dropped
+            );
+        }
+        let key = (pkt.hdr.src_port, pkt.hdr.dst_port);
+        if pkt.hdr.op != OP_RST {
+            self.remove(key);
+        }
+    }
+
+    /// Control packets dropped so far because the queue was full.
+    #[cfg(test)]
+    pub fn control_dropped(&self) -> u64 {
+        self.control_dropped
     }
 
     /// Tells the guest the connection is gone and forgets it.
     fn reset(&mut self, key: Key) {
         if let Some(mut conn) = self.conns.remove(&key) {
             let hdr = conn.header(self.guest_cid, OP_RST, 0);
-            self.control.push_back(Packet { hdr, data: vec![] });
+            self.push_control(Packet { hdr, data: vec![] });
             self.forget(key, &conn);
         }
     }
@@ -379,6 +453,12 @@ impl Muxer {
             }
         }
         None
+    }
+
+    /// Control packets waiting for the guest.
+    #[cfg(test)]
+    pub fn control_len(&self) -> usize {
+        self.control.len()
     }
 
     /// A packet to put back at the head of the queue (no guest buffer could take it).
