@@ -108,6 +108,17 @@ spec:
     )
 }
 
+/// Lists the pods of the pod's namespace through the `kubernetes` Service with the pod's
+/// ServiceAccount credentials; prints the status code and the pod names (or the error message).
+const IN_CLUSTER_JS: &str = "const fs=require('fs'),https=require('https');\
+const d='/var/run/secrets/kubernetes.io/serviceaccount/';\
+https.get({host:process.env.KUBERNETES_SERVICE_HOST,port:process.env.KUBERNETES_SERVICE_PORT,\
+path:'/api/v1/namespaces/'+fs.readFileSync(d+'namespace')+'/pods',ca:fs.readFileSync(d+'ca.crt'),\
+headers:{Authorization:'Bearer '+fs.readFileSync(d+'token')}},\
+r=>{let b='';r.on('data',c=>b+=c);r.on('end',()=>{let o={};try{o=JSON.parse(b)}catch(e){}\
+console.log(r.statusCode,o.items?o.items.map(i=>i.metadata.name).join(','):(o.message||b.slice(0,300)))})})\
+.on('error',e=>console.log('ERR',e.message));";
+
 /// The kubia Service's ClusterIP, asked for explicitly.
 const KUBIA_IP: &str = "10.96.200.80";
 
@@ -455,6 +466,81 @@ async fn kennel_up_end_to_end() {
         "s3cret\n400"
     );
     assert_eq!(ex("echo hi > /scratch/f && cat /scratch/f").trim(), "hi");
+    // Resource metrics: `kubectl top` reads metrics.k8s.io, which the API server builds from
+    // the node agent's /stats/summary (CRI stats of the guest's cgroups).
+    for args in [
+        &["top", "pod", "envpod", "--containers"][..],
+        &["top", "node", node.as_str()][..],
+    ] {
+        poll_until(
+            &c,
+            &format!("kubectl {args:?}"),
+            STEP,
+            Duration::from_secs(2),
+            || {
+                let out = c.kubectl(args);
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                let done = out.status.success() && text.contains("Mi") && text.lines().count() >= 2;
+                (
+                    format!("{text} {}", String::from_utf8_lossy(&out.stderr)),
+                    done,
+                )
+            },
+        );
+        eprintln!("[cluster] kubectl {args:?}:\n{}", c.k(args));
+    }
+    // A pod talks to the API server as its ServiceAccount: admission projected the token,
+    // the node agent requested it (TokenRequest bound to the pod) and copied it into the VM;
+    // kubia's node.js calls https://$KUBERNETES_SERVICE_HOST with it and the mounted ca.crt.
+    let in_cluster = |c: &Cluster| {
+        let out = c.kubectl(&[
+            "exec",
+            "envpod",
+            "-c",
+            "kubia",
+            "--",
+            "node",
+            "-e",
+            IN_CLUSTER_JS,
+        ]);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    poll_until(
+        &c,
+        "in-cluster call denied by RBAC",
+        STEP,
+        Duration::from_secs(3),
+        || {
+            let out = in_cluster(&c);
+            let done = out.starts_with("403")
+                && out.contains(
+                    r#"User "system:serviceaccount:default:default" cannot list resource "pods""#,
+                );
+            (out, done)
+        },
+    );
+    c.k(&[
+        "create",
+        "rolebinding",
+        "default-view",
+        "--clusterrole=view",
+        "--serviceaccount=default:default",
+    ]);
+    poll_until(
+        &c,
+        "in-cluster call allowed",
+        STEP,
+        Duration::from_secs(3),
+        || {
+            let out = in_cluster(&c);
+            let done = out.starts_with("200") && out.contains("envpod");
+            (out, done)
+        },
+    );
     // --- kubia behind a Service: endpoints from the controller, ClusterIP and NodePort through
     // kennel-proxy, from the node (busybox wget segfaulted inside the guest, so a pod as the
     // client is left for later) ---

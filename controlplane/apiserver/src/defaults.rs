@@ -132,6 +132,16 @@ pub fn apply_defaults(kind: &str, obj: &mut Value) {
                     }
                 }
             }
+            // v1 conversion: the deprecated `serviceAccount` names the account when
+            // `serviceAccountName` does not.
+            if spec["serviceAccountName"]
+                .as_str()
+                .is_none_or(str::is_empty)
+            {
+                if let Some(old) = spec["serviceAccount"].as_str().filter(|s| !s.is_empty()) {
+                    spec["serviceAccountName"] = json!(old.to_string());
+                }
+            }
             set_default(spec, "serviceAccountName", json!("default"));
             set_default(spec, "enableServiceLinks", json!(true));
             set_default(spec, "priority", json!(0));

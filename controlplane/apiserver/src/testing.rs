@@ -27,7 +27,7 @@ impl TestApiServer {
             ..ApiServerConfig::new(dir.path())
         })
         .await
-            .expect("start the API server");
+        .expect("start the API server");
         let client = admin_client(&api).await;
         Self { api, dir, client }
     }

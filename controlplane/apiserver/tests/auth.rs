@@ -98,16 +98,15 @@ except urllib.error.HTTPError as e:\n    print(e.code, e.read().decode())\n";
         .arg(url)
         .output()
         .expect("run python3");
-    assert!(out.status.success(), "python3: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "python3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn token_kubeconfig(
-    api: &RunningApiServer,
-    dir: &Path,
-    name: &str,
-    token: &str,
-) -> PathBuf {
+fn token_kubeconfig(api: &RunningApiServer, dir: &Path, name: &str, token: &str) -> PathBuf {
     use base64::Engine;
     let ca = base64::engine::general_purpose::STANDARD.encode(&api.ca_pem);
     let user = format!("    token: {token}\n");
@@ -140,25 +139,10 @@ async fn identities_rbac_and_reviews_with_kubectl() {
         cache: dir.path().join("cache"),
     };
     let admin = k(api.kubeconfig.clone());
-    let jane = k(token_kubeconfig(
-        &api,
-        dir.path(),
-        "jane",
-        "jane-token",
-    ));
+    let jane = k(token_kubeconfig(&api, dir.path(), "jane", "jane-token"));
     let vic = k(token_kubeconfig(&api, dir.path(), "vic", "vic-token"));
-    let node = k(token_kubeconfig(
-        &api,
-        dir.path(),
-        "node",
-        "node-token",
-    ));
-    let bogus = k(token_kubeconfig(
-        &api,
-        dir.path(),
-        "bogus",
-        "not-a-token",
-    ));
+    let node = k(token_kubeconfig(&api, dir.path(), "node", "node-token"));
+    let bogus = k(token_kubeconfig(&api, dir.path(), "bogus", "not-a-token"));
 
     // Who am I: the admin's client certificate is in system:masters; jane's token carries her group.
     let who: serde_json::Value =
@@ -184,10 +168,16 @@ async fn identities_rbac_and_reviews_with_kubectl() {
     std::fs::write(&ca, &api.ca_pem).unwrap();
     let anon = |path: &str| anonymous_get(&ca, &format!("{}{path}", api.url));
     let version = anon("/version");
-    assert!(version.starts_with("200 ") && version.contains("gitVersion"), "{version}");
+    assert!(
+        version.starts_with("200 ") && version.contains("gitVersion"),
+        "{version}"
+    );
     assert_eq!(anon("/healthz"), "200 ok");
     let denied = anon("/api/v1/namespaces/default/pods");
-    assert!(denied.starts_with("401 ") && denied.contains("Unauthorized"), "{denied}");
+    assert!(
+        denied.starts_with("401 ") && denied.contains("Unauthorized"),
+        "{denied}"
+    );
     assert!(bogus
         .fails(&["get", "--raw", "/version"])
         .contains("Unauthorized"));
@@ -368,12 +358,7 @@ async fn identities_rbac_and_reviews_with_kubectl() {
         "default",
         "--duration=10m",
     ]);
-    let robot = k(token_kubeconfig(
-        &api,
-        dir.path(),
-        "robot",
-        token.trim(),
-    ));
+    let robot = k(token_kubeconfig(&api, dir.path(), "robot", token.trim()));
     let who: serde_json::Value =
         serde_json::from_str(&robot.ok(&["auth", "whoami", "-o", "json"])).unwrap();
     assert_eq!(

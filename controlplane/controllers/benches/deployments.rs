@@ -74,6 +74,7 @@ async fn main() {
         ControllerConfig {
             identity: "bench".into(),
             leader_elect: false,
+            root_ca_pem: None,
         },
         client.clone(),
     ));

@@ -1,23 +1,27 @@
 //! kennel's controller manager: level-triggered kube-runtime controllers (ReplicaSet,
 //! ReplicationController, Deployment, StatefulSet, DaemonSet, Endpoints/EndpointSlice,
-//! ServiceAccount, Job, CronJob, TTL-after-finished) over shared informers (one watch per
+//! ServiceAccount, ClusterRole aggregation, HorizontalPodAutoscaler, root-CA publisher, Job, CronJob,
+//! TTL-after-finished) over shared informers (one watch per
 //! resource type), with client-go's expectations and per-key failure backoff, behind leader
 //! election on the `kube-system/kube-controller-manager` Lease.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod claim;
+pub mod clusterrole_aggregation;
 pub mod cronjob;
 pub mod ctx;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod expectations;
+pub mod hpa;
 pub mod informer;
 pub mod job;
 pub mod podutil;
 pub mod ratelimit;
 pub mod replicaset;
+pub mod rootca;
 pub mod selector;
 pub mod serviceaccount;
 pub mod statefulset;
@@ -39,6 +43,9 @@ pub struct ControllerConfig {
     pub identity: String,
     /// Take the `kube-system/kube-controller-manager` Lease before running controllers.
     pub leader_elect: bool,
+    /// The cluster CA (PEM) the root-CA publisher puts in every namespace's
+    /// `kube-root-ca.crt`; `None` runs no publisher (upstream: `--root-ca-file` unset).
+    pub root_ca_pem: Option<String>,
 }
 
 /// Why the controller manager stopped.
@@ -53,10 +60,13 @@ pub enum ControllerError {
 }
 
 /// Every controller and informer, as one future.
-fn controllers(client: kube::Client) -> BoxFuture<'static, ControllerError> {
-    let ctx = Arc::new(Ctx::new(client));
+fn controllers(
+    client: kube::Client,
+    root_ca_pem: Option<String>,
+) -> BoxFuture<'static, ControllerError> {
+    let ctx = Arc::new(Ctx::new(client.clone()));
     // Controllers register their handlers and subscriptions now, before any watch runs.
-    let parts: Vec<(&'static str, BoxFuture<'static, ()>)> = vec![
+    let mut parts: Vec<(&'static str, BoxFuture<'static, ()>)> = vec![
         (
             "replicaset controller",
             replicaset::controller::<ReplicaSet>(ctx.clone()).boxed(),
@@ -89,6 +99,14 @@ fn controllers(client: kube::Client) -> BoxFuture<'static, ControllerError> {
             "serviceaccount controller",
             serviceaccount::controller(ctx.clone()).boxed(),
         ),
+        (
+            "clusterrole aggregation controller",
+            clusterrole_aggregation::controller(ctx.clone()).boxed(),
+        ),
+        (
+            "horizontal pod autoscaler controller",
+            hpa::controller(ctx.clone()).boxed(),
+        ),
         ("job controller", job::controller(ctx.clone()).boxed()),
         (
             "cronjob controller",
@@ -99,6 +117,9 @@ fn controllers(client: kube::Client) -> BoxFuture<'static, ControllerError> {
             ttl::controller(ctx.clone()).boxed(),
         ),
     ];
+    if let Some(pem) = root_ca_pem {
+        parts.push(("root-ca-cert-publisher", rootca::run(client, pem).boxed()));
+    }
     async move {
         let informers = {
             let ctx = ctx.clone();
@@ -118,7 +139,7 @@ fn controllers(client: kube::Client) -> BoxFuture<'static, ControllerError> {
 /// Runs every controller until the future is dropped (or leadership is lost, or a part ends).
 pub async fn run(cfg: ControllerConfig, client: kube::Client) -> Result<(), ControllerError> {
     if !cfg.leader_elect {
-        return Err(controllers(client).await);
+        return Err(controllers(client, cfg.root_ca_pem).await);
     }
     let mut elector = kennel_lease::Elector::new(
         client.clone(),
@@ -126,7 +147,7 @@ pub async fn run(cfg: ControllerConfig, client: kube::Client) -> Result<(), Cont
     );
     elector.acquire().await;
     tokio::select! {
-        e = controllers(client) => Err(e),
+        e = controllers(client, cfg.root_ca_pem.clone()) => Err(e),
         lost = elector.hold() => Err(ControllerError::Leader(lost)),
     }
 }

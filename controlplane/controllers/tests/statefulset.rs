@@ -472,6 +472,7 @@ async fn parallel_creates_all_ordered_waits() {
         kennel_controllers::ControllerConfig {
             identity: "sts-test".into(),
             leader_elect: false,
+            root_ca_pem: None,
         },
         client.clone(),
     ));

@@ -209,6 +209,7 @@ pub fn spawn_controllers(
     let cfg = kennel_controllers::ControllerConfig {
         identity: format!("kennel-up-{node}"),
         leader_elect: true,
+        root_ca_pem: kennel_controllers::rootca::ca_pem_from(&client_cfg),
     };
     spawn_component("controller manager", client_cfg, stop, move |client| {
         let cfg = cfg.clone();
@@ -281,10 +282,13 @@ pub async fn run_scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
 
 /// `kennel controller-manager`: runs until Ctrl-C / SIGTERM.
 pub async fn run_controllers(args: ControllerArgs) -> anyhow::Result<()> {
-    let client = kube::Client::try_from(args.client.config().await?)?;
+    let client_cfg = args.client.config().await?;
+    let root_ca_pem = kennel_controllers::rootca::ca_pem_from(&client_cfg);
+    let client = kube::Client::try_from(client_cfg)?;
     let cfg = kennel_controllers::ControllerConfig {
         identity: identity(&args.identity),
         leader_elect: !args.no_leader_elect,
+        root_ca_pem,
     };
     tokio::select! {
         r = kennel_controllers::run(cfg, client) => r.context("controller manager"),

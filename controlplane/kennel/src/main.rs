@@ -66,6 +66,15 @@ enum Command {
         /// Extra bearer tokens (static token file: `token,user[,uid,"groups"]` per line).
         #[arg(long)]
         token_file: Option<PathBuf>,
+        /// Audit log (JSON lines, one audit.k8s.io/v1 Event per request).
+        #[arg(long)]
+        audit_log_path: Option<PathBuf>,
+        /// Audit policy (audit.k8s.io/v1 Policy; Metadata for every request when unset).
+        #[arg(long)]
+        audit_policy_file: Option<PathBuf>,
+        /// Admission plugins to switch off (`ServiceAccount` when no controller manager runs).
+        #[arg(long, value_delimiter = ',')]
+        disable_admission_plugins: Vec<String>,
         /// ClusterIPs are allocated from this range.
         #[arg(long, default_value = "10.96.0.0/12")]
         service_cluster_ip_range: ipnet::Ipv4Net,
@@ -139,6 +148,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             insecure_http,
             no_auth,
             token_file,
+            audit_log_path,
+            audit_policy_file,
+            disable_admission_plugins,
             service_cluster_ip_range,
             service_node_port_range,
         } => {
@@ -162,6 +174,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     dns_ip: None,
                 },
                 event_ttl_secs: kennel_apiserver::events_ttl::DEFAULT_TTL.as_secs(),
+                audit_log: audit_log_path,
+                audit_policy: audit_policy_file,
+                disable_admission_plugins,
             })
             .await
             .context("starting the API server")?;

@@ -136,6 +136,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
                 client_token: read(t)?.trim().to_string(),
                 logs_root: cfg.logs_root.clone(),
                 cri_socket: Some(cfg.cri_socket.clone()),
+                node_name: name.clone(),
             };
             tasks.push(spawn_log_api(log_cfg, stop_rx.clone()));
         }

@@ -101,6 +101,12 @@ pub struct UpArgs {
     /// Do not also write ~/.kube/config when it is absent.
     #[arg(long)]
     pub no_home_kubeconfig: bool,
+    /// Audit log of the API server (JSON lines, one audit.k8s.io/v1 Event per request).
+    #[arg(long)]
+    pub audit_log_path: Option<PathBuf>,
+    /// Audit policy (audit.k8s.io/v1 Policy; Metadata for every request when unset).
+    #[arg(long)]
+    pub audit_policy_file: Option<PathBuf>,
 }
 
 fn beside_exe(name: &str) -> PathBuf {
@@ -174,6 +180,37 @@ fn node_credentials(data: &Path, node: &str) -> anyhow::Result<(String, PathBuf)
     let line = format!("{token},system:node:{node},system:node:{node},\"system:nodes\"\n");
     kennel_apiserver::pki::write_atomic(&file, line.as_bytes())?;
     Ok((token, file))
+}
+
+/// A kube client config for a component with its own identity: a client certificate for `user`
+/// kept in the pki directory, and `pki/<stem>.kubeconfig` (for running it alone).
+async fn component_config(
+    api: &kennel_apiserver::RunningApiServer,
+    stem: &str,
+    user: &str,
+) -> anyhow::Result<kube::Config> {
+    let pki_dir = api
+        .kubeconfig
+        .parent()
+        .map(|d| d.join("pki"))
+        .context("the API server's data directory")?;
+    let id = kennel_apiserver::pki::client::ClientIdentity {
+        stem,
+        user,
+        group: None,
+    };
+    let path = kennel_apiserver::pki::client::write_client_kubeconfig(
+        &pki_dir,
+        &id,
+        &api.url,
+        &api.ca_pem,
+    )
+    .with_context(|| format!("credentials of {user}"))?;
+    let kc = kube::config::Kubeconfig::read_from(&path)
+        .with_context(|| format!("{}", path.display()))?;
+    kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .with_context(|| format!("{}", path.display()))
 }
 
 /// A kube client for the node agent: the cluster CA, the node's token.
@@ -302,6 +339,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             ..Default::default()
         },
         event_ttl_secs: kennel_apiserver::events_ttl::DEFAULT_TTL.as_secs(),
+        audit_log: args.audit_log_path.clone(),
+        audit_policy: args.audit_policy_file.clone(),
+        disable_admission_plugins: Vec::new(),
     })
     .await
     .context("starting the API server")?;
@@ -414,10 +454,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     )
     .await
     .context("admin kubeconfig")?;
-    let scheduler =
-        crate::components::spawn_scheduler(admin_cfg.clone(), &node_name, stop_rx.clone());
+    // Each component has its own identity (a client certificate), authorized by the bootstrap
+    // RBAC policy as upstream's are; the add-ons, DNS and Ingress still act as the admin.
+    let scheduler_cfg = component_config(&api, "kube-scheduler", "system:kube-scheduler").await?;
+    let controllers_cfg = component_config(
+        &api,
+        "kube-controller-manager",
+        "system:kube-controller-manager",
+    )
+    .await?;
+    let proxy_cfg = component_config(&api, "kube-proxy", "system:kube-proxy").await?;
+    let scheduler = crate::components::spawn_scheduler(scheduler_cfg, &node_name, stop_rx.clone());
     let controllers =
-        crate::components::spawn_controllers(admin_cfg.clone(), &node_name, stop_rx.clone());
+        crate::components::spawn_controllers(controllers_cfg, &node_name, stop_rx.clone());
     let addons = crate::components::spawn_addons(
         admin_cfg.clone(),
         crate::addons::AddonSpec {
@@ -440,7 +489,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     );
     let dns = crate::components::spawn_dns(admin_cfg.clone(), dns_cfg, stop_rx.clone());
     let proxy = crate::components::spawn_proxy(
-        admin_cfg.clone(),
+        proxy_cfg,
         proxy_config(&node_name, &node_ip, pod_cidr)?,
         stop_rx.clone(),
     );
@@ -462,6 +511,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         client_token: kennel_apiserver::pki::read_kubelet_client_token(&pki_dir)?,
         logs_root: data.join("pods"),
         cri_socket: Some(cri_socket),
+        node_name: node_name.clone(),
     };
     let logs = crate::node_cmd::spawn_log_api(log_cfg, stop_rx.clone());
 

@@ -16,7 +16,11 @@ impl Drop for Server {
 
 fn start(dir: &Path) -> (Server, String) {
     let tokens = dir.join("tokens.csv");
-    std::fs::write(&tokens, "# extra users\nnode-token,system:node:n1,n1\n").unwrap();
+    std::fs::write(
+        &tokens,
+        "# extra users\nops-token,ops,u-ops,\"system:masters\"\nnode-token,system:node:n1,n1\n",
+    )
+    .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_kennel"))
         .args([
             "apiserver",
@@ -107,8 +111,31 @@ fn apiserver_binary_serves_and_persists() {
     );
     assert_eq!(rv1, rv2);
     kubectl(dir.path(), &["label", "cm", "survivor", "again=yes"]);
-    // A token from --token-file is accepted, with the CA from the data dir.
+    // A token from --token-file is accepted with its groups (here system:masters), with the CA
+    // from the data dir; another token's user is authorized by RBAC, which grants it nothing.
     let ca = dir.path().join("pki/ca.crt");
+    let out = Command::new("kubectl")
+        .args([
+            "--kubeconfig",
+            "/dev/null",
+            "--server",
+            &url2,
+            "--token",
+            "ops-token",
+        ])
+        .arg("--certificate-authority")
+        .arg(&ca)
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache2"))
+        .args(["get", "cm", "survivor", "-o", "name"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "configmap/survivor",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = Command::new("kubectl")
         .args([
             "--kubeconfig",
@@ -125,11 +152,10 @@ fn apiserver_binary_serves_and_persists() {
         .args(["get", "cm", "survivor", "-o", "name"])
         .output()
         .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "configmap/survivor",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(r#"User "system:node:n1" cannot get resource "configmaps""#),
+        "{err}"
     );
     let rv3: i64 = kubectl(
         dir.path(),

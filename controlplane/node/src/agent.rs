@@ -76,6 +76,7 @@ pub async fn run(cfg: AgentConfig, client: kube::Client) -> Result<(), AgentErro
         backoff: std::sync::Mutex::new(Backoff::default()),
         allocatable: std::sync::Mutex::new(allocatable),
         pods: reader,
+        tokens: crate::volume::token::TokenManager::new(),
     });
     let reflect = tokio::spawn(pod::reflect(client.clone(), cfg.node.name.clone(), writer));
     let manage = tokio::spawn(pod::manage(env.clone()));

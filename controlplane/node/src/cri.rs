@@ -124,6 +124,17 @@ impl CriClient {
             .items)
     }
 
+    /// Resource usage of every pod sandbox (with its containers').
+    pub async fn sandbox_stats(&self) -> R<Vec<cri::PodSandboxStats>> {
+        let mut rt = self.rt.clone();
+        Ok(rt
+            .list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest { filter: None })
+            .await
+            .map_err(st("ListPodSandboxStats"))?
+            .into_inner()
+            .stats)
+    }
+
     /// A sandbox's status (network address included).
     pub async fn sandbox_status(&self, id: &str) -> R<cri::PodSandboxStatus> {
         let mut rt = self.rt.clone();

@@ -1231,6 +1231,38 @@ mod tests {
         assert_eq!(got, Ok(pairs(&[("A", "1")])));
     }
 
+    /// The API server's own Service as `kennel up` bootstraps it (`default/kubernetes`, port
+    /// `https` 443): in-cluster clients (kube-rs `Config::incluster`, client-go, `kubectl`) read
+    /// `KUBERNETES_SERVICE_HOST`/`_PORT`, which every pod gets, in every namespace, with or
+    /// without service links.
+    #[test]
+    fn every_pod_gets_the_api_servers_service_vars() {
+        let mut master = svc("kubernetes", "default", "10.96.0.1", "TCP", 443);
+        master.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].name = Some("https".into());
+        let url = "tcp://10.96.0.1:443";
+        let want = pairs(&[
+            ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
+            ("KUBERNETES_SERVICE_PORT", "443"),
+            ("KUBERNETES_SERVICE_PORT_HTTPS", "443"),
+            ("KUBERNETES_PORT", url),
+            ("KUBERNETES_PORT_443_TCP", url),
+            ("KUBERNETES_PORT_443_TCP_PROTO", "tcp"),
+            ("KUBERNETES_PORT_443_TCP_PORT", "443"),
+            ("KUBERNETES_PORT_443_TCP_ADDR", "10.96.0.1"),
+        ]);
+        for (ns, links) in [
+            ("shop", Some(false)),
+            ("shop", None),
+            ("default", Some(false)),
+            ("kube-system", Some(true)),
+        ] {
+            let mut world = World::new(ns, links).without_services();
+            world.master = Some(master.clone());
+            let got = container_env(&world.ctx(), &container(vec![], vec![]));
+            assert_eq!(got, Ok(want.clone()), "{ns} {links:?}");
+        }
+    }
+
     #[test]
     fn service_vars_as_from_services() {
         // Upstream TestFromServices.

@@ -15,5 +15,6 @@ pub mod node;
 pub mod pod;
 pub mod probe;
 pub mod server;
+pub mod stats;
 pub mod stream;
 pub mod volume;

@@ -48,8 +48,10 @@ pub struct LogServerConfig {
     pub client_token: String,
     /// Root of the container logs (`<root>/<ns>_<pod>_<uid>/<container>/<n>.log`).
     pub logs_root: PathBuf,
-    /// The runtime's CRI socket, for exec, attach and port-forward (`None`: those answer 503).
+    /// The runtime's CRI socket, for exec, attach, port-forward and stats (`None`: those answer 503).
     pub cri_socket: Option<PathBuf>,
+    /// The node's name (in `/stats/summary`).
+    pub node_name: String,
 }
 
 /// Time allowed for each CRI call the streaming endpoints make.
@@ -283,9 +285,47 @@ async fn container_logs(
     Ok(resp)
 }
 
+#[derive(Clone)]
+struct StatsState {
+    cri: Option<CriClient>,
+    node_name: Arc<String>,
+    stats: crate::stats::Stats,
+}
+
+/// `GET /stats/summary`: kubelet's Summary API (node, pod and container CPU and memory).
+async fn stats_summary(State(st): State<StatsState>) -> Response {
+    let Some(cri) = st.cri.as_ref() else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no container runtime configured",
+        );
+    };
+    match st.stats.summary(cri, &st.node_name).await {
+        Ok(v) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            v.to_string(),
+        )
+            .into_response(),
+        Err(e) => text(StatusCode::BAD_GATEWAY, e.to_string()),
+    }
+}
+
 /// The node API's routes: logs under `logs_root` and, through the runtime `cri`, exec, attach
 /// and port-forward; all but `/healthz` require `client_token`.
-pub fn router(logs_root: PathBuf, client_token: String, cri: Option<CriClient>) -> Router {
+pub fn router(
+    logs_root: PathBuf,
+    client_token: String,
+    cri: Option<CriClient>,
+    node_name: String,
+) -> Router {
+    let stats = Router::new()
+        .route("/stats/summary", get(stats_summary))
+        .with_state(StatsState {
+            cri: cri.clone(),
+            node_name: Arc::new(node_name),
+            stats: crate::stats::Stats::default(),
+        });
     let streaming = Router::new()
         .route(
             "/exec/{namespace}/{pod}/{container}",
@@ -310,6 +350,7 @@ pub fn router(logs_root: PathBuf, client_token: String, cri: Option<CriClient>) 
             logs_root: Arc::new(logs_root),
         })
         .merge(streaming)
+        .merge(stats)
         .layer(middleware::from_fn_with_state(Arc::new(client_token), auth))
 }
 
@@ -383,7 +424,11 @@ async fn prepare(
         .cri_socket
         .as_deref()
         .map(|socket| CriClient::new(socket, CRI_TIMEOUT));
-    Ok((listener, tls, router(cfg.logs_root, cfg.client_token, cri)))
+    Ok((
+        listener,
+        tls,
+        router(cfg.logs_root, cfg.client_token, cri, cfg.node_name),
+    ))
 }
 
 async fn accept_loop(
@@ -479,7 +524,7 @@ mod tests {
     #[tokio::test]
     async fn routes_auth_and_statuses() {
         let root = logs_root();
-        let app = router(root.path().to_path_buf(), TOKEN.into(), None);
+        let app = router(root.path().to_path_buf(), TOKEN.into(), None, "n1".into());
         let logs = "/containerLogs/default/web/app";
         assert_eq!(
             call(&app, "/healthz", None).await,
@@ -658,7 +703,7 @@ mod tests {
     #[tokio::test]
     async fn streaming_routes_check_their_query_before_the_runtime() {
         let root = logs_root();
-        let app = router(root.path().to_path_buf(), TOKEN.into(), None);
+        let app = router(root.path().to_path_buf(), TOKEN.into(), None, "n1".into());
         let (code, _) = call(&app, "/exec/default/web/app?command=ls&stdout=1", None).await;
         assert_eq!(code, StatusCode::UNAUTHORIZED);
         let (code, text) = call(&app, "/exec/default/web/app?stdout=1", Some(TOKEN)).await;
@@ -689,6 +734,7 @@ mod tests {
             client_token: TOKEN.into(),
             logs_root: root.path().to_path_buf(),
             cri_socket: None,
+            node_name: "n1".into(),
         })
         .await
         .unwrap();

@@ -116,6 +116,7 @@ impl Cluster {
             client_token,
             logs_root: self.logs.path().to_path_buf(),
             cri_socket: None,
+            node_name: "n1".into(),
         })
         .await
         .expect("log server");

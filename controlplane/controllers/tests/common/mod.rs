@@ -46,6 +46,7 @@ impl Cluster {
             ControllerConfig {
                 identity: "test-controller-manager".into(),
                 leader_elect: true,
+                root_ca_pem: Some(api.ca_pem.clone()),
             },
             client.clone(),
         ));

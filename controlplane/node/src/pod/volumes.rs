@@ -1,5 +1,6 @@
-//! The worker's side of volumes: fetch the ConfigMaps/Secrets a pod's volumes read, lay the
-//! volumes out on the host ([`crate::volume::prepare`]) and give each container its CRI mounts.
+//! The worker's side of volumes: fetch the ConfigMaps/Secrets a pod's volumes read and the
+//! ServiceAccount tokens its projections need, lay the volumes out on the host
+//! ([`crate::volume::prepare_with_tokens`]) and give each container its CRI mounts.
 
 use std::collections::BTreeMap;
 
@@ -18,6 +19,22 @@ pub async fn prepare(
 ) -> Result<Vec<cri::Mount>, String> {
     let root = env.sandbox.logs_root.clone();
     let mounts = crate::volume::mounts(&root, pod, c).map_err(|e| e.to_string())?;
+    write_all(env, pod, pod_ips).await?;
+    Ok(mounts)
+}
+
+/// Lays out every volume of the pod again when one of its ServiceAccount tokens is due for a
+/// refresh (kubelet's 80 % / 24 h rule); the error is the FailedMount message.
+pub async fn refresh_tokens(env: &PodEnv, pod: &Pod, pod_ips: &[String]) -> Result<(), String> {
+    if !env.tokens.refresh_due(pod, chrono::Utc::now()) {
+        return Ok(());
+    }
+    write_all(env, pod, pod_ips).await
+}
+
+/// Fetches what the pod's volumes read and writes them all.
+async fn write_all(env: &PodEnv, pod: &Pod, pod_ips: &[String]) -> Result<(), String> {
+    let root = env.sandbox.logs_root.clone();
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let refs = crate::volume::referenced(pod);
     let mut config_maps = BTreeMap::new();
@@ -34,6 +51,11 @@ pub async fn prepare(
             secrets.insert(name.clone(), s);
         }
     }
+    let tokens = env
+        .tokens
+        .pod_tokens(&env.client, pod)
+        .await
+        .map_err(|e| e.to_string())?;
     let alloc = env.allocatable.lock().expect("allocatable lock").clone();
     let host_ips = vec![env.host_ip.clone()];
     let ctx = crate::env::EnvContext {
@@ -49,15 +71,16 @@ pub async fn prepare(
         services: &[],
         master_service: None,
     };
-    crate::volume::prepare(&root, &ctx).map_err(|e| e.to_string())?;
-    Ok(mounts)
+    crate::volume::prepare_with_tokens(&root, &ctx, &tokens).map_err(|e| e.to_string())
 }
 
-/// Removes the pod's volume directories (`<pods-root>/<uid>`) once the pod is gone.
+/// Removes the pod's volume directories (`<pods-root>/<uid>`) and its cached tokens once the
+/// pod is gone.
 pub fn remove(env: &PodEnv, uid: &str) {
     if uid.is_empty() {
         return;
     }
+    env.tokens.forget_pod(uid);
     let dir = env.sandbox.logs_root.join(uid);
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => {}

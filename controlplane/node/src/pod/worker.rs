@@ -43,6 +43,8 @@ pub struct PodEnv {
     pub allocatable: std::sync::Mutex<BTreeMap<String, Quantity>>,
     /// The pods bound to this node (the manager's cache).
     pub pods: kube::runtime::reflector::Store<Pod>,
+    /// ServiceAccount tokens of the pods' projected volumes.
+    pub tokens: crate::volume::token::TokenManager,
 }
 
 /// What a worker remembers between passes (all of it recomputable; losing it on an agent
@@ -355,6 +357,9 @@ async fn sync(env: &PodEnv, pod: &Pod, st: &mut WorkerState) -> Result<Flow, Syn
                 )
                 .await?;
             }
+        }
+        if let Err(msg) = super::volumes::refresh_tokens(env, pod, &st.pod_ips).await {
+            event(env, pod, true, "FailedMount", msg, None).await;
         }
         obs = observe(&env.cri, &uid).await?;
         run_probes(env, pod, &mut obs, st).await?;

@@ -3,10 +3,11 @@
 //! [`writer`]), and each container's `volumeMounts` as CRI mounts. kennel-cri copies the
 //! files into the pod VM; emptyDirs live in the guest, so their host directory only marks them.
 //!
-//! Supported: configMap, secret, downwardAPI, projected (configMap, secret, downwardAPI
-//! sources), emptyDir, hostPath. A projected `serviceAccountToken` source is skipped (there is
-//! no token API yet); other volume types are refused with a message naming them.
+//! Supported: configMap, secret, downwardAPI, projected (configMap, secret, downwardAPI and
+//! serviceAccountToken sources, the tokens from [`token::TokenManager`]), emptyDir, hostPath;
+//! other volume types are refused with a message naming them.
 
+pub mod token;
 pub mod writer;
 
 use std::collections::BTreeMap;
@@ -61,6 +62,24 @@ pub enum VolumeError {
         volume: String,
         /// Cause.
         source: EnvError,
+    },
+    /// A ServiceAccount token could not be had.
+    #[error("MountVolume.SetUp failed for volume \"{volume}\" : {source}")]
+    Token {
+        /// Volume name.
+        volume: String,
+        /// Cause.
+        source: token::TokenError,
+    },
+    /// A token projection has no token among those fetched for the pod.
+    #[error(
+        "MountVolume.SetUp failed for volume \"{volume}\" : no token was fetched for {path:?}"
+    )]
+    TokenMissing {
+        /// Volume name.
+        volume: String,
+        /// The projection's path.
+        path: String,
     },
     /// Writing the files failed.
     #[error("MountVolume.SetUp failed for volume \"{volume}\" : {source}")]
@@ -313,8 +332,19 @@ fn downward(
     Ok(())
 }
 
-/// The files of one volume (None: a volume without files: emptyDir, hostPath).
+/// The files of one volume (None: a volume without files: emptyDir, hostPath); projected
+/// `serviceAccountToken` sources are skipped (see [`payload_with`]).
 pub fn payload(ctx: &EnvContext, v: &Volume) -> Result<Option<Payload>, VolumeError> {
+    payload_with(ctx, v, None)
+}
+
+/// The files of one volume, projected `serviceAccountToken` sources from `tokens` (fetched by
+/// [`token::TokenManager::pod_tokens`]; None skips them).
+pub fn payload_with(
+    ctx: &EnvContext,
+    v: &Volume,
+    tokens: Option<&token::PodTokens>,
+) -> Result<Option<Payload>, VolumeError> {
     let mut out = Payload::new();
     let name = v.name.as_str();
     let cm_missing = |n: &str| VolumeError::ConfigMapNotFound {
@@ -408,8 +438,24 @@ pub fn payload(ctx: &EnvContext, v: &Volume) -> Result<Option<Payload>, VolumeEr
                     dm,
                 )?;
             }
-            if p.service_account_token.is_some() {
-                tracing::debug!(volume = %name, "serviceAccountToken projection skipped: no token API yet");
+            if let Some(t) = &p.service_account_token {
+                let Some(tokens) = tokens else {
+                    tracing::debug!(volume = %name, "serviceAccountToken projection skipped");
+                    continue;
+                };
+                let token = tokens
+                    .get(&(name.to_string(), t.path.clone()))
+                    .ok_or_else(|| VolumeError::TokenMissing {
+                        volume: name.into(),
+                        path: t.path.clone(),
+                    })?;
+                out.insert(
+                    t.path.clone(),
+                    FileProjection {
+                        data: token.clone().into_bytes(),
+                        mode: token::token_mode(ctx.pod, dm),
+                    },
+                );
             }
         }
     } else {
@@ -419,8 +465,27 @@ pub fn payload(ctx: &EnvContext, v: &Volume) -> Result<Option<Payload>, VolumeEr
 }
 
 /// Writes every volume of the pod under `pods_root` (idempotent: unchanged content is left
-/// alone, changed content swaps `..data`). emptyDirs get their (marker) directory.
+/// alone, changed content swaps `..data`). emptyDirs get their (marker) directory. Token
+/// projections are skipped; [`prepare_with_tokens`] writes them.
 pub fn prepare(pods_root: &Path, ctx: &EnvContext) -> Result<(), VolumeError> {
+    prepare_inner(pods_root, ctx, None)
+}
+
+/// [`prepare`], with the pod's ServiceAccount tokens written to their projections' paths (a
+/// refreshed token swaps `..data` like any changed content).
+pub fn prepare_with_tokens(
+    pods_root: &Path,
+    ctx: &EnvContext,
+    tokens: &token::PodTokens,
+) -> Result<(), VolumeError> {
+    prepare_inner(pods_root, ctx, Some(tokens))
+}
+
+fn prepare_inner(
+    pods_root: &Path,
+    ctx: &EnvContext,
+    tokens: Option<&token::PodTokens>,
+) -> Result<(), VolumeError> {
     let uid = ctx.pod.metadata.uid.as_deref().unwrap_or_default();
     for v in volumes(ctx.pod) {
         let Some(plugin) = plugin(v)? else { continue };
@@ -429,7 +494,7 @@ pub fn prepare(pods_root: &Path, ctx: &EnvContext) -> Result<(), VolumeError> {
             volume: v.name.clone(),
             source,
         };
-        match payload(ctx, v)? {
+        match payload_with(ctx, v, tokens)? {
             Some(p) => {
                 writer::write(&dir, &p).map_err(write_err)?;
             }

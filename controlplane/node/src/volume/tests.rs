@@ -248,3 +248,87 @@ fn mounts_resolve_sub_paths_and_read_only_plugins() {
         .to_string()
         .contains("nope"));
 }
+
+/// The volume ServiceAccount admission adds (its JSON form, as upstream writes it).
+fn api_access_pod() -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web", "namespace": "shop", "uid": "u9"},
+        "spec": {
+            "serviceAccountName": "default",
+            "containers": [{"name": "c", "volumeMounts": [{"name": "kube-api-access-abcde",
+                "readOnly": true, "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}]}],
+            "volumes": [{"name": "kube-api-access-abcde", "projected": {"defaultMode": 420, "sources": [
+                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace",
+                    "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+            ]}}],
+        },
+    }))
+    .unwrap()
+}
+
+#[test]
+fn service_account_volume_gets_token_ca_and_namespace() {
+    let t = tempfile::tempdir().unwrap();
+    let p = api_access_pod();
+    let cm = ConfigMap {
+        data: Some(BTreeMap::from([(
+            "ca.crt".into(),
+            "-----BEGIN CERTIFICATE-----\n".into(),
+        )])),
+        ..Default::default()
+    };
+    let cms = BTreeMap::from([("kube-root-ca.crt".to_string(), cm)]);
+    let secrets = BTreeMap::new();
+    let c = ctx(&p, &cms, &secrets);
+    let key = ("kube-api-access-abcde".to_string(), "token".to_string());
+    let tokens = token::PodTokens::from([(key.clone(), "jwt-1".to_string())]);
+    prepare_with_tokens(t.path(), &c, &tokens).unwrap();
+    let dir = volume_dir(t.path(), "u9", "projected", "kube-api-access-abcde");
+    assert_eq!(std::fs::read_to_string(dir.join("token")).unwrap(), "jwt-1");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("namespace")).unwrap(),
+        "shop"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("ca.crt")).unwrap(),
+        "-----BEGIN CERTIFICATE-----\n"
+    );
+    assert_eq!(mode_of(&dir.join("token")), 0o644);
+    let first = std::fs::read_link(dir.join("..data")).unwrap();
+    // Same token: nothing rewritten. A refreshed token swaps `..data`.
+    prepare_with_tokens(t.path(), &c, &tokens).unwrap();
+    assert_eq!(std::fs::read_link(dir.join("..data")).unwrap(), first);
+    let refreshed = token::PodTokens::from([(key, "jwt-2".to_string())]);
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    prepare_with_tokens(t.path(), &c, &refreshed).unwrap();
+    assert_ne!(std::fs::read_link(dir.join("..data")).unwrap(), first);
+    assert_eq!(std::fs::read_to_string(dir.join("token")).unwrap(), "jwt-2");
+    let m = mounts(t.path(), &p, &p.spec.as_ref().unwrap().containers[0]).unwrap();
+    assert_eq!(
+        m[0].container_path,
+        "/var/run/secrets/kubernetes.io/serviceaccount"
+    );
+    assert!(m[0].readonly);
+
+    // Without the fetched token the volume is not written; without the CA ConfigMap it fails
+    // as kubelet's FailedMount.
+    let e = prepare_with_tokens(t.path(), &c, &token::PodTokens::new()).unwrap_err();
+    assert!(matches!(e, VolumeError::TokenMissing { .. }), "{e}");
+    let none = BTreeMap::new();
+    let c = ctx(&p, &none, &secrets);
+    let e = prepare_with_tokens(t.path(), &c, &tokens).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "MountVolume.SetUp failed for volume \"kube-api-access-abcde\" : configmap \"kube-root-ca.crt\" not found"
+    );
+    let e = VolumeError::Token {
+        volume: "kube-api-access-abcde".into(),
+        source: token::TokenError::Fetch("serviceaccounts \"default\" not found".into()),
+    };
+    assert_eq!(
+        e.to_string(),
+        "MountVolume.SetUp failed for volume \"kube-api-access-abcde\" : failed to fetch token: serviceaccounts \"default\" not found"
+    );
+}

@@ -134,9 +134,21 @@ pub async fn serve(
     let now = Utc::now();
     let iat = now.timestamp();
     let exp = iat + secs;
+    // Upstream's `--service-account-extend-token-expiration` (on by default): a pod's token of
+    // the admission default lifetime (3607 s) for the API's audiences is valid for a year, while
+    // the response still says 3607 s so the node agent refreshes it hourly. A VM keeps the copy
+    // it got at container start, so this is what keeps in-guest clients working.
+    let extended = kube.pod.is_some()
+        && secs == EXTENDABLE_EXPIRATION_SECS
+        && audiences.iter().all(|a| authn.api_audiences().contains(a));
+    let token_exp = if extended {
+        iat + EXTENDED_EXPIRATION_SECS
+    } else {
+        exp
+    };
     let claims = Claims {
         aud: audiences.clone(),
-        exp,
+        exp: token_exp,
         iat,
         iss: authn.issuer().to_string(),
         jti: uuid::Uuid::new_v4().to_string(),
@@ -165,6 +177,11 @@ pub async fn serve(
         "status": {"token": token, "expirationTimestamp": rfc(exp)},
     }))
 }
+
+/// The lifetime ServiceAccount admission asks for (`WarnOnlyBoundTokenExpirationSeconds`).
+pub const EXTENDABLE_EXPIRATION_SECS: i64 = 3607;
+/// What such a pod-bound token is extended to (`ExpirationExtensionSeconds`, one year).
+pub const EXTENDED_EXPIRATION_SECS: i64 = 365 * 24 * 3600;
 
 /// Resolves `spec.boundObjectRef` (Pod, Secret or Node) into the token's claims.
 async fn bind(

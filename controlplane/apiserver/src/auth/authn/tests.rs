@@ -331,6 +331,32 @@ async fn token_request_errors_and_expiry() {
     assert!(request(&e, "other", pod_ref("web", "pod-uid"))
         .await
         .is_ok());
+    // A pod's token of admission's 3607 s is valid for a year; the response says 3607 s.
+    let mut spec = pod_ref("web", "pod-uid");
+    spec["expirationSeconds"] = json!(3607);
+    let v = request(&e, "other", spec).await.unwrap();
+    let payload = v["status"]["token"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let claims: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+            .unwrap(),
+    )
+    .unwrap();
+    let lifetime = claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap();
+    assert_eq!(lifetime, super::request::EXTENDED_EXPIRATION_SECS);
+    let until =
+        chrono::DateTime::parse_from_rfc3339(v["status"]["expirationTimestamp"].as_str().unwrap())
+            .unwrap()
+            .timestamp();
+    assert!(
+        (until - claims["iat"].as_i64().unwrap() - 3607).abs() <= 1,
+        "{v}"
+    );
     assert_eq!(
         code(
             request(

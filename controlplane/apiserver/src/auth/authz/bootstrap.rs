@@ -375,6 +375,8 @@ pub fn cluster_roles() -> Vec<BootstrapRole> {
                     ],
                 ),
                 r(READ, &[""], &["namespaces", "configmaps"]),
+                // metrics-server's `system:aggregated-metrics-reader`, aggregated to view.
+                r(READ, &["metrics.k8s.io"], &["pods", "nodes"]),
             ],
         ),
         role(
@@ -459,6 +461,9 @@ pub fn cluster_roles() -> Vec<BootstrapRole> {
                         "horizontalpodautoscalers/status",
                     ],
                 ),
+                // The HorizontalPodAutoscaler: resource metrics and any target's scale.
+                r(&["get", "list"], &["metrics.k8s.io"], &["pods", "nodes"]),
+                r(&["get", "update", "patch"], &["*"], &["*/scale"]),
                 r(
                     RW,
                     &["networking.k8s.io"],
