@@ -9,6 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use common::kubectl::{token_kubeconfig, K};
 use common::server::kubectl_bins;
 use kennel_apiserver::{ApiServerConfig, RunningApiServer};
 
@@ -18,95 +19,6 @@ vic-token,vic,u-vic
 node-token,system:node:n1,system:node:n1,\"system:nodes\"
 node2-token,system:node:n2,system:node:n2,\"system:nodes\"
 ";
-
-struct K<'a> {
-    bin: &'a Path,
-    kubeconfig: PathBuf,
-    cache: PathBuf,
-}
-
-impl K<'_> {
-    fn run(&self, args: &[&str], stdin: &str) -> Output {
-        let mut child = Command::new(self.bin)
-            .args(args)
-            .arg("--cache-dir")
-            .arg(&self.cache)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run kubectl");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        self.ok_in(args, "")
-    }
-
-    fn ok_in(&self, args: &[&str], stdin: &str) -> String {
-        let out = self.run(args, stdin);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args, "");
-        assert!(
-            !out.status.success(),
-            "kubectl {args:?} unexpectedly succeeded"
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-
-    /// `kubectl auth can-i ...`: true for "yes", false for "no".
-    fn can_i(&self, args: &[&str]) -> bool {
-        let mut a = vec!["auth", "can-i"];
-        a.extend_from_slice(args);
-        let out = self.run(&a, "");
-        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        match text.as_str() {
-            "yes" => true,
-            "no" => false,
-            _ => panic!(
-                "can-i {args:?}: {text:?} {}",
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        }
-    }
-}
-
-fn token_kubeconfig(
-    api: &RunningApiServer,
-    dir: &Path,
-    name: &str,
-    token: Option<&str>,
-) -> PathBuf {
-    use base64::Engine;
-    let ca = base64::engine::general_purpose::STANDARD.encode(&api.ca_pem);
-    let user = match token {
-        Some(t) => format!("    token: {t}\n"),
-        None => "    {}\n".into(),
-    };
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority-data: {ca}\nusers:\n- name: u\n  user:\n{user}contexts:\n- name: x\n  context:\n    cluster: c\n    user: u\n    namespace: default\ncurrent-context: x\n",
-        api.url
-    );
-    let text = text.replace("  user:\n    {}\n", "  user: {}\n");
-    let p = dir.join(format!("{name}.kubeconfig"));
-    std::fs::write(&p, text).unwrap();
-    p
-}
 
 async fn start(dir: &Path) -> RunningApiServer {
     let tokens = dir.join("tokens.csv");
@@ -154,20 +66,8 @@ async fn rbac_with_kube_rs() {
     let dir = tempfile::tempdir().unwrap();
     let api = start(dir.path()).await;
     let admin = client(&api.kubeconfig).await;
-    let jane = client(&token_kubeconfig(
-        &api,
-        dir.path(),
-        "jane",
-        Some("jane-token"),
-    ))
-    .await;
-    let node = client(&token_kubeconfig(
-        &api,
-        dir.path(),
-        "node",
-        Some("node-token"),
-    ))
-    .await;
+    let jane = client(&token_kubeconfig(&api, dir.path(), "jane", "jane-token")).await;
+    let node = client(&token_kubeconfig(&api, dir.path(), "node", "node-token")).await;
     let pp = PostParams::default();
 
     // Nothing until bound.
@@ -357,25 +257,10 @@ async fn rbac_with_kubectl() {
         cache: dir.path().join("cache"),
     };
     let admin = k(api.kubeconfig.clone());
-    let jane = k(token_kubeconfig(
-        &api,
-        dir.path(),
-        "jane",
-        Some("jane-token"),
-    ));
-    let vic = k(token_kubeconfig(&api, dir.path(), "vic", Some("vic-token")));
-    let node = k(token_kubeconfig(
-        &api,
-        dir.path(),
-        "node",
-        Some("node-token"),
-    ));
-    let node2 = k(token_kubeconfig(
-        &api,
-        dir.path(),
-        "node2",
-        Some("node2-token"),
-    ));
+    let jane = k(token_kubeconfig(&api, dir.path(), "jane", "jane-token"));
+    let vic = k(token_kubeconfig(&api, dir.path(), "vic", "vic-token"));
+    let node = k(token_kubeconfig(&api, dir.path(), "node", "node-token"));
+    let node2 = k(token_kubeconfig(&api, dir.path(), "node2", "node2-token"));
 
     // Bootstrap policy: every authenticated user discovers the API and may ask can-i.
     assert!(jane.ok(&["get", "--raw", "/api"]).contains("APIVersions"));

@@ -3,4 +3,5 @@
 
 #[path = "../../../store/tests/common/etcd.rs"]
 pub mod etcd;
+pub mod kubectl;
 pub mod server;
