@@ -5,14 +5,13 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
 use common::kubectl::{token_kubeconfig, K};
 use common::server::kubectl_bins;
 use kennel_apiserver::pki::client::{cert_kubeconfig, issue_client_cert, ClientIdentity};
-use kennel_apiserver::{ApiServerConfig, RunningApiServer};
+use kennel_apiserver::ApiServerConfig;
 
 const TOKENS: &str = "\
 jane-token,jane,u-jane,\"dev\"

@@ -5,9 +5,7 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 
 use common::kubectl::{token_kubeconfig, K};
 use common::server::kubectl_bins;
