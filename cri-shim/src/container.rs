@@ -58,8 +58,11 @@ pub fn validate_config(c: Option<&ContainerConfig>) -> Result<&ContainerConfig, 
     Ok(c)
 }
 
-/// Puts the mounts' content into the guest (copies, emptyDirs) and returns their OCI binds.
+/// Puts the mounts' content into the guest (copies, emptyDirs, volume disks) and returns their
+/// OCI binds.
 async fn guest_mounts(
+    rt: &Runtime,
+    sandbox_id: &str,
     agent: &mut agent_proto::AgentClient,
     plans: Vec<GuestMount>,
     container: &str,
@@ -67,6 +70,17 @@ async fn guest_mounts(
     let mut binds = Vec::new();
     for p in plans {
         match p {
+            GuestMount::Disk {
+                volume,
+                disk,
+                sub,
+                container_path,
+                readonly,
+            } => {
+                let attached = rt.attach_volume(sandbox_id, &volume, &disk).await?;
+                let source = rt.volume_source(agent, &attached, &volume, &sub).await?;
+                binds.push(volumes::oci_bind(&source, &container_path, readonly));
+            }
             GuestMount::Skip(why) => {
                 tracing::debug!(%container, "mount not passed into the pod VM: {why}");
             }
@@ -200,7 +214,7 @@ impl Runtime {
         let mount_point = self.attach_image(&sandbox.id, &image_rec).await?;
         let mut agent = self.agent(&sandbox.id).await?;
         let mut spec = spec;
-        let binds = guest_mounts(&mut agent, plans, &name).await?;
+        let binds = guest_mounts(self, &sandbox.id, &mut agent, plans, &name).await?;
         if let Some(m) = spec["mounts"].as_array_mut() {
             m.extend(binds);
         }
@@ -262,8 +276,12 @@ impl Runtime {
         let vmm = sandbox.vmm.clone().ok_or_else(|| {
             CriError::FailedPrecondition(format!("sandbox {sandbox_id} has no running VM"))
         })?;
+        // Read-only volume disks share these slots.
         let slot = (0..vmm.disk_slots)
-            .find(|s| !sandbox.images.iter().any(|a| a.slot == *s))
+            .find(|s| {
+                !sandbox.images.iter().any(|a| a.slot == *s)
+                    && !sandbox.volumes.iter().any(|v| v.slot == *s)
+            })
             .ok_or_else(|| {
                 CriError::FailedPrecondition(format!(
                     "sandbox {sandbox_id}: all {} image disk slots are in use",

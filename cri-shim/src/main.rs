@@ -77,6 +77,10 @@ struct Cli {
     /// Empty image disk slots per pod VM (distinct images a pod can use).
     #[arg(long, default_value_t = 4)]
     disk_slots: usize,
+    /// Empty read-write disk slots per pod VM for persistent volumes (distinct volume images a
+    /// pod can use). Image slots + volume slots + NIC + vsock must fit the VM's virtio slots.
+    #[arg(long, default_value_t = 4)]
+    volume_slots: usize,
     /// vCPUs per pod VM.
     #[arg(long, default_value_t = 1)]
     vcpus: u8,
@@ -160,6 +164,7 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    cri_shim::vm::check_slots(cli.disk_slots, cli.volume_slots)?;
     std::fs::create_dir_all(&cli.state_dir)
         .with_context(|| format!("creating {}", cli.state_dir.display()))?;
     let initramfs = match (&cli.initramfs, &cli.agent) {
@@ -180,6 +185,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             template_cache: cli.template_cache.clone(),
             netns: cli.netns.clone(),
             disk_slots: cli.disk_slots,
+            volume_slots: cli.volume_slots,
             vcpus: cli.vcpus,
         },
         pod_cidr: cli.pod_cidr.clone(),

@@ -142,6 +142,7 @@ impl Runtime {
             ip: None,
             vmm: None,
             images: vec![],
+            volumes: vec![],
         };
         self.state.put_sandbox(&rec)?;
         match self.start_sandbox(&mut rec).await {
@@ -201,6 +202,7 @@ impl Runtime {
             mem_mib,
             from_template,
             disk_slots: self.opts.vm.disk_slots,
+            volume_slots: self.opts.vm.volume_slots,
         });
         self.state.put_sandbox(rec)?;
         self.watch_child(id.clone(), pid, child);
@@ -355,10 +357,13 @@ impl Runtime {
         }
     }
 
-    /// Kills the VM (DestroySandbox, then SIGKILL) and frees the pod network. Idempotent.
+    /// Kills the VM (volume disks synced and unmounted, DestroySandbox, then SIGKILL) and frees
+    /// the pod network. Idempotent.
     async fn teardown(&self, rec: &SandboxRecord) {
         if let Some(v) = &rec.vmm {
             if vm::alive(v.pid, v.start_time) {
+                // What containers wrote reaches the host files before the VM goes.
+                self.unmount_volumes(rec).await;
                 let agent = self.agents.lock().await.get(&rec.id).cloned();
                 if let Some(mut a) = agent {
                     let _ = tokio::time::timeout(

@@ -194,10 +194,11 @@ impl RuntimeService for RuntimeServiceImpl {
                     "pid": v.pid, "mem_mib": v.mem_mib, "from_template": v.from_template,
                     "api_socket": v.api_socket, "vsock_socket": v.vsock_socket,
                     "console": v.console, "disk_slots": v.disk_slots,
+                    "volume_slots": v.volume_slots,
                 })
             });
             let v = serde_json::json!({
-                "vmm": vmm, "images": rec.images, "runtime": "kennel",
+                "vmm": vmm, "images": rec.images, "volumes": rec.volumes, "runtime": "kennel",
                 "state_dir": self.rt.state.sandbox_dir(&rec.id),
                 "hostname": crate::sandbox::hostname(&rec.config),
             });

@@ -81,6 +81,10 @@ pub struct VmmInfo {
     pub from_template: bool,
     /// Number of empty disk slots the VM was created with.
     pub disk_slots: usize,
+    /// Number of empty read-write volume slots after them (0 for VMs started before they
+    /// existed).
+    #[serde(default)]
+    pub volume_slots: usize,
 }
 
 /// An image disk attached to a sandbox VM and mounted in the guest.
@@ -95,6 +99,24 @@ pub struct AttachedImage {
     pub serial: String,
     /// Guest mount point (overlay lower dir).
     pub mount_point: String,
+}
+
+/// A persistent volume's block image attached to a sandbox VM and mounted in the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachedVolume {
+    /// Slot index (a read-write volume slot, or a read-only image slot for a read-only claim).
+    pub slot: usize,
+    /// Host image file.
+    pub image: PathBuf,
+    /// Disk serial seen by the guest.
+    pub serial: String,
+    /// Guest mount point.
+    pub mount_point: String,
+    /// Filesystem type.
+    pub fs_type: String,
+    /// Attached and mounted read-only (a read-only claim).
+    pub read_only: bool,
 }
 
 /// One pod sandbox.
@@ -117,6 +139,9 @@ pub struct SandboxRecord {
     pub vmm: Option<VmmInfo>,
     /// Image disks attached.
     pub images: Vec<AttachedImage>,
+    /// Persistent volume disks attached (absent in records written before they existed).
+    #[serde(default)]
+    pub volumes: Vec<AttachedVolume>,
 }
 
 /// One container.
@@ -459,7 +484,59 @@ mod tests {
             ip: Some("10.88.0.2".into()),
             vmm: None,
             images: vec![],
+            volumes: vec![],
         }
+    }
+
+    #[test]
+    fn volumes_persist_and_old_records_without_them_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = new_id();
+        let mut rec = sandbox(&id);
+        rec.vmm = Some(VmmInfo {
+            pid: 1,
+            start_time: 2,
+            api_socket: "/a".into(),
+            vsock_socket: "/v".into(),
+            console: "/c".into(),
+            mem_mib: 128,
+            from_template: true,
+            disk_slots: 4,
+            volume_slots: 4,
+        });
+        rec.volumes.push(AttachedVolume {
+            slot: 4,
+            image: "/pv/a.img".into(),
+            serial: "pv-0123456789abcdef".into(),
+            mount_point: "/run/kennel/pv/pv-0123456789abcdef".into(),
+            fs_type: "ext4".into(),
+            read_only: false,
+        });
+        {
+            let s = StateStore::open(dir.path()).unwrap();
+            s.put_sandbox(&rec).unwrap();
+        }
+        let got = StateStore::open(dir.path())
+            .unwrap()
+            .sandbox(&id)
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.volumes, rec.volumes);
+        assert_eq!(got.vmm, rec.vmm);
+        // A record written before volumes existed: no `volumes`, no `volume_slots`.
+        let path = dir.path().join("sandboxes").join(format!("{id}.json"));
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        v.as_object_mut().unwrap().remove("volumes");
+        v["vmm"].as_object_mut().unwrap().remove("volume_slots");
+        std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+        let old = StateStore::open(dir.path())
+            .unwrap()
+            .sandbox(&id)
+            .unwrap()
+            .expect("an old record still loads");
+        assert!(old.volumes.is_empty());
+        assert_eq!(old.vmm.unwrap().volume_slots, 0);
     }
 
     #[test]

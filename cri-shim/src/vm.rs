@@ -29,6 +29,9 @@ pub enum VmError {
         /// What went wrong.
         reason: String,
     },
+    /// Too many devices asked for.
+    #[error("{0}")]
+    Slots(String),
     /// File trouble.
     #[error("{op} {path}")]
     Io {
@@ -57,6 +60,8 @@ pub struct VmOptions {
     pub netns: Option<String>,
     /// Empty read-only disk slots per VM (one per distinct image of the pod).
     pub disk_slots: usize,
+    /// Empty read-write disk slots per VM after those (one per persistent volume of the pod).
+    pub volume_slots: usize,
     /// vCPUs per VM.
     pub vcpus: u8,
 }
@@ -100,9 +105,7 @@ pub async fn ensure_template(opts: &VmOptions, mem_mib: u64) -> Result<PathBuf, 
         .arg(&opts.initramfs)
         .arg("--cache")
         .arg(&opts.template_cache);
-    for _ in 0..opts.disk_slots {
-        cmd.args(["--disk", "empty,ro"]);
-    }
+    disk_slot_args(&mut cmd, opts);
     let out = cmd
         .stdin(Stdio::null())
         .output()
@@ -117,6 +120,35 @@ pub async fn ensure_template(opts: &VmOptions, mem_mib: u64) -> Result<PathBuf, 
         ));
     }
     Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+/// virtio-mmio devices a kennel-vmm VM can have (`vmm::layout::VIRTIO_SLOTS`: disks + NICs +
+/// vsock).
+pub const VIRTIO_SLOTS: usize = 19;
+
+/// Checks that `disk_slots` image slots and `volume_slots` volume slots, one NIC and the vsock
+/// fit in [`VIRTIO_SLOTS`].
+pub fn check_slots(disk_slots: usize, volume_slots: usize) -> Result<(), VmError> {
+    if disk_slots + volume_slots + 2 > VIRTIO_SLOTS {
+        return Err(VmError::Slots(format!(
+            "--disk-slots {disk_slots} + --volume-slots {volume_slots} + a NIC + vsock exceed the {VIRTIO_SLOTS} virtio devices of a VM"
+        )));
+    }
+    Ok(())
+}
+
+/// The VM's disk slots, in slot order: `disk_slots` read-only image slots, then
+/// `volume_slots` read-write volume slots (the same on template, restore and cold boot).
+pub fn disk_slot_specs(opts: &VmOptions) -> Vec<&'static str> {
+    let ro = std::iter::repeat_n("empty,ro", opts.disk_slots);
+    ro.chain(std::iter::repeat_n("empty,rw", opts.volume_slots))
+        .collect()
+}
+
+fn disk_slot_args(cmd: &mut tokio::process::Command, opts: &VmOptions) {
+    for spec in disk_slot_specs(opts) {
+        cmd.args(["--disk", spec]);
+    }
 }
 
 fn base_command(opts: &VmOptions) -> tokio::process::Command {
@@ -184,9 +216,7 @@ pub fn spawn_restore(
 ) -> Result<tokio::process::Child, VmError> {
     let mut cmd = base_command(opts);
     cmd.arg("restore").arg("--snapshot").arg(template);
-    for _ in 0..opts.disk_slots {
-        cmd.args(["--disk", "empty,ro"]);
-    }
+    disk_slot_args(&mut cmd, opts);
     if let Some((tap, mac)) = &spec.net {
         cmd.arg("--net").arg(format!("tap={tap},mac={mac}"));
     }
@@ -203,9 +233,7 @@ pub fn spawn_cold(opts: &VmOptions, spec: &VmSpec) -> Result<tokio::process::Chi
         .arg(&opts.initramfs)
         .args(["--mem", &spec.mem_mib.to_string()])
         .args(["--vcpus", &opts.vcpus.to_string()]);
-    for _ in 0..opts.disk_slots {
-        cmd.args(["--disk", "empty,ro"]);
-    }
+    disk_slot_args(&mut cmd, opts);
     if let Some((tap, mac)) = &spec.net {
         cmd.arg("--net").arg(format!("tap={tap},mac={mac}"));
     }
@@ -262,6 +290,16 @@ pub async fn attach_disk(
     api_request(
         socket,
         &serde_json::json!({"op": "attach_disk", "slot": slot, "path": path, "serial": serial}),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Empties disk `slot` (the VMM closes the file and lets go of its lock).
+pub async fn detach_disk(socket: &Path, slot: usize) -> Result<(), VmError> {
+    api_request(
+        socket,
+        &serde_json::json!({"op": "detach_disk", "slot": slot}),
     )
     .await
     .map(|_| ())
@@ -344,6 +382,32 @@ mod tests {
         let pid = child.id() as i32;
         child.wait().unwrap();
         assert!(start_time(pid).is_none());
+    }
+
+    #[test]
+    fn slots_must_fit_the_vm() {
+        assert!(check_slots(4, 4).is_ok());
+        assert!(check_slots(9, 8).is_ok());
+        let e = check_slots(10, 8).unwrap_err().to_string();
+        assert!(e.contains("--volume-slots 8"), "{e}");
+    }
+
+    #[test]
+    fn volume_slots_follow_the_image_slots() {
+        let opts = VmOptions {
+            vmm: "kennel-vmm".into(),
+            kernel: "k".into(),
+            initramfs: "i".into(),
+            template_cache: "t".into(),
+            netns: None,
+            disk_slots: 2,
+            volume_slots: 3,
+            vcpus: 1,
+        };
+        assert_eq!(
+            disk_slot_specs(&opts),
+            ["empty,ro", "empty,ro", "empty,rw", "empty,rw", "empty,rw"]
+        );
     }
 
     #[test]

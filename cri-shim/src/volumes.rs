@@ -7,6 +7,9 @@
 //!   PutFiles into the guest's tmpfs volume root, and bind-mounted at the container path;
 //! - an **emptyDir** — a host path `…/volumes/kubernetes.io~empty-dir/<name>[/<subPath>]`: a
 //!   pod-wide directory in the guest (EnsureEmptyDir), shared by the pod's containers;
+//! - a **persistent volume disk** — a host path in `…/volumes/kubernetes.io~kennel-disk/<name>`
+//!   ([`crate::pvdisk`]): the volume's block image attached to the VM (once per sandbox) and
+//!   mounted in the guest, bound at the container path (at its subPath inside the disk);
 //! - **skipped** — kubelet's own `etc-hosts` (the sandbox writes the guest's /etc/hosts) and
 //!   the termination-log file (the guest's /dev is a container-private tmpfs);
 //! - **refused** — any other read-write host path: it would need a shared filesystem.
@@ -60,6 +63,19 @@ pub enum GuestMount {
         /// emptyDir volume name.
         name: String,
         /// subPath inside the emptyDir (empty = its root).
+        sub: PathBuf,
+        /// Where the container sees it.
+        container_path: String,
+        /// Read-only bind.
+        readonly: bool,
+    },
+    /// A persistent volume's block image, at `sub` inside its filesystem.
+    Disk {
+        /// Volume name.
+        volume: String,
+        /// The validated descriptor.
+        disk: crate::pvdisk::DiskDescriptor,
+        /// subPath inside the disk's filesystem (empty = its root).
         sub: PathBuf,
         /// Where the container sees it.
         container_path: String,
@@ -171,6 +187,17 @@ pub fn plan(m: &Mount) -> Result<GuestMount, VolumeError> {
             "mount host_path {:?} is not absolute",
             m.host_path
         )));
+    }
+    if let Some(d) = crate::pvdisk::locate(host).map_err(|e| VolumeError::Refused(e.to_string()))? {
+        let disk = crate::pvdisk::read(&d.dir).map_err(|e| VolumeError::Refused(e.to_string()))?;
+        return Ok(GuestMount::Disk {
+            volume: d.volume,
+            // A read-only claim is a read-only bind whatever the mount says.
+            readonly: m.readonly || disk.read_only,
+            disk,
+            sub: d.sub,
+            container_path: m.container_path.clone(),
+        });
     }
     if let Some((name, sub)) = empty_dir_of(host) {
         if sub.components().any(|c| !matches!(c, Component::Normal(_))) {
@@ -339,6 +366,52 @@ mod tests {
         let missing = plan(&mount(&t.path().join("nope"), "/x", true)).unwrap_err();
         assert!(missing.to_string().contains("nope"), "{missing}");
         assert!(plan(&mount(t.path(), "rel", true)).is_err());
+    }
+
+    #[test]
+    fn persistent_volume_mounts_become_disks() {
+        let t = tempfile::tempdir().unwrap();
+        let img = t.path().join("pv.img");
+        fs::write(&img, b"").unwrap();
+        let dir = t
+            .path()
+            .join("pods/u/volumes")
+            .join(crate::pvdisk::DISK_PLUGIN)
+            .join("data");
+        fs::create_dir_all(&dir).unwrap();
+        let write = |ro: bool| {
+            fs::write(
+                dir.join(crate::pvdisk::DISK_FILE),
+                format!(
+                    r#"{{"image":"{}","fsType":"ext4","readOnly":{ro}}}"#,
+                    img.display()
+                ),
+            )
+            .unwrap()
+        };
+        write(false);
+        let GuestMount::Disk {
+            volume,
+            disk,
+            sub,
+            readonly,
+            ..
+        } = plan(&mount(&dir.join("logs/app"), "/logs", false)).unwrap()
+        else {
+            panic!("not a disk")
+        };
+        assert_eq!(volume, "data");
+        assert_eq!(disk.image, img);
+        assert_eq!(sub, PathBuf::from("logs/app"));
+        assert!(!readonly);
+        write(true);
+        let GuestMount::Disk { readonly, .. } = plan(&mount(&dir, "/data", false)).unwrap() else {
+            panic!("not a disk")
+        };
+        assert!(readonly, "a read-only claim binds read-only");
+        fs::remove_file(dir.join(crate::pvdisk::DISK_FILE)).unwrap();
+        let e = plan(&mount(&dir, "/data", false)).unwrap_err().to_string();
+        assert!(e.contains("kennel-disk.json"), "{e}");
     }
 
     #[test]

@@ -27,6 +27,7 @@ fn runtime(dir: &Path) -> Arc<Runtime> {
             template_cache: missing,
             netns: None,
             disk_slots: 1,
+            volume_slots: 0,
             vcpus: 1,
         },
         // Not a CIDR: the node network is not set up (nothing is touched on the host).

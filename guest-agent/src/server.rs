@@ -367,6 +367,35 @@ impl Agent for AgentService {
         Ok(Response::new(pb::Empty {}))
     }
 
+    async fn unmount_storage(
+        &self,
+        req: Request<pb::UnmountStorageRequest>,
+    ) -> Result<Response<pb::UnmountStorageResponse>, Status> {
+        let mp = req.into_inner().mount_point;
+        let done = tokio::task::spawn_blocking(move || storage::unmount_storage(&mp))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(pb::UnmountStorageResponse {
+            was_mounted: done != storage::UnmountOutcome::NotMounted,
+            detached_lazily: done == storage::UnmountOutcome::Detached,
+        }))
+    }
+
+    async fn ensure_storage_dir(
+        &self,
+        req: Request<pb::EnsureStorageDirRequest>,
+    ) -> Result<Response<pb::GuestPathResponse>, Status> {
+        let r = req.into_inner();
+        let path = tokio::task::spawn_blocking(move || {
+            storage::ensure_storage_dir(&r.mount_point, &r.sub_path)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(pb::GuestPathResponse {
+            path: path.display().to_string(),
+        }))
+    }
+
     async fn health(&self, _: Request<pb::Empty>) -> Result<Response<pb::HealthResponse>, Status> {
         Ok(Response::new(pb::HealthResponse { serving: true }))
     }

@@ -226,6 +226,11 @@ pub fn serve(path: &Path, control: Control) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("api".into())
         .spawn(move || {
+            // Connection threads inherit the filter.
+            if let Err(e) = crate::seccomp::install(crate::seccomp::ThreadKind::Api) {
+                tracing::error!("control API stops: {}", e.chain());
+                return;
+            }
             for stream in listener.incoming().flatten() {
                 let control = control.clone();
                 let _ = std::thread::Builder::new()

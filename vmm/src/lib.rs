@@ -15,6 +15,7 @@ pub mod memory;
 pub mod mptable;
 pub mod profile;
 pub mod regs;
+pub mod seccomp;
 pub mod snapshot;
 pub mod vcpu;
 pub mod virtio;

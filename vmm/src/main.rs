@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use vmm::config::{Console, DiskConfig, NetConfig, VmConfig, VsockConfig};
 use vmm::devices::StopReason;
 use vmm::profile::Profile;
+use vmm::seccomp::{self, Policy, ThreadKind};
 use vmm::vm::Vm;
 
 /// Exit status when `--timeout` ends the VM (as timeout(1)).
@@ -35,6 +36,53 @@ enum Command {
         #[command(subcommand)]
         command: TemplateCommand,
     },
+    /// Show the seccomp filters the VMM threads run under.
+    Seccomp {
+        #[command(subcommand)]
+        command: SeccompCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SeccompCommand {
+    /// Print each thread kind's allowed syscalls (and argument conditions), or its BPF program.
+    Print {
+        /// Only this thread kind: vcpu, activate, virtio-blk, virtio-net, virtio-vsock, api, main.
+        #[arg(long)]
+        thread: Option<String>,
+        /// Print the compiled BPF instructions (code jt jf k) instead of the rules.
+        #[arg(long)]
+        bpf: bool,
+    },
+}
+
+/// Seccomp switches of the modes that run a guest.
+#[derive(Args)]
+struct SeccompArgs {
+    /// Run without seccomp filters (as Firecracker's `--no-seccomp`; for debugging only).
+    #[arg(long)]
+    no_seccomp: bool,
+    /// Log calls outside the filters (kernel audit log) instead of killing the VMM.
+    #[arg(long, conflicts_with = "no_seccomp")]
+    seccomp_log: bool,
+}
+
+impl SeccompArgs {
+    /// Sets the filter policy and `PR_SET_NO_NEW_PRIVS` for this process.
+    fn apply(&self) -> anyhow::Result<()> {
+        seccomp::set_policy(if self.no_seccomp {
+            Policy::Off
+        } else if self.seccomp_log {
+            Policy::Log
+        } else {
+            Policy::Kill
+        });
+        seccomp::no_new_privs()?;
+        if self.no_seccomp {
+            tracing::warn!("seccomp filters are off (--no-seccomp)");
+        }
+        Ok(())
+    }
 }
 
 #[derive(Args)]
@@ -64,6 +112,8 @@ struct RestoreArgs {
     /// Stop the VM after this many seconds (exit status 124).
     #[arg(long)]
     timeout: Option<u64>,
+    #[command(flatten)]
+    seccomp: SeccompArgs,
 }
 
 #[derive(Subcommand)]
@@ -123,6 +173,8 @@ struct TemplateBuildArgs {
     /// Give up if the guest is not ready after this many seconds.
     #[arg(long, default_value_t = 900)]
     timeout: u64,
+    #[command(flatten)]
+    seccomp: SeccompArgs,
 }
 
 #[derive(Args)]
@@ -167,6 +219,8 @@ struct RunArgs {
     /// Stop the VM after this many seconds (exit status 124).
     #[arg(long)]
     timeout: Option<u64>,
+    #[command(flatten)]
+    seccomp: SeccompArgs,
 }
 
 fn main() -> ExitCode {
@@ -183,6 +237,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args, started),
         Command::Restore(args) => restore(args, started),
         Command::Template { command } => template(command),
+        Command::Seccomp { command } => seccomp_command(command),
     };
     match result {
         Ok(code) => code,
@@ -261,6 +316,7 @@ fn console_from(spec: &str) -> Console {
 }
 
 fn restore(args: RestoreArgs, started: Instant) -> anyhow::Result<ExitCode> {
+    args.seccomp.apply()?;
     let config = vmm::vm::RestoreConfig {
         snapshot: args.snapshot.clone(),
         kernel: args.kernel.clone(),
@@ -294,6 +350,9 @@ fn template(command: TemplateCommand) -> anyhow::Result<ExitCode> {
     use vmm::snapshot::template;
     match command {
         TemplateCommand::Build(a) => {
+            // The vCPU threads and device workers run filtered; this thread builds, waits and
+            // writes the snapshot.
+            a.seccomp.apply()?;
             let spec = template::TemplateSpec {
                 kernel: a.kernel,
                 initrd: a.initrd,
@@ -337,6 +396,7 @@ fn template(command: TemplateCommand) -> anyhow::Result<ExitCode> {
 
 fn run(args: RunArgs, started: Instant) -> anyhow::Result<ExitCode> {
     let cfg = config_from(&args)?;
+    args.seccomp.apply()?;
     let vm = Vm::boot(&cfg, started)?;
     tracing::info!(
         "booting {} ({} MiB, {} vCPU, {:?} profile)",
@@ -359,6 +419,8 @@ fn serve_and_wait(
         vmm::api::serve(path, vm.control())
             .with_context(|| format!("cannot serve the control API on {}", path.display()))?;
     }
+    // Every other thread runs under its own filter already; this one only waits from now on.
+    seccomp::install(ThreadKind::Main)?;
     let reason = vm.wait(timeout.map(Duration::from_secs));
     let secs = started.elapsed().as_secs_f64();
     let code = match &reason {
@@ -391,4 +453,34 @@ fn serve_and_wait(
     };
     // The vCPU threads may still sit in KVM_RUN; the process exit ends them.
     Ok(code)
+}
+
+fn seccomp_command(command: SeccompCommand) -> anyhow::Result<ExitCode> {
+    let SeccompCommand::Print { thread, bpf } = command;
+    let kinds = match thread.as_deref() {
+        None => ThreadKind::ALL.to_vec(),
+        Some(name) => vec![ThreadKind::from_name(name).with_context(|| {
+            let names: Vec<_> = ThreadKind::ALL.iter().map(|k| k.name()).collect();
+            format!(
+                "unknown thread kind {name:?} (one of: {})",
+                names.join(", ")
+            )
+        })?],
+    };
+    for kind in kinds {
+        if !bpf {
+            println!("{}", seccomp::describe(kind));
+            continue;
+        }
+        for (i, prog) in seccomp::programs(kind, Policy::Kill)?.iter().enumerate() {
+            println!("# {kind} program {i}: {} instructions", prog.len());
+            for ins in prog {
+                println!(
+                    "{:#06x} {:3} {:3} {:#010x}",
+                    ins.code, ins.jt, ins.jf, ins.k
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

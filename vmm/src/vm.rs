@@ -100,6 +100,9 @@ pub enum VmError {
         #[source]
         source: std::io::Error,
     },
+    /// A seccomp filter cannot be installed.
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     /// An eventfd, queue or thread could not be created.
     #[error("cannot create {0}")]
     Resource(&'static str, #[source] std::io::Error),
@@ -305,13 +308,17 @@ impl Vm {
             profile: state.profile,
             cmdline: state.cmdline,
         })?;
-        // Device workers start after the vCPUs run, so their first interrupts reach a live guest.
-        for (i, t) in vm.transports.iter().enumerate() {
-            t.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .finish_restore()
-                .map_err(|e| SnapshotError::Invalid(format!("virtio device {i}: {e}")))?;
-        }
+        // Device workers start after the vCPUs run, so their first interrupts reach a live guest
+        // (from a thread under the device-activation filter, which the workers inherit).
+        crate::seccomp::run_filtered(crate::seccomp::ThreadKind::Activate, || {
+            for (i, t) in vm.transports.iter().enumerate() {
+                t.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .finish_restore()
+                    .map_err(|e| SnapshotError::Invalid(format!("virtio device {i}: {e}")))?;
+            }
+            Ok::<(), SnapshotError>(())
+        })??;
         Ok(vm)
     }
 
@@ -423,7 +430,14 @@ fn start(p: Parts) -> Result<Vm, VmError> {
         };
         std::thread::Builder::new()
             .name(format!("vcpu{id}"))
-            .spawn(move || vcpu::run(fd, ctx))
+            .spawn(move || {
+                // KVM setup is done; no guest instruction runs before the filter is in.
+                if let Err(e) = crate::seccomp::install(crate::seccomp::ThreadKind::Vcpu) {
+                    let _ = ctx.stop.send(StopReason::Error(e.chain()));
+                    return;
+                }
+                vcpu::run(fd, ctx)
+            })
             .map_err(|e| VmError::Resource("vCPU thread", e))?;
     }
     Ok(Vm {

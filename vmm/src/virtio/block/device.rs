@@ -34,6 +34,10 @@ pub enum DiskError {
     /// The serial is too long.
     #[error("disk serial {0:?} is longer than {SERIAL_LEN} bytes")]
     SerialTooLong(String),
+    /// Another open of the file holds a conflicting lock: a read-write image is in use by
+    /// another VM (or a read-only slot asks for an image another VM writes).
+    #[error("disk image {0} is in use by another VM")]
+    InUse(String),
 }
 
 /// The backing of one slot: a file (or nothing) and its identity.
@@ -63,17 +67,34 @@ impl Disk {
     }
 
     /// Replaces the backing file. The slot's read-only flag was fixed at boot.
+    ///
+    /// The file is locked (`flock`) for as long as this slot holds it: exclusively on a
+    /// read-write slot, shared on a read-only one, so a filesystem image is never written by
+    /// two VMs (or read by one while another writes it).
     pub fn set_backing(&mut self, path: &Path, serial: &str) -> Result<(), DiskError> {
         let serial = serial_bytes(serial)?;
         let err = |source| DiskError::Open {
             path: path.display().to_string(),
             source,
         };
+        // Attaching the file this slot already holds again (a retried attach) keeps the open
+        // file and its lock: a second open would conflict with the slot's own lock.
+        if let (Some(file), Some(held)) = (&self.file, &self.path) {
+            if held == path {
+                self.sectors = file.metadata().map_err(err)?.len() / SECTOR_SIZE;
+                self.serial = serial;
+                return Ok(());
+            }
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(!self.read_only)
             .open(path)
             .map_err(err)?;
+        lock(&file, !self.read_only).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock => DiskError::InUse(path.display().to_string()),
+            _ => err(e),
+        })?;
         let len = file.metadata().map_err(err)?.len();
         self.file = Some(file);
         self.path = Some(path.to_path_buf());
@@ -113,6 +134,31 @@ impl Disk {
             .position(|b| *b == 0)
             .unwrap_or(SERIAL_LEN);
         String::from_utf8_lossy(&self.serial[..end]).into_owned()
+    }
+}
+
+/// Takes a non-blocking `flock` on `file`: exclusive for a writer, shared for a reader. The
+/// lock belongs to this open file description, so it lasts until the slot drops the file
+/// (detach, swap, VMM exit — also a kill -9) and conflicts with other opens even in the same
+/// process. Fails with `WouldBlock` when a conflicting lock is held.
+fn lock(file: &File, exclusive: bool) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let op = if exclusive {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_SH
+    } | libc::LOCK_NB;
+    loop {
+        // SAFETY: `file` is an open descriptor for the duration of the call; flock touches no
+        // memory.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
     }
 }
 
@@ -205,5 +251,62 @@ impl VirtioDevice for Block {
         *self.interrupt.lock().unwrap_or_else(|e| e.into_inner()) = Some(a.interrupt.clone());
         event::spawn(a.mem, queue, notify, a.interrupt, self.disk.clone(), a.sync)
             .map_err(ActivateError::Worker)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image() -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        f.as_file().set_len(8 * SECTOR_SIZE).unwrap();
+        f
+    }
+
+    #[test]
+    fn a_read_write_image_is_refused_to_a_second_open() {
+        let f = image();
+        let first = Disk::open(f.path(), false, "pv-1").unwrap();
+        let e = Disk::open(f.path(), false, "pv-2").unwrap_err();
+        assert!(matches!(e, DiskError::InUse(_)), "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!("disk image {} is in use by another VM", f.path().display())
+        );
+        // A reader is refused too while a writer holds it.
+        assert!(matches!(
+            Disk::open(f.path(), true, "pv-3"),
+            Err(DiskError::InUse(_))
+        ));
+        drop(first);
+        Disk::open(f.path(), false, "pv-2").expect("free again once the first slot let go");
+    }
+
+    #[test]
+    fn read_only_opens_share_and_keep_writers_out() {
+        let f = image();
+        let a = Disk::open(f.path(), true, "img-a").unwrap();
+        let b = Disk::open(f.path(), true, "img-b").unwrap();
+        assert!(matches!(
+            Disk::open(f.path(), false, "pv"),
+            Err(DiskError::InUse(_))
+        ));
+        drop((a, b));
+        Disk::open(f.path(), false, "pv").unwrap();
+    }
+
+    #[test]
+    fn clearing_or_swapping_a_slot_releases_its_lock() {
+        let (f, g) = (image(), image());
+        let mut slot = Disk::empty(false);
+        slot.set_backing(f.path(), "pv-f").unwrap();
+        slot.set_backing(g.path(), "pv-g").unwrap();
+        let other = Disk::open(f.path(), false, "x").expect("f released by the swap");
+        drop(other);
+        slot.set_backing(g.path(), "pv-g")
+            .expect("the same file again in the same slot");
+        slot.clear();
+        Disk::open(g.path(), false, "x").expect("g released by the clear");
     }
 }

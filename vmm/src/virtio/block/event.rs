@@ -18,24 +18,42 @@ pub(super) fn spawn(
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("virtio-blk".into())
-        .spawn(move || loop {
-            if let Err(e) = wait(&notify) {
-                tracing::error!("virtio-blk: queue eventfd: {e}");
+        .spawn(move || {
+            if let Err(e) = crate::seccomp::install(crate::seccomp::ThreadKind::Block) {
+                tracing::error!("virtio-blk: device stops: {}", e.chain());
                 return;
             }
-            let _batch = sync.enter();
-            let result = request::process_queue(&mem, &mut queue, &disk);
-            sync.publish(&[&queue]);
-            match result {
-                Ok(true) => interrupt.signal_used_queue(),
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::error!("virtio-blk: queue is broken, device stops: {e}");
-                    return;
-                }
-            }
+            serve(&mem, &mut queue, &notify, &interrupt, &disk, &sync)
         })?;
     Ok(())
+}
+
+/// Serves the queue until its eventfd or the queue itself breaks.
+fn serve(
+    mem: &GuestMemoryMmap,
+    queue: &mut Queue,
+    notify: &EventFd,
+    interrupt: &Interrupt,
+    disk: &Mutex<Disk>,
+    sync: &WorkerSync,
+) {
+    loop {
+        if let Err(e) = wait(notify) {
+            tracing::error!("virtio-blk: queue eventfd: {e}");
+            return;
+        }
+        let _batch = sync.enter();
+        let result = request::process_queue(mem, queue, disk);
+        sync.publish(&[&*queue]);
+        match result {
+            Ok(true) => interrupt.signal_used_queue(),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!("virtio-blk: queue is broken, device stops: {e}");
+                return;
+            }
+        }
+    }
 }
 
 /// Blocks until the eventfd is signalled (it is non-blocking, so poll first).

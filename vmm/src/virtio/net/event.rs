@@ -94,7 +94,13 @@ pub(super) fn spawn(
     };
     std::thread::Builder::new()
         .name("virtio-net".into())
-        .spawn(move || worker.run())?;
+        .spawn(move || {
+            if let Err(e) = crate::seccomp::install(crate::seccomp::ThreadKind::Net) {
+                tracing::error!("virtio-net: device stops: {}", e.chain());
+                return;
+            }
+            worker.run()
+        })?;
     Ok(())
 }
 

@@ -52,7 +52,13 @@ pub(super) fn spawn(guest_cid: u64, a: Activation, muxer: Muxer) -> std::io::Res
     };
     std::thread::Builder::new()
         .name("virtio-vsock".into())
-        .spawn(move || worker.run())?;
+        .spawn(move || {
+            if let Err(e) = crate::seccomp::install(crate::seccomp::ThreadKind::Vsock) {
+                tracing::error!("virtio-vsock: device stops: {}", e.chain());
+                return;
+            }
+            worker.run()
+        })?;
     Ok(())
 }
 
