@@ -133,7 +133,7 @@ macro_rules! res {
 /// Every resource this server serves.
 #[rustfmt::skip]
 pub static RESOURCES: &[ResourceDef] = &[
-    res!("", "v1", "namespaces", "namespace", "Namespace", false, ["ns"], [], ["status"]),
+    res!("", "v1", "namespaces", "namespace", "Namespace", false, ["ns"], [], ["status", "finalize"]),
     res!("", "v1", "pods", "pod", "Pod", true, ["po"], ["all"], ["status", "binding", "log", "exec", "attach", "portforward"]),
     res!("", "v1", "services", "service", "Service", true, ["svc"], ["all"], ["status"]),
     res!("", "v1", "endpoints", "endpoints", "Endpoints", true, ["ep"], [], []),

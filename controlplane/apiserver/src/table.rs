@@ -84,7 +84,10 @@ fn columns(kind: &str) -> Vec<Col> {
             ("Status", "string", 0),
             ("Claim", "string", 0),
             ("StorageClass", "string", 0),
+            ("VolumeAttributesClass", "string", 0),
+            ("Reason", "string", 0),
             ("Age", "string", 0),
+            ("VolumeMode", "string", 1),
         ],
         "PersistentVolumeClaim" => vec![
             ("Status", "string", 0),
@@ -92,7 +95,9 @@ fn columns(kind: &str) -> Vec<Col> {
             ("Capacity", "string", 0),
             ("Access Modes", "string", 0),
             ("StorageClass", "string", 0),
+            ("VolumeAttributesClass", "string", 0),
             ("Age", "string", 0),
+            ("VolumeMode", "string", 1),
         ],
         "ConfigMap" => vec![("Data", "integer", 0), ("Age", "string", 0)],
         "Secret" => vec![
@@ -258,6 +263,16 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             json!(s(msg)),
         ];
     }
+    let default_class = kind == "StorageClass" && {
+        let a = &o["metadata"]["annotations"];
+        a["storageclass.kubernetes.io/is-default-class"] == "true"
+            || a["storageclass.beta.kubernetes.io/is-default-class"] == "true"
+    };
+    let name = if default_class {
+        json!(format!("{} (default)", s(&o["metadata"]["name"])))
+    } else {
+        name
+    };
     let mut c = vec![name];
     c.extend(match kind {
         "Pod" => {
@@ -458,20 +473,36 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 json!(s(&spec["capacity"]["storage"])),
                 json!(access_modes(&spec["accessModes"])),
                 json!(s(&spec["persistentVolumeReclaimPolicy"])),
-                json!(s(&st["phase"])),
+                json!(storage_phase(o)),
                 json!(claim),
-                json!(s(&spec["storageClassName"])),
+                json!(storage_class_of(o)),
+                json!(unset(&spec["volumeAttributesClassName"])),
+                json!(s(&st["reason"])),
                 age_v,
+                json!(unset(&spec["volumeMode"])),
             ]
         }
-        "PersistentVolumeClaim" => vec![
-            json!(s(&st["phase"])),
-            json!(s(&spec["volumeName"])),
-            json!(s(&st["capacity"]["storage"])),
-            json!(access_modes(&st["accessModes"])),
-            json!(s(&spec["storageClassName"])),
-            age_v,
-        ],
+        "PersistentVolumeClaim" => {
+            let bound = !s(&spec["volumeName"]).is_empty();
+            vec![
+                json!(storage_phase(o)),
+                json!(s(&spec["volumeName"])),
+                json!(if bound {
+                    s(&st["capacity"]["storage"])
+                } else {
+                    String::new()
+                }),
+                json!(if bound {
+                    access_modes(&st["accessModes"])
+                } else {
+                    String::new()
+                }),
+                json!(storage_class_of(o)),
+                json!(unset(&spec["volumeAttributesClassName"])),
+                age_v,
+                json!(unset(&spec["volumeMode"])),
+            ]
+        }
         "ConfigMap" => {
             let n = o["data"].as_object().map_or(0, |m| m.len())
                 + o["binaryData"].as_object().map_or(0, |m| m.len());
@@ -608,6 +639,30 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
         _ => vec![age_v],
     });
     c
+}
+
+/// A PV's or PVC's phase as kubectl prints it (`Terminating` once deleted).
+fn storage_phase(o: &Value) -> String {
+    if o["metadata"]["deletionTimestamp"].is_null() {
+        s(&o["status"]["phase"])
+    } else {
+        "Terminating".into()
+    }
+}
+
+/// The class of a PV or PVC: the beta annotation first, then `storageClassName`.
+fn storage_class_of(o: &Value) -> String {
+    match o["metadata"]["annotations"]["volume.beta.kubernetes.io/storage-class"].as_str() {
+        Some(c) => c.to_string(),
+        None => s(&o["spec"]["storageClassName"]),
+    }
+}
+
+fn unset(v: &Value) -> String {
+    match v.as_str() {
+        Some(x) => x.to_string(),
+        None => "<unset>".into(),
+    }
 }
 
 fn access_modes(v: &Value) -> String {

@@ -279,6 +279,130 @@ fn check_schedule(schedule: &str, time_zone: Option<&str>, causes: &mut Vec<Caus
     }
 }
 
+/// The volume sources of a PersistentVolume spec.
+const PV_SOURCES: &[&str] = &[
+    "awsElasticBlockStore",
+    "azureDisk",
+    "azureFile",
+    "cephfs",
+    "cinder",
+    "csi",
+    "fc",
+    "flexVolume",
+    "flocker",
+    "gcePersistentDisk",
+    "glusterfs",
+    "hostPath",
+    "iscsi",
+    "local",
+    "nfs",
+    "photonPersistentDisk",
+    "portworxVolume",
+    "quobyte",
+    "rbd",
+    "scaleIO",
+    "storageos",
+    "vsphereVolume",
+];
+
+/// Upstream's PersistentVolume spec rules: a `storage` capacity (and nothing else), access
+/// modes, exactly one volume source.
+fn check_volume(spec: &Value, causes: &mut Vec<Cause>) {
+    let cap = spec["capacity"].as_object();
+    if cap.is_none_or(|c| c.is_empty()) {
+        causes.push(Cause::required("spec.capacity"));
+    } else if cap.is_some_and(|c| c.len() > 1 || !c.contains_key("storage")) {
+        causes.push(Cause {
+            reason: "FieldValueNotSupported",
+            message: "Unsupported value: supported values: \"storage\"".into(),
+            field: "spec.capacity".into(),
+        });
+    }
+    if spec["accessModes"].as_array().is_none_or(Vec::is_empty) {
+        causes.push(Cause::required("spec.accessModes"));
+    }
+    let sources: Vec<&str> = PV_SOURCES
+        .iter()
+        .copied()
+        .filter(|k| !spec[*k].is_null())
+        .collect();
+    match sources.len() {
+        0 => causes.push(Cause {
+            reason: "FieldValueRequired",
+            message: "Required value: must specify a volume type".into(),
+            field: "spec".into(),
+        }),
+        1 => {}
+        _ => causes.push(Cause {
+            reason: "FieldValueForbidden",
+            message: "Forbidden: may not specify more than 1 volume type".into(),
+            field: format!("spec.{}", sources[1]),
+        }),
+    }
+}
+
+/// Upstream's PersistentVolumeClaim update rule: the spec is immutable except
+/// `resources.requests` of a Bound claim (never shrinking), `volumeName` of a claim that has
+/// none yet (binding) and `storageClassName` of a claim that has none (the default class given
+/// later).
+pub fn validate_claim_update(old: &Value, new: &Value) -> Result<(), ApiError> {
+    let mut o = old["spec"].clone();
+    let mut n = new["spec"].clone();
+    if o["volumeName"].as_str().unwrap_or("").is_empty() {
+        n["volumeName"] = o["volumeName"].clone();
+    }
+    if o["storageClassName"].is_null() && o["volumeName"].as_str().unwrap_or("").is_empty() {
+        n["storageClassName"] = Value::Null;
+        o["storageClassName"] = Value::Null;
+    }
+    let bound = new["status"]["phase"] == "Bound";
+    if bound {
+        n["resources"]["requests"]["storage"] = o["resources"]["requests"]["storage"].clone();
+    }
+    let mut causes = Vec::new();
+    if strip_nulls(&o) != strip_nulls(&n) {
+        causes.push(Cause {
+            reason: "FieldValueForbidden",
+            message: "Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims".into(),
+            field: "spec".into(),
+        });
+    }
+    let size = |v: &Value| {
+        v["spec"]["resources"]["requests"]["storage"]
+            .as_str()
+            .and_then(|q| crate::admission::quantity::Milli::parse(q).ok())
+    };
+    if let (Some(a), Some(b)) = (size(old), size(new)) {
+        if b < a {
+            causes.push(Cause {
+                reason: "FieldValueForbidden",
+                message: "Forbidden: field can not be less than previous value".into(),
+                field: "spec.resources.requests.storage".into(),
+            });
+        }
+    }
+    if causes.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::Invalid {
+        kind: "PersistentVolumeClaim".into(),
+        name: new["metadata"]["name"].as_str().unwrap_or("").into(),
+        causes,
+    })
+}
+
+fn strip_nulls(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(_, x)| !x.is_null())
+                .map(|(k, x)| (k.clone(), strip_nulls(x)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 /// Semantic validation of a (normalized) object; `Err(Invalid)` lists every failing field.
 pub fn validate(kind: &str, obj: &Value) -> Result<(), ApiError> {
     let mut causes = Vec::new();
@@ -381,6 +505,7 @@ pub fn validate(kind: &str, obj: &Value) -> Result<(), ApiError> {
                 causes.push(Cause::required("spec.resources[storage]"));
             }
         }
+        "PersistentVolume" => check_volume(&obj["spec"], &mut causes),
         "HorizontalPodAutoscaler" if obj["spec"]["maxReplicas"].as_i64().unwrap_or(0) < 1 => {
             causes.push(Cause::invalid(
                 "spec.maxReplicas",
@@ -469,5 +594,71 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod storage_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fields(r: Result<(), ApiError>) -> Vec<String> {
+        match r {
+            Ok(()) => vec![],
+            Err(ApiError::Invalid { causes, .. }) => causes
+                .into_iter()
+                .map(|c| format!("{}: {}", c.field, c.message))
+                .collect(),
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn volumes_need_one_source_and_a_capacity() {
+        let ok = json!({"metadata": {"name": "pv"}, "spec": {"capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"], "hostPath": {"path": "/d"}}});
+        assert!(fields(validate("PersistentVolume", &ok)).is_empty());
+        let bad = json!({"metadata": {"name": "pv"}, "spec": {"accessModes": ["ReadWriteOnce"],
+            "hostPath": {"path": "/d"}, "nfs": {"server": "s", "path": "/"}}});
+        assert_eq!(
+            fields(validate("PersistentVolume", &bad)),
+            vec![
+                "spec.capacity: Required value",
+                "spec.nfs: Forbidden: may not specify more than 1 volume type"
+            ]
+        );
+        let none = json!({"metadata": {"name": "pv"}, "spec": {"capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"]}});
+        assert_eq!(
+            fields(validate("PersistentVolume", &none)),
+            vec!["spec: Required value: must specify a volume type"]
+        );
+    }
+
+    #[test]
+    fn claim_spec_is_immutable_but_binding_and_growth_are_allowed() {
+        let old = json!({"metadata": {"name": "c"}, "spec": {"accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": "1Gi"}}}, "status": {"phase": "Pending"}});
+        let mut bind = old.clone();
+        bind["spec"]["volumeName"] = json!("pv1");
+        bind["spec"]["storageClassName"] = json!("std");
+        assert!(fields(validate_claim_update(&old, &bind)).is_empty());
+        let mut modes = old.clone();
+        modes["spec"]["accessModes"] = json!(["ReadOnlyMany"]);
+        assert_eq!(fields(validate_claim_update(&old, &modes)).len(), 1);
+        let mut bound = bind.clone();
+        bound["status"]["phase"] = json!("Bound");
+        let mut grow = bound.clone();
+        grow["spec"]["resources"]["requests"]["storage"] = json!("2Gi");
+        assert!(fields(validate_claim_update(&bound, &grow)).is_empty());
+        let mut shrink = grow.clone();
+        shrink["spec"]["resources"]["requests"]["storage"] = json!("1Mi");
+        assert_eq!(
+            fields(validate_claim_update(&grow, &shrink)),
+            vec!["spec.resources.requests.storage: Forbidden: field can not be less than previous value"]
+        );
+        let mut unbound_grow = old.clone();
+        unbound_grow["spec"]["resources"]["requests"]["storage"] = json!("2Gi");
+        assert_eq!(fields(validate_claim_update(&old, &unbound_grow)).len(), 1);
     }
 }

@@ -475,7 +475,11 @@ async fn scenario(backend: Backend) {
         (Some("hello"), Some("events.k8s.io/v1"))
     );
 
-    // owner references: deleting an owner deletes its dependents (recursively) unless orphaned
+    // owner references: the API server only records the deletion's propagation (upstream's
+    // BeforeDelete); the controller manager's garbage collector removes or orphans dependents
+    // (proven in controlplane/controllers/tests/gc.rs). Here, with no controller manager:
+    // Background deletes the owner at once and leaves the dependents; Foreground and Orphan keep
+    // the owner, terminating, with the `foregroundDeletion` / `orphan` finalizer.
     let deploy = |name: &str| {
         json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
         "spec": {"selector": {"matchLabels": {"app": name}}, "template": {"metadata": {"labels": {"app": name}},
@@ -490,11 +494,20 @@ async fn scenario(backend: Backend) {
         o["kind"] = json!(kind);
         o["apiVersion"] = json!(api);
         o["metadata"]["ownerReferences"] = json!([{"apiVersion": owner["apiVersion"], "kind": owner["kind"],
-            "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"], "controller": true}]);
+            "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"], "controller": true,
+            "blockOwnerDeletion": true}]);
         o
     };
     const DEPLOYS: &str = "/apis/apps/v1/namespaces/default/deployments";
     const RSS: &str = "/apis/apps/v1/namespaces/default/replicasets";
+    let finalizers_of = |v: &Value| -> Vec<String> {
+        v["metadata"]["finalizers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| f.as_str().unwrap().to_string())
+            .collect()
+    };
     let d = h.json(Method::POST, DEPLOYS, deploy("owner")).await.body;
     let rs = h
         .json(
@@ -510,6 +523,26 @@ async fn scenario(backend: Backend) {
         .await
         .body;
     assert_eq!(p["kind"], "Pod", "{p}");
+    // Foreground: the ReplicaSet stays, terminating, until its blocking dependents are gone.
+    let r = h
+        .json(
+            Method::DELETE,
+            &format!("{RSS}/owner-rs"),
+            json!({"propagationPolicy": "Foreground"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = h
+        .json(Method::GET, &format!("{RSS}/owner-rs"), Value::Null)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.body["metadata"]["deletionTimestamp"].is_string(),
+        "{}",
+        r.body
+    );
+    assert_eq!(finalizers_of(&r.body), vec!["foregroundDeletion"]);
+    // Background: the Deployment goes now; its ReplicaSet waits for the garbage collector.
     h.json(
         Method::DELETE,
         &format!("{DEPLOYS}/owner"),
@@ -517,17 +550,37 @@ async fn scenario(backend: Backend) {
     )
     .await;
     assert_eq!(
+        h.json(Method::GET, &format!("{DEPLOYS}/owner"), Value::Null)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let r = h
+        .json(Method::GET, &format!("{PODS}/owner-rs-pod"), Value::Null)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.body["metadata"]["ownerReferences"][0]["uid"],
+        rs["metadata"]["uid"]
+    );
+    // Removing the finalizer (the collector's last step) lets the ReplicaSet go.
+    let r = h
+        .call(
+            Method::PATCH,
+            &format!("{RSS}/owner-rs"),
+            "application/merge-patch+json",
+            "application/json",
+            br#"{"metadata":{"finalizers":null}}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
         h.json(Method::GET, &format!("{RSS}/owner-rs"), Value::Null)
             .await
             .status,
         StatusCode::NOT_FOUND
     );
-    assert_eq!(
-        h.json(Method::GET, &format!("{PODS}/owner-rs-pod"), Value::Null)
-            .await
-            .status,
-        StatusCode::NOT_FOUND
-    );
+    // Orphan: the owner stays with the `orphan` finalizer.
     let d = h.json(Method::POST, DEPLOYS, deploy("keeper")).await.body;
     h.json(
         Method::POST,
@@ -542,16 +595,28 @@ async fn scenario(backend: Backend) {
     )
     .await;
     let r = h
-        .json(Method::GET, &format!("{RSS}/keeper-rs"), Value::Null)
+        .json(Method::GET, &format!("{DEPLOYS}/keeper"), Value::Null)
         .await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(
-        r.body["metadata"]["ownerReferences"]
-            .as_array()
-            .is_none_or(Vec::is_empty),
+        r.body["metadata"]["deletionTimestamp"].is_string(),
         "{}",
         r.body
     );
+    assert_eq!(finalizers_of(&r.body), vec!["orphan"]);
+    let r = h
+        .json(Method::GET, &format!("{RSS}/keeper-rs"), Value::Null)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    // A policy that is not one is refused.
+    let r = h
+        .json(
+            Method::DELETE,
+            &format!("{RSS}/keeper-rs?propagationPolicy=Sideways"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
 
     // Table output
     let r = h

@@ -15,9 +15,11 @@ pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod expectations;
+pub mod garbagecollector;
 pub mod hpa;
 pub mod informer;
 pub mod job;
+pub mod namespace;
 pub mod podutil;
 pub mod ratelimit;
 pub mod replicaset;
@@ -26,6 +28,7 @@ pub mod selector;
 pub mod serviceaccount;
 pub mod statefulset;
 pub mod ttl;
+pub mod volume;
 
 use std::sync::Arc;
 
@@ -115,6 +118,15 @@ fn controllers(
         (
             "ttl-after-finished controller",
             ttl::controller(ctx.clone()).boxed(),
+        ),
+        (
+            "garbage collector controller",
+            garbagecollector::run(ctx.clone()).boxed(),
+        ),
+        ("namespace controller", namespace::run(ctx.clone()).boxed()),
+        (
+            "persistentvolume controllers",
+            volume::run(ctx.clone()).boxed(),
         ),
     ];
     if let Some(pem) = root_ca_pem {

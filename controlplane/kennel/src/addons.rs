@@ -4,7 +4,10 @@
 //!   a pod, so nothing selects it);
 //! - the endpoints of `default/kubernetes`: the API server's address as pods reach it (upstream's
 //!   API server writes them itself; here only `kennel up` knows the node's address);
-//! - the IngressClass `kennel` (the default class), served by the built-in Ingress controller.
+//! - the IngressClass `kennel` (the default class), served by the built-in Ingress controller;
+//! - the StorageClass `local-disk` (the default class): `kennel.dev/local-disk`, the node's own
+//!   provisioner of disk images, `WaitForFirstConsumer`, `Delete`. Created when absent, never
+//!   overwritten (an administrator may change or un-default it).
 //!
 //! The endpoints are written as Endpoints (labelled `endpointslice.kubernetes.io/skip-mirror`)
 //! and as an EndpointSlice managed by `kennel`; everything is re-checked every minute so a
@@ -16,6 +19,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::IngressClass;
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::Client;
 use serde_json::{json, Value};
@@ -88,7 +92,36 @@ pub async fn ensure(client: &Client, spec: &AddonSpec) -> anyhow::Result<()> {
         &api_ports,
     )
     .await?;
-    ensure_ingress_class(client).await
+    ensure_ingress_class(client).await?;
+    ensure_storage_class(client).await
+}
+
+/// Name of the default StorageClass.
+pub const STORAGE_CLASS: &str = "local-disk";
+
+fn storage_class() -> Value {
+    json!({
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": STORAGE_CLASS, "annotations": {
+            "storageclass.kubernetes.io/is-default-class": "true"}},
+        "provisioner": kennel_node::provisioner::PROVISIONER,
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "WaitForFirstConsumer",
+    })
+}
+
+/// The default StorageClass `local-disk`: created when absent, never replaced.
+async fn ensure_storage_class(client: &Client) -> anyhow::Result<()> {
+    let api: Api<StorageClass> = Api::all(client.clone());
+    if api.get_opt(STORAGE_CLASS).await?.is_some() {
+        return Ok(());
+    }
+    let class: StorageClass = serde_json::from_value(storage_class())?;
+    match api.create(&PostParams::default(), &class).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The default IngressClass `kennel`, served by the built-in Ingress controller.
@@ -257,5 +290,16 @@ mod tests {
         let s: EndpointSlice =
             serde_json::from_value(endpoint_slice("kube-system", "kube-dns", ip, &ports)).unwrap();
         assert_eq!(s.endpoints[0].addresses, vec!["10.88.0.1".to_string()]);
+        let c: StorageClass = serde_json::from_value(storage_class()).unwrap();
+        assert_eq!(c.provisioner, "kennel.dev/local-disk");
+        assert_eq!(
+            c.volume_binding_mode.as_deref(),
+            Some("WaitForFirstConsumer")
+        );
+        assert_eq!(c.reclaim_policy.as_deref(), Some("Delete"));
+        assert_eq!(
+            c.metadata.annotations.unwrap()["storageclass.kubernetes.io/is-default-class"],
+            "true"
+        );
     }
 }

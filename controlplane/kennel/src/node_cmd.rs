@@ -77,6 +77,24 @@ pub fn spawn_agent(
     }))
 }
 
+/// The node's `kennel.dev/local-disk` provisioner as a supervised task (a fresh kube client
+/// per start).
+pub fn spawn_provisioner(
+    cfg: kennel_node::provisioner::ProvisionerConfig,
+    client_cfg: kube::Config,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(supervise::task("volume provisioner", stop, move || {
+        let (cfg, client_cfg) = (cfg.clone(), client_cfg.clone());
+        async move {
+            let client = kube::Client::try_from(client_cfg).map_err(|e| e.to_string())?;
+            kennel_node::provisioner::run(cfg, client)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    }))
+}
+
 /// The node's HTTPS API (logs) as a supervised task.
 pub fn spawn_log_api(
     cfg: LogServerConfig,
@@ -123,6 +141,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         cluster_domain: args.cluster_domain.clone(),
         logs_root: args.data_dir.join("pods"),
         resolv_conf: "/etc/resolv.conf".into(),
+        volumes_dir: args.data_dir.join("volumes"),
     };
     std::fs::create_dir_all(&cfg.logs_root)?;
     let (stop_tx, stop_rx) = watch::channel(false);

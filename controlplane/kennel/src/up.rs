@@ -444,8 +444,17 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         cluster_domain: args.cluster_domain.clone(),
         logs_root: data.join("pods"),
         resolv_conf: "/etc/resolv.conf".into(),
+        volumes_dir: data.join("volumes"),
     };
     let cri_socket = agent_cfg.cri_socket.clone();
+    // The node's provisioner of disk images, with its own identity.
+    let provisioner_client =
+        component_config(&api, "local-provisioner", "system:kennel:local-provisioner").await?;
+    let provisioner = crate::node_cmd::spawn_provisioner(
+        agent_cfg.provisioner(),
+        provisioner_client,
+        stop_rx.clone(),
+    );
     let node = crate::node_cmd::spawn_agent(agent_cfg, client_cfg, stop_rx.clone());
     // The scheduler and the controller manager, clients of the API server like any other.
     let admin_cfg = kube::Config::from_custom_kubeconfig(
@@ -542,6 +551,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     progress.abort();
     let _ = node.await;
+    let _ = provisioner.await;
     let _ = scheduler.await;
     let _ = controllers.await;
     let _ = addons.await;

@@ -31,6 +31,19 @@ pub struct AgentConfig {
     pub logs_root: PathBuf,
     /// resolv.conf for `dnsPolicy: Default`.
     pub resolv_conf: PathBuf,
+    /// Directory of the disk images the node's `kennel.dev/local-disk` provisioner makes
+    /// (`<data dir>/volumes`; see [`crate::provisioner`]).
+    pub volumes_dir: PathBuf,
+}
+
+impl AgentConfig {
+    /// The settings of this node's provisioner.
+    pub fn provisioner(&self) -> crate::provisioner::ProvisionerConfig {
+        crate::provisioner::ProvisionerConfig {
+            node_name: self.node.name.clone(),
+            volumes_dir: self.volumes_dir.clone(),
+        }
+    }
 }
 
 /// Errors that stop the agent (the supervisor restarts it).

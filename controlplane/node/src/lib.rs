@@ -14,6 +14,7 @@ pub mod logs;
 pub mod node;
 pub mod pod;
 pub mod probe;
+pub mod provisioner;
 pub mod server;
 pub mod stats;
 pub mod stream;

@@ -13,7 +13,7 @@ use kennel_apiserver::ApiServerConfig;
 use kennel_scheduler::cache::Cache;
 use kennel_scheduler::framework::Rotor;
 use kennel_scheduler::nodeinfo::PodInfo;
-use kennel_scheduler::plugins::default_profile;
+use kennel_scheduler::plugins::standalone_profile;
 use kennel_scheduler::sim::{self, SimConfig};
 use kennel_scheduler::SchedulerConfig;
 use kube::api::{Api, PostParams};
@@ -57,7 +57,7 @@ fn framework_rate(nodes: usize, pods: usize) -> f64 {
         );
         cache.apply_node(n);
     }
-    let profile = default_profile("default-scheduler", None);
+    let profile = standalone_profile("default-scheduler", None);
     let mut rotor = Rotor::default();
     let t = Instant::now();
     for i in 0..pods {

@@ -81,6 +81,15 @@ pub struct CycleState {
     skip_score: Vec<&'static str>,
 }
 
+impl std::fmt::Debug for CycleState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CycleState")
+            .field("keys", &self.data.keys().collect::<Vec<_>>())
+            .field("skip_score", &self.skip_score)
+            .finish()
+    }
+}
+
 impl CycleState {
     /// Stores `v` under `key`.
     pub fn write<T: Any + Send + Sync>(&mut self, key: &'static str, v: T) {
@@ -199,8 +208,13 @@ pub enum BindFailure {
 pub trait PreBindPlugin: Send + Sync {
     /// Plugin name.
     fn name(&self) -> &'static str;
-    /// Runs before bind.
-    fn pre_bind(&self, pod: Arc<Pod>, node: String) -> BoxFuture<'static, Result<(), BindFailure>>;
+    /// Runs before bind, with the state of the cycle that chose `node`.
+    fn pre_bind(
+        &self,
+        state: Arc<CycleState>,
+        pod: Arc<Pod>,
+        node: String,
+    ) -> BoxFuture<'static, Result<(), BindFailure>>;
 }
 
 /// Writes the decision to the API.
@@ -278,6 +292,8 @@ pub struct Decision {
     pub evaluated: usize,
     /// Feasible nodes found.
     pub feasible: usize,
+    /// The cycle's state (read by reserve, unreserve and pre-bind).
+    pub state: Arc<CycleState>,
 }
 
 /// Mutable per-scheduler iteration state: the rotating start index and a tie-break generator.
@@ -321,6 +337,30 @@ impl Profile {
         Status::ok()
     }
 
+    /// Runs the Reserve plugins in order; on the first failure every Reserve plugin is undone
+    /// (as upstream) and the error is `running Reserve plugin "<name>": <reasons>`.
+    pub fn run_reserve(&self, state: &CycleState, pod: &PodInfo, node: &str) -> Result<(), String> {
+        for p in &self.reserve {
+            let s = p.reserve(state, pod, node);
+            if !s.is_success() && s.code != Code::Skip {
+                self.run_unreserve(state, pod, node);
+                return Err(format!(
+                    "running Reserve plugin {:?}: {}",
+                    p.name(),
+                    s.reasons.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Undoes every Reserve plugin, in reverse order (the pod will not be bound to `node`).
+    pub fn run_unreserve(&self, state: &CycleState, pod: &PodInfo, node: &str) {
+        for p in self.reserve.iter().rev() {
+            p.unreserve(state, pod, node);
+        }
+    }
+
     /// Runs the pre-filter plugins into a fresh state.
     pub fn run_pre_filters(&self, pod: &PodInfo, snap: Snapshot<'_>) -> (CycleState, Status) {
         let mut state = CycleState::default();
@@ -331,6 +371,23 @@ impl Profile {
             }
         }
         (state, Status::ok())
+    }
+
+    /// Runs the post-filter plugins until one nominates a node.
+    fn run_post_filters(
+        &self,
+        pod: &PodInfo,
+        snap: Snapshot<'_>,
+        failed: &[(usize, Status)],
+    ) -> PostFilterResult {
+        let mut post = PostFilterResult::default();
+        for p in &self.post_filter {
+            post = p.post_filter(self, pod, snap, failed);
+            if post.nominated_node.is_some() {
+                break;
+            }
+        }
+        post
     }
 
     /// One scheduling cycle for `pod` over `snap`: the chosen node or why none fits (with the
@@ -344,11 +401,15 @@ impl Profile {
         let n = snap.nodes.len();
         let (mut state, pre) = self.run_pre_filters(pod, snap);
         if !pre.is_success() {
+            // As upstream: every node failed with the pre-filter's status, and post-filter
+            // (preemption) still runs on that.
+            let failed: Vec<(usize, Status)> = (0..n).map(|i| (i, pre.clone())).collect();
+            let post = self.run_post_filters(pod, snap, &failed);
             return Err(Box::new(FitError {
                 num_all_nodes: n,
                 pre_filter_msg: Some(pre.reasons.join(", ")),
                 failed: Vec::new(),
-                post_filter: PostFilterResult::default(),
+                post_filter: post,
             }));
         }
         let want = num_feasible_nodes_to_find(n, self.percentage_of_nodes_to_score);
@@ -370,13 +431,7 @@ impl Profile {
             rotor.next_start = (start + processed) % n;
         }
         if feasible.is_empty() {
-            let mut post = PostFilterResult::default();
-            for p in &self.post_filter {
-                post = p.post_filter(self, pod, snap, &failed);
-                if post.nominated_node.is_some() {
-                    break;
-                }
-            }
+            let post = self.run_post_filters(pod, snap, &failed);
             return Err(Box::new(FitError {
                 num_all_nodes: n,
                 pre_filter_msg: None,
@@ -393,6 +448,7 @@ impl Profile {
                 node: snap.nodes[feasible[0]].name.clone(),
                 evaluated,
                 feasible: 1,
+                state: Arc::new(state),
             });
         }
         let infos: Vec<&NodeInfo> = feasible.iter().map(|&i| &snap.nodes[i]).collect();
@@ -434,6 +490,7 @@ impl Profile {
             node: infos[best].name.clone(),
             evaluated,
             feasible: infos.len(),
+            state: Arc::new(state),
         })
     }
 }

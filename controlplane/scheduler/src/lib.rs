@@ -15,6 +15,8 @@ pub mod report;
 pub mod resources;
 pub mod scheduler;
 pub mod selector;
+pub mod volume_events;
+pub mod volumes;
 
 pub use scheduler::{run, SchedulerConfig, SchedulerError};
 pub mod sim;

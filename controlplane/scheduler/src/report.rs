@@ -14,8 +14,19 @@ use serde_json::json;
 /// The component name on events.
 pub const COMPONENT: &str = "default-scheduler";
 
+/// The PodScheduled=False reason for a pod that fits no node.
+pub const REASON_UNSCHEDULABLE: &str = "Unschedulable";
+/// The PodScheduled=False reason for any other scheduling failure (reserve, pre-bind, bind),
+/// as upstream's `v1.PodReasonSchedulerError`.
+pub const REASON_SCHEDULER_ERROR: &str = "SchedulerError";
+
 /// Whether the pod already carries `PodScheduled=False/Unschedulable` with `message`.
 pub fn condition_is(pod: &Pod, message: &str) -> bool {
+    condition_with_reason_is(pod, REASON_UNSCHEDULABLE, message)
+}
+
+/// Whether the pod already carries `PodScheduled=False/<reason>` with `message`.
+pub fn condition_with_reason_is(pod: &Pod, reason: &str, message: &str) -> bool {
     pod.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
@@ -24,7 +35,7 @@ pub fn condition_is(pod: &Pod, message: &str) -> bool {
         .any(|c| {
             c.type_ == "PodScheduled"
                 && c.status == "False"
-                && c.reason.as_deref() == Some("Unschedulable")
+                && c.reason.as_deref() == Some(reason)
                 && c.message.as_deref() == Some(message)
         })
 }
@@ -32,6 +43,12 @@ pub fn condition_is(pod: &Pod, message: &str) -> bool {
 /// The pod's conditions with PodScheduled replaced by `False/Unschedulable/message`
 /// (keeping lastTransitionTime when it was already False).
 pub fn unschedulable_conditions(pod: &Pod, message: &str) -> Vec<PodCondition> {
+    not_scheduled_conditions(pod, REASON_UNSCHEDULABLE, message)
+}
+
+/// The pod's conditions with PodScheduled replaced by `False/<reason>/message` (keeping
+/// lastTransitionTime when it was already False).
+pub fn not_scheduled_conditions(pod: &Pod, reason: &str, message: &str) -> Vec<PodCondition> {
     let mut conds: Vec<PodCondition> = pod
         .status
         .as_ref()
@@ -45,7 +62,7 @@ pub fn unschedulable_conditions(pod: &Pod, message: &str) -> Vec<PodCondition> {
     let c = PodCondition {
         type_: "PodScheduled".into(),
         status: "False".into(),
-        reason: Some("Unschedulable".into()),
+        reason: Some(reason.into()),
         message: Some(message.into()),
         last_transition_time: Some(transition),
         last_probe_time: None,
@@ -83,14 +100,28 @@ impl Reporter {
     /// Sets PodScheduled=False/Unschedulable (and `nominatedNodeName` when given) unless the pod
     /// already says so.
     pub async fn unschedulable(&self, pod: &Pod, message: &str, nominated: Option<&str>) {
+        self.not_scheduled(pod, REASON_UNSCHEDULABLE, message, nominated)
+            .await
+    }
+
+    /// Sets PodScheduled=False/SchedulerError with `message` (a reserve, pre-bind or bind
+    /// failure) unless the pod already says so.
+    pub async fn scheduler_error(&self, pod: &Pod, message: &str) {
+        self.not_scheduled(pod, REASON_SCHEDULER_ERROR, message, None)
+            .await
+    }
+
+    async fn not_scheduled(&self, pod: &Pod, reason: &str, message: &str, nominated: Option<&str>) {
         let nominated_now = pod
             .status
             .as_ref()
             .and_then(|s| s.nominated_node_name.as_deref());
-        if condition_is(pod, message) && (nominated.is_none() || nominated == nominated_now) {
+        if condition_with_reason_is(pod, reason, message)
+            && (nominated.is_none() || nominated == nominated_now)
+        {
             return;
         }
-        let mut status = json!({"conditions": unschedulable_conditions(pod, message)});
+        let mut status = json!({"conditions": not_scheduled_conditions(pod, reason, message)});
         if let Some(n) = nominated {
             status["nominatedNodeName"] = json!(n);
         }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, DeleteParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Resource;
@@ -18,8 +19,11 @@ use crate::cache::{Cache, NodeChange};
 use crate::framework::{BindFailure, Profile, Rotor};
 use crate::nodeinfo::PodInfo;
 use crate::plugins;
+use crate::plugins::volume_binding::BIND_TIMEOUT;
 use crate::queue::SchedulingQueue;
 use crate::report::Reporter;
+use crate::volume_events::{StorageEvent, StorageWatches};
+use crate::volumes::VolumeStore;
 use kennel_lease::{Elector, LeaderError, LeaseConfig};
 
 /// Scheduler settings.
@@ -35,6 +39,9 @@ pub struct SchedulerConfig {
     pub max_in_flight_bindings: usize,
     /// percentageOfNodesToScore; 0 = upstream's adaptive default.
     pub percentage_of_nodes_to_score: u32,
+    /// How long VolumeBinding's PreBind waits for a pod's claims to become Bound before the
+    /// pod is retried (upstream `bindTimeoutSeconds`, 600 s).
+    pub bind_timeout: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -45,6 +52,7 @@ impl Default for SchedulerConfig {
             leader_elect: true,
             max_in_flight_bindings: 32,
             percentage_of_nodes_to_score: 0,
+            bind_timeout: BIND_TIMEOUT,
         }
     }
 }
@@ -78,6 +86,7 @@ enum Input {
     Pod(Box<watcher::Event<Pod>>),
     Node(Box<watcher::Event<Node>>),
     Ns(Box<watcher::Event<Namespace>>),
+    Storage(StorageEvent),
     Bound {
         info: Arc<PodInfo>,
         result: Result<(), BindFailure>,
@@ -144,6 +153,8 @@ struct Loop {
     reporter: Reporter,
     client: kube::Client,
     relist: Relist,
+    volumes: Arc<VolumeStore>,
+    storage: StorageWatches,
     in_flight: usize,
     tx: mpsc::Sender<Input>,
 }
@@ -173,7 +184,7 @@ fn terminal(pod: &Pod) -> bool {
 
 impl Loop {
     fn synced(&self) -> bool {
-        self.relist.synced.iter().all(|s| *s)
+        self.relist.synced.iter().all(|s| *s) && self.storage.synced()
     }
 
     fn pod_applied(&mut self, pod: Pod) {
@@ -294,6 +305,11 @@ impl Loop {
                     self.relist.synced[2] = true;
                 }
             },
+            Input::Storage(ev) => {
+                if self.storage.apply(&self.volumes, ev) {
+                    self.queue.move_all_to_active(Instant::now());
+                }
+            }
             Input::Bound { info, result } => {
                 self.in_flight -= 1;
                 let now = Instant::now();
@@ -308,7 +324,7 @@ impl Loop {
                             }
                             BindFailure::Gone(m) => tracing::debug!(pod = %info.key, "gone: {m}"),
                             BindFailure::Other(m) => {
-                                tracing::warn!(pod = %info.key, "binding failed: {m}");
+                                tracing::info!(pod = %info.key, "binding failed: {m}");
                                 self.queue.error(info, now);
                             }
                         }
@@ -331,18 +347,41 @@ impl Loop {
         {
             Ok(d) => {
                 self.cache.assume(info.clone(), &d.node);
+                if let Err(msg) = self.profile.run_reserve(&d.state, &info, &d.node) {
+                    // As upstream: the assumption is dropped and the pod backs off, reported
+                    // as a scheduler error.
+                    self.cache.forget(&key);
+                    tracing::info!(pod = %key, "reserve failed: {msg}");
+                    self.queue.error(info.clone(), now);
+                    let reporter = self.reporter.clone();
+                    tokio::spawn(async move {
+                        reporter.scheduler_error(&info.pod, &msg).await;
+                        reporter.failed(&info.pod, &msg).await;
+                    });
+                    return;
+                }
                 self.queue.done(&key);
                 self.in_flight += 1;
                 let profile = self.profile.clone();
                 let reporter = self.reporter.clone();
                 let tx = self.tx.clone();
                 tokio::spawn(async move {
-                    let result = bind(&profile, info.pod.clone(), d.node.clone()).await;
-                    let ok = result.is_ok();
+                    let result =
+                        bind(&profile, d.state.clone(), info.pod.clone(), d.node.clone()).await;
                     let pod = info.pod.clone();
+                    if result.is_err() {
+                        // Drop the volume assumptions before the loop may retry the pod.
+                        profile.run_unreserve(&d.state, &info, &d.node);
+                    }
+                    let report = result.clone();
                     let _ = tx.send(Input::Bound { info, result }).await;
-                    if ok {
-                        reporter.scheduled(&pod, &d.node).await;
+                    match report {
+                        Ok(()) => reporter.scheduled(&pod, &d.node).await,
+                        Err(BindFailure::Other(m)) => {
+                            reporter.scheduler_error(&pod, &m).await;
+                            reporter.failed(&pod, &m).await;
+                        }
+                        Err(_) => {}
                     }
                 });
             }
@@ -369,9 +408,14 @@ impl Loop {
     }
 }
 
-async fn bind(profile: &Profile, pod: Arc<Pod>, node: String) -> Result<(), BindFailure> {
+async fn bind(
+    profile: &Profile,
+    state: Arc<crate::framework::CycleState>,
+    pod: Arc<Pod>,
+    node: String,
+) -> Result<(), BindFailure> {
     for p in &profile.pre_bind {
-        p.pre_bind(pod.clone(), node.clone()).await?;
+        p.pre_bind(state.clone(), pod.clone(), node.clone()).await?;
     }
     match profile.bind.first() {
         Some(b) => b.bind(pod, node).await,
@@ -405,9 +449,15 @@ async fn preempt(
     }
 }
 
-/// Watches pods, nodes and namespaces, and schedules until dropped.
+/// Watches pods, nodes, namespaces, PVs, PVCs and StorageClasses, and schedules until dropped.
 async fn schedule_forever(cfg: SchedulerConfig, client: kube::Client) {
-    let mut profile = plugins::default_profile(&cfg.scheduler_name, Some(client.clone()));
+    let volumes = VolumeStore::new();
+    let mut profile = plugins::default_profile(
+        &cfg.scheduler_name,
+        Some(client.clone()),
+        volumes.clone(),
+        cfg.bind_timeout,
+    );
     profile.percentage_of_nodes_to_score = cfg.percentage_of_nodes_to_score;
     let (tx, mut rx) = mpsc::channel(8192);
     let _tasks = Tasks(vec![
@@ -426,6 +476,21 @@ async fn schedule_forever(cfg: SchedulerConfig, client: kube::Client) {
             |e| Input::Ns(Box::new(e)),
             tx.clone(),
         ),
+        spawn_watch(
+            Api::<PersistentVolume>::all(client.clone()),
+            |e| Input::Storage(StorageEvent::Pv(Box::new(e))),
+            tx.clone(),
+        ),
+        spawn_watch(
+            Api::<PersistentVolumeClaim>::all(client.clone()),
+            |e| Input::Storage(StorageEvent::Pvc(Box::new(e))),
+            tx.clone(),
+        ),
+        spawn_watch(
+            Api::<StorageClass>::all(client.clone()),
+            |e| Input::Storage(StorageEvent::Class(Box::new(e))),
+            tx.clone(),
+        ),
     ]);
     let mut lp = Loop {
         cache: Cache::new(),
@@ -435,6 +500,8 @@ async fn schedule_forever(cfg: SchedulerConfig, client: kube::Client) {
         reporter: Reporter::new(client.clone(), &cfg.identity),
         client,
         relist: Relist::default(),
+        volumes,
+        storage: StorageWatches::default(),
         in_flight: 0,
         tx,
     };

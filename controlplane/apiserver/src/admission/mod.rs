@@ -10,6 +10,7 @@ pub mod limits;
 pub mod quantity;
 pub mod quota;
 pub mod serviceaccount;
+pub mod storage;
 
 use serde_json::Value;
 
@@ -56,6 +57,7 @@ pub async fn mutate(
     ns: Option<&str>,
     obj: &mut Value,
 ) -> Result<(), ApiError> {
+    admit_storage(state, def, obj).await?;
     let (Some(ns), "Pod") = (ns, def.strategy_kind()) else {
         return Ok(());
     };
@@ -72,6 +74,52 @@ pub async fn mutate(
         .map(|(_, v)| v)
         .collect();
     limits::default_pod(&ranges, obj);
+    Ok(())
+}
+
+/// Admission plugins that `disable_admission_plugins` may name.
+pub const PLUGINS: &[&str] = &[
+    serviceaccount::PLUGIN_NAME,
+    storage::DEFAULT_STORAGE_CLASS,
+    storage::IN_USE_PROTECTION,
+];
+
+fn enabled(state: &ApiState, plugin: &str) -> bool {
+    !state.disabled_admission.iter().any(|p| p == plugin)
+}
+
+/// DefaultStorageClass and StorageObjectInUseProtection for a new claim or volume.
+async fn admit_storage(
+    state: &ApiState,
+    def: &ResourceDef,
+    obj: &mut Value,
+) -> Result<(), ApiError> {
+    match def.strategy_kind() {
+        "PersistentVolumeClaim" => {
+            if enabled(state, storage::DEFAULT_STORAGE_CLASS) {
+                let classes_def = registry::find("storage.k8s.io", "v1", "storageclasses")
+                    .expect("storageclasses registered");
+                let page = state
+                    .store
+                    .list(&classes_def.list_prefix(None), 0, None)
+                    .await
+                    .map_err(|e| ApiError::Internal(e.to_string()))?;
+                let classes = page
+                    .items
+                    .iter()
+                    .map(|kv| decode_as(classes_def, kv))
+                    .collect::<Result<Vec<_>, _>>()?;
+                storage::default_claim_class(&classes, obj);
+            }
+            if enabled(state, storage::IN_USE_PROTECTION) {
+                storage::protect(obj, "kubernetes.io/pvc-protection");
+            }
+        }
+        "PersistentVolume" if enabled(state, storage::IN_USE_PROTECTION) => {
+            storage::protect(obj, "kubernetes.io/pv-protection");
+        }
+        _ => {}
+    }
     Ok(())
 }
 

@@ -1,15 +1,17 @@
-//! DELETE of one object (preconditions, finalizers, graceful pod deletion, namespaces) and
-//! deletecollection.
+//! DELETE of one object (preconditions, finalizers, graceful pod deletion, the garbage
+//! collector's `orphan`/`foregroundDeletion` finalizers, namespaces) and deletecollection. The
+//! API server only records the intent: dependents are the garbage collector's work and a
+//! namespace's content the namespace controller's (both in the controller manager).
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::cascade::{cascade, propagation, Propagation};
+use super::cascade::{deletion_finalizers, propagation, Propagation};
 use super::read::{collect, Filter};
 use super::{encode_as, json_response, ns_of, read_current, with_rv, ApiState};
 use crate::defaults::now_rfc3339;
-use crate::registry::{self, ResourceDef};
+use crate::registry::ResourceDef;
 use crate::request::{self, Query, Target};
 use crate::status::{success, ApiError};
 
@@ -43,8 +45,17 @@ fn delete_opts(query: &Query, headers: &HeaderMap, body: &[u8]) -> Result<Delete
             .as_str()
             .map(String::from),
         uid: b["preconditions"]["uid"].as_str().map(String::from),
-        propagation: propagation(query.get("propagationPolicy").map(String::as_str), &b)?,
+        propagation: propagation(
+            query.get("propagationPolicy").map(String::as_str),
+            query.get("orphanDependents").map(String::as_str),
+            &b,
+        )?,
     })
+}
+
+/// Whether `obj` has a deletionTimestamp.
+fn deleting(obj: &Value) -> bool {
+    !obj["metadata"]["deletionTimestamp"].is_null()
 }
 
 /// Deletes one object; returns the deleted (or now terminating) object.
@@ -71,9 +82,10 @@ pub(super) async fn delete_one(
             message: "Precondition failed".into(),
         });
     }
-    let has_finalizers = obj["metadata"]["finalizers"]
-        .as_array()
-        .is_some_and(|f| !f.is_empty());
+    if def.kind == "Namespace" {
+        return delete_namespace(state, def, cur, obj, opts).await;
+    }
+    let (finalizers_changed, finalizers) = deletion_finalizers(def, &obj, &opts.propagation);
     let graceful_pod = def.kind == "Pod"
         && !obj["spec"]["nodeName"].as_str().unwrap_or("").is_empty()
         && opts.grace.unwrap_or_else(|| {
@@ -83,11 +95,9 @@ pub(super) async fn delete_one(
         }) > 0
         && obj["status"]["phase"] != "Succeeded"
         && obj["status"]["phase"] != "Failed";
-    if def.kind == "Namespace" {
-        return delete_namespace(state, def, cur, obj, opts).await;
-    }
-    if has_finalizers || graceful_pod {
-        if obj["metadata"]["deletionTimestamp"].is_null() {
+    if !finalizers.is_empty() || graceful_pod {
+        let mut changed = false;
+        if !deleting(&obj) {
             obj["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
             let grace = if graceful_pod {
                 opts.grace
@@ -97,17 +107,21 @@ pub(super) async fn delete_one(
                 0
             };
             obj["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
-            if opts.dry_run {
-                return Ok(obj);
-            }
-            let rev = state
-                .store
-                .update(&cur.key, encode_as(def, &obj), Some(cur.mod_revision))
-                .await
-                .map_err(|e| ApiError::from_store(e, &def.qualified(), name))?;
-            return Ok(with_rv(obj, rev));
+            changed = true;
         }
-        return Ok(obj);
+        if finalizers_changed {
+            obj["metadata"]["finalizers"] = json!(finalizers);
+            changed = true;
+        }
+        if !changed || opts.dry_run {
+            return Ok(obj);
+        }
+        let rev = state
+            .store
+            .update(&cur.key, encode_as(def, &obj), Some(cur.mod_revision))
+            .await
+            .map_err(|e| ApiError::from_store(e, &def.qualified(), name))?;
+        return Ok(with_rv(obj, rev));
     }
     if opts.dry_run {
         return Ok(obj);
@@ -168,15 +182,9 @@ async fn delete_under(state: &ApiState, prefix: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Deletes every object in namespace `ns` (all namespaced resources).
-pub async fn delete_namespace_contents(state: &ApiState, ns: &str) -> Result<(), ApiError> {
-    for def in registry::all().into_iter().filter(|d| d.namespaced) {
-        delete_under(state, &def.list_prefix(Some(ns))).await?;
-    }
-    Ok(())
-}
-
-/// Namespace deletion: mark Terminating, remove everything inside, then remove the namespace.
+/// Namespace deletion (upstream's namespace REST `Delete`): the first DELETE marks the namespace
+/// Terminating with a deletionTimestamp; it leaves the store once both `spec.finalizers` (emptied
+/// by the namespace controller through `finalize`) and `metadata.finalizers` are empty.
 async fn delete_namespace(
     state: &ApiState,
     def: &ResourceDef,
@@ -190,11 +198,33 @@ async fn delete_namespace(
             "namespace \"{name}\" is forbidden: this namespace may not be deleted"
         )));
     }
-    obj["status"]["phase"] = json!("Terminating");
-    if obj["metadata"]["deletionTimestamp"].is_null() {
+    let mut changed = false;
+    if !deleting(&obj) {
         obj["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+        obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+        obj["status"]["phase"] = json!("Terminating");
+        changed = true;
     }
+    let (finalizers_changed, finalizers) = deletion_finalizers(def, &obj, &opts.propagation);
+    if finalizers_changed {
+        obj["metadata"]["finalizers"] = json!(finalizers);
+        changed = true;
+    }
+    let spec_finalized = obj["spec"]["finalizers"]
+        .as_array()
+        .is_none_or(Vec::is_empty);
     if opts.dry_run {
+        return Ok(obj);
+    }
+    if spec_finalized && finalizers.is_empty() {
+        state
+            .store
+            .delete(&cur.key, Some(cur.mod_revision))
+            .await
+            .map_err(|e| ApiError::from_store(e, &def.qualified(), &name))?;
+        return Ok(obj);
+    }
+    if !changed {
         return Ok(obj);
     }
     let rev = state
@@ -202,15 +232,11 @@ async fn delete_namespace(
         .update(&cur.key, encode_as(def, &obj), Some(cur.mod_revision))
         .await
         .map_err(|e| ApiError::from_store(e, &def.qualified(), &name))?;
-    delete_namespace_contents(state, &name).await?;
-    match state.store.delete(&cur.key, Some(rev)).await {
-        Ok(_) | Err(kennel_store::StoreError::NotFound(_)) => {}
-        Err(e) => return Err(ApiError::from_store(e, &def.qualified(), &name)),
-    }
     Ok(with_rv(obj, rev))
 }
 
-/// DELETE one object.
+/// DELETE one object. As upstream, 202 Accepted answers an explicit `orphanDependents: false`
+/// whose object is still there; everything else 200 with the (deleted or terminating) object.
 pub async fn delete(
     state: &ApiState,
     t: &Target,
@@ -221,33 +247,24 @@ pub async fn delete(
     let opts = delete_opts(query, headers, body)?;
     let name = t.name.clone().unwrap_or_default();
     let obj = delete_one(state, t.def, ns_of(t.def, t).as_deref(), &name, &opts).await?;
-    let dependent_opts = DeleteOpts {
-        rv: None,
-        uid: None,
-        ..opts
+    let code = if deleting(&obj) && opts.propagation.orphan_dependents == Some(false) {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
     };
-    // Dependents go once the owner is really gone (not while finalizers hold it).
-    if obj["metadata"]["deletionTimestamp"].is_null() {
-        cascade(
-            state,
-            t.def,
-            &obj,
-            dependent_opts.propagation,
-            &dependent_opts,
-        )
-        .await?;
-    }
-    Ok(json_response(StatusCode::OK, &obj, &[]))
+    Ok(json_response(code, &obj, &[]))
 }
 
-/// DELETE a collection (with selectors).
+/// DELETE a collection (with selectors), each object as one DELETE with the same options.
 pub async fn delete_collection(
     state: &ApiState,
     t: &Target,
     query: &Query,
+    headers: &HeaderMap,
+    body: &[u8],
 ) -> Result<Response, ApiError> {
     let def = t.def;
-    let opts = delete_opts(query, &HeaderMap::new(), b"")?;
+    let opts = delete_opts(query, headers, body)?;
     let filter = Filter::from_query(def, query)?;
     let ns = ns_of(def, t);
     let (items, _, _) = collect(state, def, ns.as_deref(), &filter, 0, None).await?;
@@ -255,11 +272,7 @@ pub async fn delete_collection(
         let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
         let ns = obj["metadata"]["namespace"].as_str().map(String::from);
         match delete_one(state, def, ns.as_deref(), &name, &opts).await {
-            Ok(deleted) if deleted["metadata"]["deletionTimestamp"].is_null() => {
-                cascade(state, def, &deleted, opts.propagation, &opts).await?
-            }
-            Ok(_) => {}
-            Err(ApiError::NotFound { .. }) => {}
+            Ok(_) | Err(ApiError::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }
     }

@@ -23,7 +23,6 @@ use super::request::{self, parse_path, Query, Target, MAX_BODY};
 use super::status::ApiError;
 use kennel_store::{KeyValue, Store};
 
-pub use delete::delete_namespace_contents;
 pub use log::KubeletClient;
 
 /// Shared state of the API server.
@@ -170,7 +169,12 @@ async fn route(
             write::patch(&state, t, &query, &headers, &body).await
         }
         (&Method::DELETE, true, None) => delete::delete(&state, t, &query, &headers, &body).await,
-        (&Method::DELETE, false, None) => delete::delete_collection(&state, t, &query).await,
+        (&Method::DELETE, false, None) => {
+            delete::delete_collection(&state, t, &query, &headers, &body).await
+        }
+        (&Method::PUT, true, Some("finalize")) => {
+            write::finalize(&state, t, &query, &headers, &body).await
+        }
         (&Method::GET, true, Some("status")) => read::get(&state, t, &headers, &query).await,
         (_, true, Some("scale")) => sub::scale(&state, t, &method, &query, &headers, &body).await,
         (&Method::POST, true, Some("binding")) => {

@@ -99,6 +99,9 @@ pub async fn create(
         obj["metadata"]["generation"] = json!(1);
     }
     apply_defaults(def.strategy_kind(), &mut obj);
+    if def.strategy_kind() == "Namespace" {
+        require_kubernetes_finalizer(&mut obj);
+    }
     if def.strategy_kind() == "Job" {
         defaults::job_selector(&mut obj);
     }
@@ -157,6 +160,35 @@ pub async fn create(
     ))
 }
 
+/// A new namespace always carries the `kubernetes` finalizer in `spec.finalizers` (upstream's
+/// namespace strategy): the namespace controller removes it once the content is gone.
+fn require_kubernetes_finalizer(obj: &mut Value) {
+    let spec = &mut obj["spec"];
+    if !spec.is_object() {
+        *spec = json!({});
+    }
+    let list = &mut spec["finalizers"];
+    if !list.is_array() {
+        *list = json!([]);
+    }
+    let list = list.as_array_mut().expect("array");
+    if !list.iter().any(|f| f == NAMESPACE_FINALIZER) {
+        list.push(json!(NAMESPACE_FINALIZER));
+    }
+}
+
+/// The namespace controller's finalizer in a Namespace's `spec.finalizers`.
+pub const NAMESPACE_FINALIZER: &str = "kubernetes";
+
+/// Whether an object being deleted may leave the store: no finalizers left (and, for a
+/// namespace, no `spec.finalizers` either).
+fn finalized(def: &ResourceDef, obj: &Value) -> bool {
+    let empty = |v: &Value| v.as_array().is_none_or(Vec::is_empty);
+    !obj["metadata"]["deletionTimestamp"].is_null()
+        && empty(&obj["metadata"]["finalizers"])
+        && (def.strategy_kind() != "Namespace" || empty(&obj["spec"]["finalizers"]))
+}
+
 /// Merges an incoming object with the stored one per the update rules: server-owned metadata is
 /// kept, status only changes through `/status`, generation bumps on spec changes.
 pub fn merge_update(def: &ResourceDef, old: &Value, mut new: Value, status_only: bool) -> Value {
@@ -186,6 +218,17 @@ pub fn merge_update(def: &ResourceDef, old: &Value, mut new: Value, status_only:
             None => {
                 if let Some(m) = new["metadata"].as_object_mut() {
                     m.remove(k);
+                }
+            }
+        }
+    }
+    if def.strategy_kind() == "Namespace" {
+        // `spec.finalizers` only changes through `finalize`.
+        match old["spec"].get("finalizers") {
+            Some(f) => new["spec"]["finalizers"] = f.clone(),
+            None => {
+                if let Some(m) = new["spec"].as_object_mut() {
+                    m.remove("finalizers");
                 }
             }
         }
@@ -240,10 +283,7 @@ pub async fn store_update(
     validate(def.strategy_kind(), &new)?;
     rbac_escalation(state, def, new["metadata"]["namespace"].as_str(), &new).await?;
     let name = new["metadata"]["name"].as_str().unwrap_or("").to_string();
-    let finalizing = !new["metadata"]["deletionTimestamp"].is_null()
-        && new["metadata"]["finalizers"]
-            .as_array()
-            .is_none_or(Vec::is_empty);
+    let finalizing = finalized(def, &new);
     if dry_run {
         return Ok(new);
     }
@@ -343,6 +383,90 @@ pub async fn update(
     }
     let merged = merge_update(def, &old, new, t.sub.as_deref() == Some("status"));
     let out = admitted_update(state, t, &cur, &old, merged, opts.dry_run).await?;
+    Ok(json_response(StatusCode::OK, &out, &warnings))
+}
+
+/// Checks the names in a namespace's `spec.finalizers` (upstream's `validateFinalizerName`).
+fn validate_namespace_finalizers(name: &str, obj: &Value) -> Result<(), ApiError> {
+    let mut causes = Vec::new();
+    for (i, f) in obj["spec"]["finalizers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let field = format!("spec.finalizers[{i}]");
+        let Some(f) = f.as_str() else {
+            causes.push(crate::status::Cause::invalid(
+                field,
+                &f.to_string(),
+                "must be a string",
+            ));
+            continue;
+        };
+        let standard = matches!(
+            f,
+            NAMESPACE_FINALIZER | super::cascade::ORPHAN | super::cascade::FOREGROUND
+        );
+        if f.is_empty() || (!f.contains('/') && !standard) {
+            causes.push(crate::status::Cause::invalid(
+                field,
+                f,
+                "name is neither a standard finalizer name nor is it fully qualified",
+            ));
+        }
+    }
+    if causes.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::Invalid {
+        kind: "Namespace".into(),
+        name: name.to_string(),
+        causes,
+    })
+}
+
+/// PUT `namespaces/{name}/finalize`: replaces `spec.finalizers` (nothing else); a terminating
+/// namespace whose finalizers are all gone leaves the store.
+pub async fn finalize(
+    state: &ApiState,
+    t: &Target,
+    query: &Query,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let def = t.def;
+    if def.strategy_kind() != "Namespace" {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    let opts = WriteOpts::from_query(query)?;
+    let name = t.name.clone().unwrap_or_default();
+    let raw = request::parse_body(headers, body)?;
+    let (new, warnings) = normalize(def, def.kind, &def.api_version(), raw, opts.validation)?;
+    if new["metadata"]["name"].as_str().unwrap_or("") != name {
+        return Err(ApiError::BadRequest(
+            "the name of the object does not match the name on the URL".into(),
+        ));
+    }
+    validate_namespace_finalizers(&name, &new)?;
+    let (cur, old) = read_current(state, def, None, &name).await?;
+    if let Some(rv) = new["metadata"]["resourceVersion"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+    {
+        if rv != cur.mod_revision.to_string() {
+            return Err(conflict(def, &name));
+        }
+    }
+    let mut out = old.clone();
+    if !out["spec"].is_object() {
+        out["spec"] = json!({});
+    }
+    out["spec"]["finalizers"] = match new["spec"].get("finalizers") {
+        Some(f) if !f.is_null() => f.clone(),
+        _ => json!([]),
+    };
+    let out = store_update(state, def, &cur, out, opts.dry_run).await?;
     Ok(json_response(StatusCode::OK, &out, &warnings))
 }
 

@@ -1,12 +1,18 @@
 //! The worker's side of volumes: fetch the ConfigMaps/Secrets a pod's volumes read and the
 //! ServiceAccount tokens its projections need, lay the volumes out on the host
-//! ([`crate::volume::prepare_with_tokens`]) and give each container its CRI mounts.
+//! ([`crate::volume::prepare_with_tokens`]), resolve its PersistentVolumeClaims to disk images
+//! ([`crate::volume::disk`]) and give each container its CRI mounts.
 
 use std::collections::BTreeMap;
 
 use k8s_cri::v1 as cri;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
+};
 use kube::api::Api;
+
+use crate::volume::disk::{self, DiskError};
+use crate::volume::VolumeError;
 
 use super::worker::PodEnv;
 
@@ -20,7 +26,66 @@ pub async fn prepare(
     let root = env.sandbox.logs_root.clone();
     let mounts = crate::volume::mounts(&root, pod, c).map_err(|e| e.to_string())?;
     write_all(env, pod, pod_ips).await?;
+    prepare_disks(env, pod).await?;
     Ok(mounts)
+}
+
+/// Resolves each persistentVolumeClaim volume (claim → bound PV → image on this node) and lays
+/// it out for kennel-cri; the error is the FailedMount message.
+async fn prepare_disks(env: &PodEnv, pod: &Pod) -> Result<(), String> {
+    let claims: Vec<_> = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .filter_map(|v| v.persistent_volume_claim.as_ref().map(|c| (v, c)))
+        .collect();
+    if claims.is_empty() {
+        return Ok(());
+    }
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let node = Api::<Node>::all(env.client.clone())
+        .get(&env.node_name)
+        .await
+        .map_err(|e| format!("getting node {:?}: {e}", env.node_name))?;
+    let labels = node.metadata.labels.unwrap_or_default();
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(env.client.clone(), &ns);
+    let pvs: Api<PersistentVolume> = Api::all(env.client.clone());
+    for (v, src) in claims {
+        let fail = |source: DiskError| {
+            VolumeError::Disk {
+                volume: v.name.clone(),
+                source,
+            }
+            .to_string()
+        };
+        let pvc = pvcs
+            .get_opt(&src.claim_name)
+            .await
+            .map_err(|e| e.to_string())?;
+        let pv_name = disk::claim_volume(&ns, &src.claim_name, pvc.as_ref()).map_err(fail)?;
+        let pv = pvs
+            .get_opt(&pv_name)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| fail(DiskError::VolumeNotFound(pv_name.clone())))?;
+        let claim_uid = pvc.and_then(|c| c.metadata.uid).unwrap_or_default();
+        let plan = disk::plan(&pv, &claim_uid, &env.node_name, &labels).map_err(fail)?;
+        let (root, uid, v, pv_name) = (
+            env.sandbox.logs_root.clone(),
+            uid.clone(),
+            v.clone(),
+            pv_name.clone(),
+        );
+        // Formatting an image is blocking file work.
+        tokio::task::spawn_blocking(move || {
+            crate::volume::prepare_disk(&root, &uid, &v, &pv_name, &plan)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// Lays out every volume of the pod again when one of its ServiceAccount tokens is due for a

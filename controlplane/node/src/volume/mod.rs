@@ -4,9 +4,13 @@
 //! files into the pod VM; emptyDirs live in the guest, so their host directory only marks them.
 //!
 //! Supported: configMap, secret, downwardAPI, projected (configMap, secret, downwardAPI and
-//! serviceAccountToken sources, the tokens from [`token::TokenManager`]), emptyDir, hostPath;
-//! other volume types are refused with a message naming them.
+//! serviceAccountToken sources, the tokens from [`token::TokenManager`]), emptyDir, hostPath,
+//! persistentVolumeClaim (a disk image attached to the VM, see [`disk`]); other volume types are
+//! refused with a message naming them.
 
+pub mod affinity;
+pub mod disk;
+pub mod image;
 pub mod token;
 pub mod writer;
 
@@ -88,6 +92,14 @@ pub enum VolumeError {
         volume: String,
         /// Cause.
         source: WriterError,
+    },
+    /// A PersistentVolume-backed volume could not be set up.
+    #[error("MountVolume.SetUp failed for volume \"{volume}\" : {source}")]
+    Disk {
+        /// Volume name.
+        volume: String,
+        /// Cause.
+        source: disk::DiskError,
     },
     /// A volume type kennel does not provide yet.
     #[error("volume \"{volume}\": {kind} volumes are not supported yet")]
@@ -187,6 +199,8 @@ fn plugin(v: &Volume) -> Result<Option<&'static str>, VolumeError> {
         "projected"
     } else if v.empty_dir.is_some() {
         "empty-dir"
+    } else if v.persistent_volume_claim.is_some() {
+        disk::PLUGIN
     } else if v.host_path.is_some() {
         return Ok(None);
     } else {
@@ -489,6 +503,10 @@ fn prepare_inner(
     let uid = ctx.pod.metadata.uid.as_deref().unwrap_or_default();
     for v in volumes(ctx.pod) {
         let Some(plugin) = plugin(v)? else { continue };
+        if plugin == disk::PLUGIN {
+            // Laid out by [`prepare_disk`], from the claim and its PV.
+            continue;
+        }
         let dir = volume_dir(pods_root, uid, plugin, &v.name);
         let write_err = |source| VolumeError::Write {
             volume: v.name.clone(),
@@ -509,6 +527,36 @@ fn prepare_inner(
         }
     }
     Ok(())
+}
+
+/// Lays out the PersistentVolume-backed volume `v` of the pod `uid` as [`disk`] describes:
+/// creates the image as `plan` says, then writes the descriptor (`readOnly` when the claim
+/// source or the PV source is read-only). Returns the volume's directory.
+pub fn prepare_disk(
+    pods_root: &Path,
+    uid: &str,
+    v: &Volume,
+    pv_name: &str,
+    plan: &disk::DiskPlan,
+) -> Result<PathBuf, VolumeError> {
+    let wrap = |source| VolumeError::Disk {
+        volume: v.name.clone(),
+        source,
+    };
+    disk::realize(pv_name, plan).map_err(wrap)?;
+    let claim_ro = v
+        .persistent_volume_claim
+        .as_ref()
+        .and_then(|c| c.read_only)
+        .unwrap_or(false);
+    let dir = volume_dir(pods_root, uid, disk::PLUGIN, &v.name);
+    let desc = disk::DiskDescriptor {
+        image: plan.image.display().to_string(),
+        fs_type: plan.fs_type.clone(),
+        read_only: claim_ro || plan.read_only,
+    };
+    disk::write_descriptor(&dir, &desc).map_err(wrap)?;
+    Ok(dir)
 }
 
 /// The CRI mounts of a container's `volumeMounts` (host paths as [`prepare`] lays them out;
@@ -540,6 +588,13 @@ pub fn mounts(pods_root: &Path, pod: &Pod, c: &Container) -> Result<Vec<cri::Mou
                         .unwrap_or_default(),
                 ),
                 false,
+            ),
+            Some(p) if p == disk::PLUGIN => (
+                volume_dir(pods_root, uid, p, &v.name),
+                v.persistent_volume_claim
+                    .as_ref()
+                    .and_then(|c| c.read_only)
+                    .unwrap_or(false),
             ),
             Some(p) => (volume_dir(pods_root, uid, p, &v.name), p != "empty-dir"),
         };

@@ -129,7 +129,7 @@ impl PostFilterPlugin for DefaultPreemption {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::default_profile;
+    use crate::plugins::standalone_profile;
     use crate::plugins::testutil::*;
     use serde_json::json;
     use std::collections::HashMap;
@@ -157,7 +157,7 @@ mod tests {
 
     #[test]
     fn picks_lowest_priority_victims() {
-        let profile = default_profile("default-scheduler", None);
+        let profile = standalone_profile("default-scheduler", None);
         let nodes = vec![
             small("a", &[prio("a1", 5, "500m"), prio("a2", 5, "500m")]),
             small("b", &[prio("b1", 1, "500m"), prio("b2", 100, "500m")]),
@@ -187,7 +187,7 @@ mod tests {
 
     #[test]
     fn messages_when_preemption_cannot_help() {
-        let profile = default_profile("default-scheduler", None);
+        let profile = standalone_profile("default-scheduler", None);
         let mut tainted = node(
             "t",
             json!({}),

@@ -10,6 +10,9 @@
 use super::rbac::PolicyRule;
 
 const READ: &[&str] = &["get", "list", "watch"];
+
+/// The user of `kennel.dev/local-disk`, the node's provisioner of disk images.
+pub const LOCAL_PROVISIONER: &str = "system:kennel:local-provisioner";
 const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
 const RW: &[&str] = &[
     "get",
@@ -338,6 +341,42 @@ pub fn cluster_roles() -> Vec<BootstrapRole> {
                 r(EVENTS_WRITE, &["", "events.k8s.io"], &["events"]),
             ],
         ),
+        // Upstream's role for the scheduler's VolumeBinding plugin.
+        role(
+            "system:volume-scheduler",
+            vec![
+                r(
+                    &["get", "list", "watch", "patch", "update"],
+                    &[""],
+                    &["persistentvolumes"],
+                ),
+                r(
+                    &["get", "list", "watch", "patch", "update"],
+                    &[""],
+                    &["persistentvolumeclaims"],
+                ),
+                r(READ, &["storage.k8s.io"], &["storageclasses"]),
+            ],
+        ),
+        // kennel's per-node provisioner of disk images (`kennel.dev/local-disk`).
+        role(
+            "system:kennel:local-provisioner",
+            vec![
+                r(
+                    &["get", "list", "watch", "create", "delete"],
+                    &[""],
+                    &["persistentvolumes"],
+                ),
+                r(
+                    &["get", "list", "watch", "update", "patch"],
+                    &[""],
+                    &["persistentvolumeclaims"],
+                ),
+                r(READ, &["storage.k8s.io"], &["storageclasses"]),
+                r(&["create", "patch"], &["", "events.k8s.io"], &["events"]),
+                r(&["get"], &[""], &["nodes"]),
+            ],
+        ),
         role(
             "system:kube-scheduler",
             vec![
@@ -581,6 +620,16 @@ pub fn cluster_role_bindings() -> Vec<BootstrapBinding> {
             "system:kube-controller-manager",
             "system:kube-controller-manager",
             vec![("User", "system:kube-controller-manager", "")],
+        ),
+        (
+            "volume-scheduler",
+            "system:volume-scheduler",
+            vec![("User", "system:kube-scheduler", "")],
+        ),
+        (
+            "system:kennel:local-provisioner",
+            "system:kennel:local-provisioner",
+            vec![("User", LOCAL_PROVISIONER, "")],
         ),
         (
             "system:kube-dns",

@@ -1,6 +1,6 @@
-//! The watch-maintained [`Index`]: loaded with a `list` of the RBAC kinds and of pods, then kept
-//! current by one store watch from the list revision (relisting when the watch ends or its
-//! revision is compacted).
+//! The watch-maintained [`Index`]: loaded with a `list` of each of its [`PREFIXES`] (the RBAC
+//! kinds, pods, PersistentVolumeClaims, PersistentVolumes), then kept current by one store watch
+//! from the oldest list revision (relisting when the watch ends or its revision is compacted).
 //!
 //! **Freshness.** The watch covers every key (events of other kinds only advance the applied
 //! revision; their values are never parsed), so the applied revision follows the store's. A
@@ -17,7 +17,7 @@ use futures::StreamExt;
 use kennel_store::{EventKind, Store, StoreError, WatchEvent, WatchStream};
 use tokio::sync::{oneshot, watch};
 
-use super::index::{Index, PODS_PREFIX, RBAC_PREFIX};
+use super::index::{Index, PREFIXES};
 
 /// Longest a would-be denial waits for the index to catch up with the store.
 pub const CATCH_UP: Duration = Duration::from_secs(2);
@@ -34,13 +34,18 @@ pub struct Cache {
     _stop: oneshot::Sender<()>,
 }
 
-/// A freshly listed index: the index, the revisions of its two lists, and the watch from the
-/// older one.
+/// The revision of each list, by position in [`PREFIXES`].
+type Revs = [i64; PREFIXES.len()];
+
+/// A freshly listed index: the index, the revisions of its lists, and the watch from the oldest.
 struct Listed {
     index: Index,
-    rbac_rev: i64,
-    pods_rev: i64,
+    revs: Revs,
     stream: WatchStream,
+}
+
+fn oldest(revs: &Revs) -> i64 {
+    revs.iter().copied().min().unwrap_or_default()
 }
 
 async fn list_into(store: &dyn Store, prefix: &str, index: &mut Index) -> Result<i64, StoreError> {
@@ -53,13 +58,14 @@ async fn list_into(store: &dyn Store, prefix: &str, index: &mut Index) -> Result
 
 async fn load(store: &dyn Store) -> Result<Listed, StoreError> {
     let mut index = Index::default();
-    let rbac_rev = list_into(store, RBAC_PREFIX, &mut index).await?;
-    let pods_rev = list_into(store, PODS_PREFIX, &mut index).await?;
-    let stream = store.watch("/", rbac_rev.min(pods_rev)).await?;
+    let mut revs: Revs = Default::default();
+    for (rev, prefix) in revs.iter_mut().zip(PREFIXES) {
+        *rev = list_into(store, prefix, &mut index).await?;
+    }
+    let stream = store.watch("/", oldest(&revs)).await?;
     Ok(Listed {
         index,
-        rbac_rev,
-        pods_rev,
+        revs,
         stream,
     })
 }
@@ -68,7 +74,7 @@ impl Cache {
     /// Lists, then follows the store in a background task (which ends with the cache).
     pub async fn start(store: Arc<dyn Store>) -> Result<Arc<Self>, StoreError> {
         let listed = load(store.as_ref()).await?;
-        let from = listed.rbac_rev.min(listed.pods_rev);
+        let from = oldest(&listed.revs);
         let (stop_tx, stop_rx) = oneshot::channel();
         let cache = Arc::new(Cache {
             store,
@@ -76,12 +82,7 @@ impl Cache {
             applied: watch::channel(from).0,
             _stop: stop_tx,
         });
-        let follower = follow(
-            Arc::downgrade(&cache),
-            listed.stream,
-            listed.rbac_rev,
-            listed.pods_rev,
-        );
+        let follower = follow(Arc::downgrade(&cache), listed.stream, listed.revs);
         tokio::spawn(async move {
             tokio::select! {
                 _ = stop_rx => {}
@@ -124,11 +125,14 @@ impl Cache {
         true
     }
 
-    fn apply(&self, ev: &WatchEvent, rbac_rev: i64, pods_rev: i64) {
+    fn apply(&self, ev: &WatchEvent, revs: &Revs) {
         let rev = ev.revision();
         let key = ev.kv.key.as_str();
-        let relevant = (key.starts_with(RBAC_PREFIX) && rev > rbac_rev)
-            || (key.starts_with(PODS_PREFIX) && rev > pods_rev);
+        // An event the list of its prefix already contained is not applied again.
+        let relevant = PREFIXES
+            .iter()
+            .zip(revs)
+            .any(|(prefix, listed)| key.starts_with(prefix) && rev > *listed);
         if relevant {
             let mut idx = self.index.write().unwrap_or_else(|e| e.into_inner());
             match ev.kind {
@@ -157,12 +161,12 @@ impl Cache {
     }
 }
 
-async fn follow(cache: Weak<Cache>, mut stream: WatchStream, mut rbac_rev: i64, mut pods_rev: i64) {
+async fn follow(cache: Weak<Cache>, mut stream: WatchStream, mut revs: Revs) {
     loop {
         while let Some(ev) = stream.next().await {
             let Some(c) = cache.upgrade() else { return };
             match ev {
-                Ok(ev) => c.apply(&ev, rbac_rev, pods_rev),
+                Ok(ev) => c.apply(&ev, &revs),
                 Err(e) => {
                     tracing::warn!(error = %e, "authorization watch ended; relisting");
                     break;
@@ -174,9 +178,8 @@ async fn follow(cache: Weak<Cache>, mut stream: WatchStream, mut rbac_rev: i64, 
             let Some(c) = cache.upgrade() else { return };
             match load(c.store.as_ref()).await {
                 Ok(listed) => {
-                    c.replace(listed.index, listed.rbac_rev.min(listed.pods_rev));
-                    rbac_rev = listed.rbac_rev;
-                    pods_rev = listed.pods_rev;
+                    c.replace(listed.index, oldest(&listed.revs));
+                    revs = listed.revs;
                     stream = listed.stream;
                     break;
                 }

@@ -1,8 +1,8 @@
 //! The in-memory authorization index: every Role, ClusterRole, RoleBinding and
 //! ClusterRoleBinding (bindings indexed by subject, so a decision looks only at the bindings
 //! naming the user or one of its groups), and the node → object graph of bound pods that the
-//! Node authorizer reads. Filled from store values (`apply_put`/`apply_delete`); the watch that
-//! feeds it lives in [`super::cache`].
+//! Node authorizer reads (with the claim ↔ volume binds of [`super::volumes`]). Filled from store
+//! values (`apply_put`/`apply_delete`); the watch that feeds it lives in [`super::cache`].
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -10,14 +10,19 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::node::{pod_refs, PodRefs, RefKey};
+use super::node::{pod_refs, PodRefs, RefKey, RefKind};
 use super::rbac::{rule_allows, PolicyRule, Request};
+use super::volumes::VolumeIndex;
 use crate::auth::{Attributes, UserInfo};
 
 /// Store key prefix of the RBAC kinds.
 pub const RBAC_PREFIX: &str = "/registry/rbac.authorization.k8s.io/";
 /// Store key prefix of pods.
 pub const PODS_PREFIX: &str = "/registry/core/pods/";
+pub use super::volumes::{PVCS_PREFIX, PVS_PREFIX};
+
+/// The store prefixes the index is filled from.
+pub const PREFIXES: [&str; 4] = [RBAC_PREFIX, PODS_PREFIX, PVCS_PREFIX, PVS_PREFIX];
 
 /// What a binding refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,6 +278,7 @@ pub struct Index {
     ns_subjects: HashMap<String, SubjectIndex>,
     pods: HashMap<(String, String), PodRefs>,
     node_refs: HashMap<String, HashMap<RefKey, u32>>,
+    volumes: VolumeIndex,
 }
 
 /// Where a rule came from, when visiting a user's rules.
@@ -293,6 +299,9 @@ impl Index {
                     self.add_pod(rest, refs);
                 }
             }
+            return;
+        }
+        if self.volumes.apply_put(key, value) {
             return;
         }
         let Some(rest) = key.strip_prefix(RBAC_PREFIX) else {
@@ -348,6 +357,9 @@ impl Index {
     pub fn apply_delete(&mut self, key: &str) {
         if let Some(rest) = key.strip_prefix(PODS_PREFIX) {
             self.remove_pod(rest);
+            return;
+        }
+        if self.volumes.apply_delete(key) {
             return;
         }
         let Some(rest) = key.strip_prefix(RBAC_PREFIX) else {
@@ -429,6 +441,14 @@ impl Index {
         self.node_refs
             .get(node)
             .is_some_and(|m| m.contains_key(obj))
+    }
+
+    /// Whether a pod bound to `node` uses a claim bound to the PersistentVolume `volume`
+    /// (upstream's pod → pvc → pv path).
+    pub fn node_has_volume(&self, node: &str, volume: &str) -> bool {
+        self.volumes.bound_claim(volume).is_some_and(|(ns, claim)| {
+            self.node_has(node, &(RefKind::Pvc, ns.clone(), claim.clone()))
+        })
     }
 
     /// The rules of a binding's role, or upstream's not-found text.

@@ -23,9 +23,11 @@ pub mod escalation;
 pub mod index;
 pub mod message;
 pub mod node;
+pub mod node_restriction;
 pub mod policy;
 pub mod rbac;
 pub mod review;
+pub mod volumes;
 
 use std::sync::Arc;
 

@@ -1,9 +1,12 @@
 //! The Node authorizer (upstream's `plugin/pkg/auth/authorizer/node`, with the parts of the
 //! NodeRestriction admission plugin that can be decided from the request alone): a node agent
-//! `system:node:<n>` in `system:nodes` reads only the pods bound to it and the Secrets,
-//! ConfigMaps and PVCs those pods use, requests tokens only for their ServiceAccounts, writes
-//! only its own Node, Lease and its pods' status; the rest of upstream's static node rules
-//! apply as they are. Everything else is NoOpinion (RBAC still decides).
+//! `system:node:<n>` in `system:nodes` reads only the pods bound to it and the Secrets and
+//! ConfigMaps those pods use, gets only the PersistentVolumeClaims they use (by name, and the
+//! generated `<pod>-<volume>` claims of ephemeral volumes) and the PersistentVolumes those claims
+//! are bound to ([`super::volumes`]), updates only those claims' status, requests tokens only
+//! for their ServiceAccounts, writes only its own Node, Lease and its pods' status; the rest of
+//! upstream's static node rules apply as they are. Everything else is NoOpinion (RBAC still
+//! decides; the bootstrap `system:node` role is bound to nobody, as upstream).
 
 use serde_json::Value;
 
@@ -242,6 +245,26 @@ fn get_only(idx: &Index, node: &str, kind: RefKind, a: &Attributes) -> NodeDecis
     related(idx, node, kind, a)
 }
 
+/// Upstream's `authorizeGet` of a PersistentVolume: a claim of a pod on `node` is bound to it.
+fn get_volume(idx: &Index, node: &str, a: &Attributes) -> NodeDecision {
+    if a.verb != "get" {
+        return no("can only get individual resources of this type");
+    }
+    if !a.subresource.is_empty() {
+        return no("cannot get subresource");
+    }
+    if a.name.is_empty() {
+        return no("No Object name found");
+    }
+    if idx.node_has_volume(node, &a.name) {
+        Ok(())
+    } else {
+        no(format!(
+            "no relationship found between node '{node}' and this object"
+        ))
+    }
+}
+
 /// Decides a request by node `node` (the user is known to be a node).
 pub fn authorize(
     idx: &Index,
@@ -255,19 +278,15 @@ pub fn authorize(
             ("", "configmaps") => return read_namespaced(idx, node, RefKind::ConfigMap, a),
             ("", "persistentvolumeclaims") => {
                 if a.subresource == "status" {
+                    // Upstream's `authorizeStatusUpdate` (kubelet records a finished expansion).
                     if !matches!(a.verb.as_str(), "update" | "patch") {
-                        return no("can only get, update or patch status of this type");
+                        return no("can only get/update/patch this type");
                     }
                     return related(idx, node, RefKind::Pvc, a);
                 }
                 return get_only(idx, node, RefKind::Pvc, a);
             }
-            // kennel keeps no PV → node edges: PVs stay with RBAC.
-            ("", "persistentvolumes") => {
-                return no(format!(
-                    "no relationship found between node '{node}' and this object"
-                ))
-            }
+            ("", "persistentvolumes") => return get_volume(idx, node, a),
             ("", "serviceaccounts") => {
                 if a.verb != "create" || a.name.is_empty() {
                     return no("can only create tokens for individual service accounts");
@@ -534,5 +553,121 @@ mod tests {
             &attrs("get", "", "a", "secrets", "", "volsec")
         )
         .is_err());
+    }
+
+    /// pod → claim → volume: a node gets the claims of its pods and the volumes bound to them,
+    /// nothing listed, nothing of another node's pods, and a bind made later counts at once.
+    #[test]
+    fn claims_and_volumes_of_bound_pods() {
+        let mut idx = Index::default();
+        let put = |idx: &mut Index, key: &str, v: Value| {
+            idx.apply_put(key, &serde_json::to_vec(&v).unwrap())
+        };
+        put(&mut idx, "/registry/core/pods/a/web", pod());
+        let mut other = pod();
+        other["metadata"]["name"] = "db".into();
+        other["spec"]["nodeName"] = "n2".into();
+        other["spec"]["volumes"] = serde_json::json!([
+            {"name": "d", "persistentVolumeClaim": {"claimName": "db-data"}}
+        ]);
+        put(&mut idx, "/registry/core/pods/a/db", other);
+        let bind = |idx: &mut Index, claim: &str, pv: &str| {
+            put(
+                idx,
+                &format!("/registry/core/persistentvolumeclaims/a/{claim}"),
+                serde_json::json!({"metadata": {"name": claim, "namespace": "a"}, "spec": {"volumeName": pv}}),
+            );
+            put(
+                idx,
+                &format!("/registry/core/persistentvolumes/{pv}"),
+                serde_json::json!({"metadata": {"name": pv}, "spec": {"claimRef": {"namespace": "a", "name": claim}}}),
+            );
+        };
+        bind(&mut idx, "data", "pv-data");
+        bind(&mut idx, "web-e", "pv-eph");
+        bind(&mut idx, "db-data", "pv-db");
+        let rules = node_rules();
+        let check = |idx: &Index, node: &str, a: Attributes| authorize(idx, &rules, node, &a);
+        let pv = |verb: &str, name: &str| attrs(verb, "", "", "persistentvolumes", "", name);
+        let pvc = |verb: &str, sub: &str, name: &str| {
+            attrs(verb, "", "a", "persistentvolumeclaims", sub, name)
+        };
+        let none = |n: &str| {
+            Err(format!(
+                "no relationship found between node '{n}' and this object"
+            ))
+        };
+        for (node, claim, vol) in [
+            ("n1", "data", "pv-data"),
+            ("n1", "web-e", "pv-eph"),
+            ("n2", "db-data", "pv-db"),
+        ] {
+            assert_eq!(
+                check(&idx, node, pvc("get", "", claim)),
+                Ok(()),
+                "{node} {claim}"
+            );
+            assert_eq!(check(&idx, node, pv("get", vol)), Ok(()), "{node} {vol}");
+        }
+        // Another node's pod's storage: no.
+        assert_eq!(check(&idx, "n1", pvc("get", "", "db-data")), none("n1"));
+        assert_eq!(check(&idx, "n1", pv("get", "pv-db")), none("n1"));
+        assert_eq!(check(&idx, "n2", pv("get", "pv-data")), none("n2"));
+        assert_eq!(check(&idx, "n1", pv("get", "unknown")), none("n1"));
+        // Only get, by name; status updates of its claims only.
+        for verb in ["list", "watch", "update", "delete", "create"] {
+            assert_eq!(
+                check(
+                    &idx,
+                    "n1",
+                    pv(verb, if verb == "list" { "" } else { "pv-data" })
+                ),
+                Err("can only get individual resources of this type".into()),
+                "{verb}"
+            );
+            assert_eq!(
+                check(&idx, "n1", pvc(verb, "", "data")),
+                Err("can only get individual resources of this type".into()),
+                "{verb}"
+            );
+        }
+        assert_eq!(
+            check(&idx, "n1", pv("get", "")),
+            Err("No Object name found".into())
+        );
+        assert_eq!(
+            check(
+                &idx,
+                "n1",
+                attrs("get", "", "", "persistentvolumes", "status", "pv-data")
+            ),
+            Err("cannot get subresource".into())
+        );
+        assert_eq!(check(&idx, "n1", pvc("patch", "status", "data")), Ok(()));
+        assert_eq!(
+            check(&idx, "n1", pvc("patch", "status", "db-data")),
+            none("n1")
+        );
+        assert_eq!(
+            check(&idx, "n1", pvc("get", "status", "data")),
+            Err("can only get/update/patch this type".into())
+        );
+        // A claim unbound (or rebound elsewhere) closes its old volume; a later bind opens it.
+        put(
+            &mut idx,
+            "/registry/core/persistentvolumeclaims/a/data",
+            serde_json::json!({"metadata": {"name": "data", "namespace": "a"}, "spec": {}}),
+        );
+        assert_eq!(check(&idx, "n1", pv("get", "pv-data")), none("n1"));
+        assert_eq!(check(&idx, "n1", pvc("get", "", "data")), Ok(()));
+        bind(&mut idx, "data", "pv-late");
+        assert_eq!(check(&idx, "n1", pv("get", "pv-late")), Ok(()));
+        assert_eq!(check(&idx, "n1", pv("get", "pv-data")), none("n1"));
+        // The pod moving to another node moves its storage with it.
+        let mut moved = pod();
+        moved["spec"]["nodeName"] = "n2".into();
+        put(&mut idx, "/registry/core/pods/a/web", moved);
+        assert_eq!(check(&idx, "n1", pv("get", "pv-late")), none("n1"));
+        assert_eq!(check(&idx, "n2", pv("get", "pv-late")), Ok(()));
     }
 }
